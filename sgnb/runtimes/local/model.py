@@ -1,0 +1,75 @@
+"""The model: a transformers causal LM whose attention reads and writes the KV pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sgnb.runtimes.local.attention import ForwardBatch, register, set_forward_batch
+
+DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)} or 'auto'") from None
+
+
+class LocalModel:
+    def __init__(self, path: Path, dtype: torch.dtype) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers.utils import logging as hf_logging
+
+        self.path = path
+        self.dtype = dtype
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            self.hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=register())
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        self.hf.eval()
+        cfg = self.hf.config
+        self.num_layers: int = cfg.num_hidden_layers
+        self.kv_heads: int = cfg.num_key_value_heads
+        self.head_dim: int = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.context_length: int = cfg.max_position_embeddings
+        self.vocab_size: int = cfg.vocab_size
+        self.eos_token_ids = self._eos_ids(GenerationConfig, path)
+
+    def _eos_ids(self, generation_config_cls: type, path: Path) -> set[int]:
+        ids: set[int] = set()
+        try:
+            gen = generation_config_cls.from_pretrained(path)
+            eos = gen.eos_token_id
+            ids.update([eos] if isinstance(eos, int) else (eos or []))
+        except OSError:
+            pass
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        return ids
+
+    @torch.inference_mode()
+    def forward(
+        self, input_ids: list[int], positions: list[int], batch: ForwardBatch, logits_at: list[int]
+    ) -> torch.Tensor:
+        """Run one packed forward; return float32 logits at the packed offsets ``logits_at``."""
+        set_forward_batch(batch)
+        try:
+            out = self.hf(
+                input_ids=torch.tensor([input_ids]),
+                position_ids=torch.tensor([positions]),
+                use_cache=False,
+                logits_to_keep=torch.tensor(logits_at),
+            )
+        finally:
+            set_forward_batch(None)
+        return out.logits[0].float()

@@ -1,0 +1,88 @@
+"""A request's life in the local runtime: waiting -> prefill -> decode steps -> finished."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sgnb.params import SamplingParams
+from sgnb.runtimes.local.grammar import Grammar
+from sgnb.runtimes.local.radix_cache import TreeNode
+
+_seq = itertools.count()
+
+
+@dataclass(eq=False)
+class Request:
+    input_ids: list[int]
+    params: SamplingParams
+    grammar: Grammar | None = None
+    # Scoring requests generate nothing; they return the logprobs of input_ids[logprob_start:].
+    logprob_start: int | None = None
+    stream: queue.Queue[dict[str, Any] | None] | None = None
+    rid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    seq: int = field(default_factory=lambda: next(_seq))
+
+    # --- filled in by the scheduler ---
+    output_ids: list[int] = field(default_factory=list)
+    kv_indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+    last_node: TreeNode | None = None  # the locked end of this request's cached path
+    protected_len: int = 0  # kv_indices[:protected_len] belong to the radix tree
+    cached_tokens: int = 0  # prefix reused at admission: what meta_info reports
+    reserved: int = 0  # KV slots promised for future decode steps
+    input_logprobs: list[float] = field(default_factory=list)
+    generator: torch.Generator | None = None
+    text: str = ""
+    stop_at: int | None = None  # text offset to cut at, when a stop string matched
+
+    created: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    finish_reason: dict[str, Any] | None = None
+    error: BaseException | None = None
+    aborted: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def is_score(self) -> bool:
+        return self.logprob_start is not None
+
+    @property
+    def kv_tokens(self) -> list[int]:
+        """The tokens whose KV is in the pool: everything but the newest sampled token."""
+        return (self.input_ids + self.output_ids)[: int(self.kv_indices.numel())]
+
+    @property
+    def next_input(self) -> list[int]:
+        """Tokens this request feeds to its next forward pass."""
+        return (self.input_ids + self.output_ids)[int(self.kv_indices.numel()) :]
+
+    def visible_text(self) -> str:
+        return self.text if self.stop_at is None else self.text[: self.stop_at]
+
+    def meta_info(self) -> dict[str, Any]:
+        now = time.perf_counter()
+        info: dict[str, Any] = {
+            "id": self.rid,
+            "prompt_tokens": len(self.input_ids),
+            "completion_tokens": len(self.output_ids),
+            "cached_tokens": self.cached_tokens,
+            "finish_reason": self.finish_reason,
+            "e2e_latency": now - self.created,
+        }
+        if self.first_token_at is not None:
+            info["ttft"] = self.first_token_at - self.created
+        if self.is_score:
+            info["input_token_logprobs"] = list(self.input_logprobs)
+        if self.params.constraint:
+            info["constraint"] = self.params.constraint[0]
+        return info
+
+    def result(self) -> dict[str, Any]:
+        return {"text": self.visible_text(), "output_ids": list(self.output_ids), "meta_info": self.meta_info()}

@@ -1,0 +1,271 @@
+"""``LocalRuntime``: sgnb's reference engine behind the same API as the other runtimes."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from sgnb.events import EventHub, RequestFinished
+from sgnb.models import resolve_model
+from sgnb.params import SamplingParams
+from sgnb.runtimes.local.grammar import GrammarCompiler
+from sgnb.runtimes.local.kv_pool import KVPool
+from sgnb.runtimes.local.model import LocalModel, parse_dtype
+from sgnb.runtimes.local.radix_cache import RadixCache
+from sgnb.runtimes.local.request import Request
+from sgnb.runtimes.local.scheduler import Scheduler
+
+DEFAULT_MAX_TOTAL_TOKENS = 16384
+
+
+class LocalRuntime:
+    """Load a model and serve it from a scheduler thread with a radix prefix cache."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        model: str = "bundled",
+        *,
+        max_total_tokens: int = DEFAULT_MAX_TOTAL_TOKENS,
+        page_size: int = 1,
+        disable_radix_cache: bool = False,
+        dtype: str | torch.dtype = "bfloat16",
+        threads: int | None = None,
+        context_length: int | None = None,
+        hub: EventHub | None = None,
+    ) -> None:
+        if not isinstance(max_total_tokens, int) or max_total_tokens < 16:
+            raise ValueError(f"max_total_tokens must be an int >= 16, got {max_total_tokens!r}")
+        if not isinstance(page_size, int) or page_size < 1:
+            raise ValueError(f"page_size must be a positive int, got {page_size!r}")
+        torch_dtype = parse_dtype(dtype)
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+        started = time.perf_counter()
+        self.model_name = model
+        self.model_path = resolve_model(model)
+        self.model = LocalModel(self.model_path, torch_dtype)
+        self.tokenizer = self.model.tokenizer
+        self.context_length = min(context_length or self.model.context_length, self.model.context_length)
+        self.hub = hub or EventHub()
+        self.pool = KVPool(
+            max_total_tokens, self.model.num_layers, self.model.kv_heads, self.model.head_dim, torch_dtype
+        )
+        self.cache = RadixCache(
+            page_size=page_size, free_slots=self.pool.free, on_event=self.hub.publish, disable=disable_radix_cache
+        )
+        self.grammars = GrammarCompiler(self.tokenizer, self.model.vocab_size)
+        self.scheduler = Scheduler(self.model, self.pool, self.cache, self.hub.publish)
+        self.stats = RuntimeStats()
+        self._unsubscribe = self.hub.subscribe(self.stats.observe)
+        self.load_time = time.perf_counter() - started
+        self.options = {
+            "max_total_tokens": max_total_tokens,
+            "page_size": page_size,
+            "disable_radix_cache": disable_radix_cache,
+            "dtype": str(torch_dtype).removeprefix("torch."),
+            "threads": torch.get_num_threads(),
+            "context_length": self.context_length,
+        }
+        self._stopped = False
+
+    # ---- requests ----------------------------------------------------------------------
+
+    def make_request(
+        self,
+        prompt: str | None = None,
+        *,
+        input_ids: list[int] | None = None,
+        sampling_params: dict[str, Any] | None = None,
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> Request:
+        """Validate everything a request needs before any compute; raise ValueError on bad input."""
+        self._check_running()
+        params = SamplingParams.from_dict({**(sampling_params or {}), **kwargs})
+        ids = self._tokenize(prompt, input_ids)
+        if len(ids) >= self.context_length:
+            raise ValueError(f"prompt is {len(ids)} tokens; the context length is {self.context_length}")
+        params.max_new_tokens = min(params.max_new_tokens, self.context_length - len(ids))
+        if len(ids) + params.max_new_tokens > self.pool.capacity:
+            raise ValueError(
+                f"prompt ({len(ids)} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds the KV pool "
+                f"({self.pool.capacity} tokens); raise max_total_tokens"
+            )
+        grammar = None
+        if params.constraint is not None:
+            grammar = self.grammars.matcher(self.grammars.compile(*params.constraint))
+        req = Request(input_ids=ids, params=params, grammar=grammar, stream=queue.Queue() if stream else None)
+        if params.sampling_seed is not None:
+            req.generator = torch.Generator().manual_seed(int(params.sampling_seed))
+        return req
+
+    def _tokenize(self, prompt: str | None, input_ids: list[int] | None) -> list[int]:
+        if (prompt is None) == (input_ids is None):
+            raise ValueError("pass exactly one of prompt (text) or input_ids")
+        if input_ids is not None:
+            ids = [int(t) for t in input_ids]
+            if any(t < 0 or t >= self.model.vocab_size for t in ids):
+                raise ValueError(f"input_ids must be in [0, {self.model.vocab_size})")
+        else:
+            if not isinstance(prompt, str):
+                raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+            ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        if not ids:
+            raise ValueError("the prompt is empty")
+        return ids
+
+    def generate(
+        self,
+        prompt: str | None = None,
+        sampling_params: dict[str, Any] | None = None,
+        *,
+        input_ids: list[int] | None = None,
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Generate like SGLang's ``Engine.generate``: ``{"text", "output_ids", "meta_info"}``.
+
+        Sampling parameters come as a dict or as keywords (``max_new_tokens=16, regex=...``).
+        With ``stream=True`` returns an iterator of chunks, each holding the text so far.
+        """
+        req = self.make_request(prompt, input_ids=input_ids, sampling_params=sampling_params, stream=stream, **kwargs)
+        self.scheduler.submit(req)
+        if stream:
+            return self._stream(req)
+        return self._wait(req)
+
+    def _wait(self, req: Request) -> dict[str, Any]:
+        try:
+            while not req.done.wait(0.05):  # short waits keep KeyboardInterrupt responsive
+                pass
+        except KeyboardInterrupt:
+            self.abort(req.rid)
+            req.done.wait(30)
+            raise
+        if req.error is not None:
+            raise RuntimeError(f"request failed: {req.error}") from req.error
+        return req.result()
+
+    def _stream(self, req: Request) -> Iterator[dict[str, Any]]:
+        assert req.stream is not None
+        try:
+            while True:
+                chunk = req.stream.get()
+                if chunk is None:
+                    break
+                yield chunk
+        finally:
+            if not req.done.is_set():  # the consumer stopped early or was interrupted
+                self.abort(req.rid)
+        if req.error is not None:
+            raise RuntimeError(f"request failed: {req.error}") from req.error
+
+    def score(self, prompt_ids: list[int], continuation_ids: list[int]) -> list[float]:
+        """Logprob of each continuation token after ``prompt_ids`` (what ``select`` needs)."""
+        self._check_running()
+        if not prompt_ids or not continuation_ids:
+            raise ValueError("score needs a non-empty prompt and continuation")
+        ids = list(prompt_ids) + list(continuation_ids)
+        if len(ids) > min(self.context_length, self.pool.capacity):
+            raise ValueError(f"prompt + continuation is {len(ids)} tokens; too long for this runtime")
+        req = Request(input_ids=ids, params=SamplingParams(max_new_tokens=1), logprob_start=len(prompt_ids))
+        self.scheduler.submit(req)
+        return list(self._wait(req)["meta_info"]["input_token_logprobs"])
+
+    def abort(self, rid: str) -> None:
+        self.scheduler.abort(rid)
+
+    # ---- cache and lifecycle ---------------------------------------------------------------
+
+    def flush_cache(self) -> None:
+        """Empty the radix cache, as SGLang's ``/flush_cache``; refuses while requests run."""
+        self._check_running()
+
+        def flush() -> None:
+            if self.scheduler.running or self.scheduler.waiting:
+                raise RuntimeError("cannot flush the cache while requests are running")
+            self.cache.reset()
+            self.pool.reset()
+
+        self.scheduler.call(flush)
+
+    flush = flush_cache
+
+    def cache_state(self) -> dict[str, int]:
+        """Pool accounting, read on the scheduler thread so the numbers are consistent."""
+
+        def read() -> dict[str, int]:
+            return {
+                "capacity": self.pool.capacity,
+                "free": self.pool.free_slots,
+                "used": self.pool.used_slots,
+                "cached": self.cache.total_size(),
+                "evictable": self.cache.evictable_size,
+                "protected": self.cache.protected_size,
+                "running": len(self.scheduler.running),
+                "waiting": len(self.scheduler.waiting),
+            }
+
+        return dict(self.scheduler.call(read))
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return str(
+            self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        )
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.scheduler.shutdown()
+        self._unsubscribe()
+
+    shutdown = stop
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise RuntimeError("this runtime is stopped; start a new one with sgnb.start()")
+
+    def __enter__(self) -> LocalRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else "running"
+        return f"<LocalRuntime model={self.model_name!r} {state}>"
+
+
+class RuntimeStats:
+    """Running totals for status lines and benchmarks."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+        self.completion_tokens = 0
+
+    def observe(self, event: object) -> None:
+        if isinstance(event, RequestFinished):
+            self.requests += 1
+            self.prompt_tokens += event.prompt_tokens
+            self.cached_tokens += event.cached_tokens
+            self.completion_tokens += event.completion_tokens
+
+    @property
+    def hit_rate(self) -> float:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)))

@@ -1,0 +1,313 @@
+"""The scheduler thread: continuous batching over the radix cache.
+
+Each turn of the loop
+
+1. takes newly submitted requests and admits as many as the KV pool can hold, reusing the
+   longest cached prefix of each (``match_prefix``) and locking it;
+2. packs every admitted request's pending tokens - whole uncached prompts for new requests,
+   one token for those decoding - into one forward pass;
+3. samples one token per request (grammar-masked where constrained), and
+4. retires finished requests: their tokens and KV go into the radix tree, the lock is released.
+
+Only this thread touches the cache and the pool, so neither needs a lock of its own.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import torch
+
+from sgnb.events import RequestFinished
+from sgnb.runtimes.local.attention import ForwardBatch, Segment
+from sgnb.runtimes.local.kv_pool import KVPool
+from sgnb.runtimes.local.model import LocalModel
+from sgnb.runtimes.local.radix_cache import RadixCache
+from sgnb.runtimes.local.request import Request
+from sgnb.runtimes.local.sampling import apply_penalties, sample
+
+MAX_PREFILL_TOKENS = 8192  # per forward; bounds activation memory when many prompts arrive at once
+
+
+class Scheduler:
+    def __init__(
+        self,
+        model: LocalModel,
+        pool: KVPool,
+        cache: RadixCache,
+        publish: Callable[[Any], None],
+    ) -> None:
+        self.model = model
+        self.pool = pool
+        self.cache = cache
+        self.publish = publish
+        self.inbox: queue.Queue[Request | tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
+        self.waiting: list[Request] = []
+        self.running: list[Request] = []
+        self.reserved = 0
+        self.steps = 0
+        self._thread = threading.Thread(target=self._loop, name="sgnb-scheduler", daemon=True)
+        self._thread.start()
+
+    # ---- called from other threads -----------------------------------------------------
+
+    def submit(self, req: Request) -> None:
+        self.inbox.put(req)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the scheduler thread between steps and return its result."""
+        fut: Future[Any] = Future()
+        self.inbox.put((fn, fut))
+        return fut.result()
+
+    def abort(self, rid: str) -> None:
+        for req in list(self.waiting) + list(self.running):
+            if req.rid == rid:
+                req.aborted = True
+        self.inbox.put(None)  # wake the loop
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        self.inbox.put(None)
+        self._thread.join(timeout=30)
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    _stopping = False
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._drain_inbox(block=not self.running and not self.waiting)
+            if self._stopping:
+                break
+            try:
+                self._retire_aborted()
+                self._admit()
+                if self.running:
+                    self._step()
+            except Exception as exc:  # a bug must not kill the runtime: fail the batch, go on
+                self._fail_all(exc)
+        for req in self.running + self.waiting:
+            self._finish(req, {"type": "abort", "message": "runtime stopped"})
+
+    def _fail_all(self, exc: Exception) -> None:
+        for req in self.running:
+            try:
+                self._release(req)
+            except Exception:  # already broken; the request still gets its error below
+                pass
+        for req in self.running + self.waiting:
+            req.error = exc
+            self._finish(req, {"type": "abort", "message": f"{type(exc).__name__}: {exc}"})
+        self.running, self.waiting = [], []
+
+    def _drain_inbox(self, block: bool) -> None:
+        item = self.inbox.get() if block else self._get_nowait()
+        while item is not None or not self.inbox.empty():
+            if isinstance(item, Request):
+                self.waiting.append(item)
+            elif isinstance(item, tuple):
+                fn, fut = item
+                try:
+                    fut.set_result(fn())
+                except BaseException as exc:
+                    fut.set_exception(exc)
+            item = self._get_nowait()
+
+    def _get_nowait(self) -> Request | tuple[Callable[[], Any], Future[Any]] | None:
+        try:
+            return self.inbox.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _retire_aborted(self) -> None:
+        for req in [r for r in self.waiting if r.aborted]:
+            self.waiting.remove(req)
+            self._finish(req, {"type": "abort", "message": "aborted"})
+        for req in [r for r in self.running if r.aborted]:
+            self.running.remove(req)
+            self._release(req)
+            self._finish(req, {"type": "abort", "message": "aborted"})
+
+    # ---- admission -----------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        prefill_budget = MAX_PREFILL_TOKENS
+        while self.waiting:
+            req = self.waiting[0]
+            # The last prompt token is always recomputed: its logits pick the first new token.
+            # A scoring request needs logits from its first scored position on.
+            limit = len(req.input_ids) - 1 if not req.is_score else max(0, (req.logprob_start or 0) - 1)
+            match = self.cache.match_prefix(req.input_ids[:limit])
+            new_tokens = len(req.input_ids) - match.length
+            decode = 0 if req.is_score else req.params.max_new_tokens
+            if self.running and new_tokens > prefill_budget:
+                return
+            if not self._make_room(new_tokens + decode):
+                return  # wait for running requests to finish and free their slots
+            self.waiting.pop(0)
+            self.cache.inc_lock_ref(match.last_node)
+            req.last_node = match.last_node
+            req.protected_len = req.cached_tokens = match.length
+            req.kv_indices = match.indices
+            req.reserved = decode
+            self.reserved += decode
+            prefill_budget -= new_tokens
+            self.running.append(req)
+
+    def _make_room(self, need: int) -> bool:
+        short = need - (self.pool.free_slots - self.reserved)
+        if short > 0:
+            self.cache.evict(short)
+        return self.pool.free_slots - self.reserved >= need
+
+    # ---- one forward step ----------------------------------------------------------------
+
+    def _step(self) -> None:
+        input_ids: list[int] = []
+        positions: list[int] = []
+        segments: list[Segment] = []
+        logits_at: list[int] = []
+        out_slots: list[torch.Tensor] = []
+        for req in self.running:
+            new = req.next_input
+            start = int(req.kv_indices.numel())
+            slots = self.pool.alloc(len(new))
+            if start >= len(req.input_ids):  # a decode step spends a reserved slot
+                req.reserved -= len(new)
+                self.reserved -= len(new)
+            req.kv_indices = torch.cat([req.kv_indices, slots])
+            seg = Segment(q_start=len(input_ids), q_len=len(new), kv_indices=req.kv_indices)
+            segments.append(seg)
+            out_slots.append(slots)
+            input_ids.extend(new)
+            positions.extend(range(start, start + len(new)))
+            if req.is_score:
+                first = max(req.logprob_start or 0, 1) - 1 - start  # logits at t predict token t+1
+                logits_at.extend(range(seg.q_start + first, seg.q_start + seg.q_len - 1))
+            else:
+                logits_at.append(seg.q_start + seg.q_len - 1)
+        batch = ForwardBatch(pool=self.pool, out_slots=torch.cat(out_slots), segments=segments)
+        logits = self.model.forward(input_ids, positions, batch, logits_at)
+        self.steps += 1
+
+        row = 0
+        for req in list(self.running):
+            prefilled = not req.output_ids
+            if req.is_score:
+                row = self._take_scores(req, logits, row)
+                self.running.remove(req)
+                self._release(req)
+                self._finish(req, {"type": "length", "length": 0})
+                continue
+            if prefilled:
+                self._cache_unfinished(req)
+            token = self._sample(req, logits[row])
+            row += 1
+            reason = self._append(req, token)
+            if reason is not None:
+                self.running.remove(req)
+                self._release(req)
+                self._finish(req, reason)
+            elif req.stream is not None:
+                req.stream.put(req.result())
+
+    def _take_scores(self, req: Request, logits: torch.Tensor, row: int) -> int:
+        start = max(req.logprob_start or 0, 1)
+        targets = req.input_ids[start:]
+        rows = logits[row : row + len(targets)]
+        logprobs = torch.log_softmax(rows, dim=-1).gather(1, torch.tensor(targets).unsqueeze(1))
+        req.input_logprobs = [float(x) for x in logprobs.squeeze(1)]
+        return row + len(targets)
+
+    def _sample(self, req: Request, logits: torch.Tensor) -> int:
+        params = req.params
+        if len(req.output_ids) < params.min_new_tokens:
+            banned = list(params.stop_token_ids) + ([] if params.ignore_eos else list(self.model.eos_token_ids))
+            logits[banned] = float("-inf")
+        apply_penalties(logits, params, req.output_ids)
+        if req.grammar is not None:
+            req.grammar.apply(logits)
+        return sample(logits, params, req.generator)
+
+    def _append(self, req: Request, token: int) -> dict[str, Any] | None:
+        """Add ``token`` to ``req``; return a finish reason when the request is done."""
+        if req.first_token_at is None:
+            req.first_token_at = time.perf_counter()
+        req.output_ids.append(token)
+        params = req.params
+        if req.grammar is not None and not req.grammar.accept(token):
+            return {"type": "abort", "message": f"grammar rejected token {token}"}
+        req.text = self.model.tokenizer.decode(req.output_ids, skip_special_tokens=params.skip_special_tokens)
+        if token in params.stop_token_ids or (not params.ignore_eos and token in self.model.eos_token_ids):
+            return {"type": "stop", "matched": token}
+        if req.grammar is not None and req.grammar.is_terminated():
+            return {"type": "stop", "matched": token}
+        for stop in params.stop:
+            at = req.text.find(stop, max(0, len(req.text) - len(stop) - 16))
+            if at >= 0:
+                req.stop_at = len(req.text) if params.no_stop_trim else at
+                return {"type": "stop", "matched": stop}
+        if len(req.output_ids) >= params.max_new_tokens:
+            return {"type": "length", "length": len(req.output_ids)}
+        return None
+
+    # ---- putting KV into the tree --------------------------------------------------------
+
+    def _cache_unfinished(self, req: Request) -> None:
+        """Share a just-prefilled prompt with other requests now, not only when it finishes."""
+        if self.cache.disable:
+            return
+        tokens = req.kv_tokens
+        already = self.cache.insert(tokens, req.kv_indices)
+        self.pool.free(req.kv_indices[req.protected_len : already])  # computed twice: keep the tree's
+        match = self.cache.match_prefix(tokens)
+        req.kv_indices = torch.cat([match.indices, req.kv_indices[match.length :]])
+        self.cache.inc_lock_ref(match.last_node)
+        assert req.last_node is not None
+        self.cache.dec_lock_ref(req.last_node)
+        req.last_node, req.protected_len = match.last_node, match.length
+
+    def _release(self, req: Request) -> None:
+        """Hand a retiring request's KV to the tree (or back to the pool) and drop its lock."""
+        self.reserved -= req.reserved
+        req.reserved = 0
+        if req.last_node is None:
+            return
+        if self.cache.disable:
+            self.pool.free(req.kv_indices)
+        else:
+            n = int(req.kv_indices.numel())
+            already = self.cache.insert(req.kv_tokens, req.kv_indices)
+            self.pool.free(req.kv_indices[req.protected_len : already])
+            aligned = n // self.cache.page_size * self.cache.page_size
+            self.pool.free(req.kv_indices[aligned:])  # a partial last page is not cached
+        self.cache.dec_lock_ref(req.last_node)
+        req.last_node = None
+
+    def _finish(self, req: Request, reason: dict[str, Any]) -> None:
+        req.finish_reason = reason
+        meta = req.meta_info()
+        self.publish(
+            RequestFinished(
+                rid=req.rid,
+                prompt_tokens=len(req.input_ids),
+                cached_tokens=req.cached_tokens,
+                completion_tokens=len(req.output_ids),
+                ttft=meta.get("ttft", meta["e2e_latency"]),
+                e2e_latency=meta["e2e_latency"],
+                finish_reason=reason,
+                constraint=req.params.constraint[0] if req.params.constraint else None,
+                output_ids=list(req.output_ids),
+                prompt_ids=list(req.input_ids),
+            )
+        )
+        if req.stream is not None:
+            req.stream.put(req.result())
+            req.stream.put(None)
+        req.done.set()
