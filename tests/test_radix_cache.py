@@ -87,6 +87,7 @@ def check_invariants(cache: RadixCache) -> None:
             assert n.lock_ref >= c.lock_ref
     # Chained hashes: every page's hash is the hash of its whole prefix from the root.
     for n in nodes:
+        assert n.parent is not None
         parent_hash = n.parent.hashes[-1] if n.parent is not cache.root else None
         assert n.hashes == block_hashes(n.key, parent_hash, cache.page_size)
 
@@ -173,13 +174,13 @@ def test_insert_returns_already_cached_length() -> None:
     assert cache.insert(seq, arange(0, 8)) == 0
     assert cache.insert(seq, arange(100, 8)) == 8  # all cached
     assert cache.insert(seq[:5], arange(200, 5)) == 5  # a prefix of a node: splits it
-    assert cache.insert(seq + [5, 3], arange(300, 10)) == 8  # extends the path
+    assert cache.insert([*seq, 5, 3], arange(300, 10)) == 8  # extends the path
     assert cache.insert([3, 1, 4, 2], arange(400, 4)) == 3
     assert cache.insert([7], arange(500, 1)) == 0
     assert cache.insert([], arange(0, 0)) == 0
     assert cache.total_size() == 8 + 2 + 1 + 1
     # Nothing of the later duplicate inserts replaced the first KV.
-    assert cache.match_prefix(seq + [5, 3]).indices.tolist() == list(range(8)) + [308, 309]
+    assert cache.match_prefix([*seq, 5, 3]).indices.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 308, 309]
     check_invariants(cache)
 
 

@@ -29,12 +29,17 @@ class LocalModel:
 
         self.path = path
         self.dtype = dtype
+        # The bundled weights are dequantized Q4_1: subnormal values made a bf16 decode step
+        # ~25x slower on this CPU (1.2 vs 25-30 tok/s measured). Flushing them to zero fixes it.
+        torch.set_flush_denormal(True)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar in every notebook is noise
         try:
             self.hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=register())
         finally:
+            hf_logging.enable_progress_bar()
             hf_logging.set_verbosity(verbosity)
         self.hf.eval()
         cfg = self.hf.config
