@@ -243,7 +243,8 @@ class Scheduler:
         params = req.params
         if req.grammar is not None and not req.grammar.accept(token):
             return {"type": "abort", "message": f"grammar rejected token {token}"}
-        req.text = self.model.tokenizer.decode(req.output_ids, skip_special_tokens=params.skip_special_tokens)
+        if params.stop or req.stream is not None:  # else decode once, at the end
+            self._decode(req)
         if token in params.stop_token_ids or (not params.ignore_eos and token in self.model.eos_token_ids):
             return {"type": "stop", "matched": token}
         if req.grammar is not None and req.grammar.is_terminated():
@@ -290,7 +291,11 @@ class Scheduler:
         self.cache.dec_lock_ref(req.last_node)
         req.last_node = None
 
+    def _decode(self, req: Request) -> None:
+        req.text = self.model.tokenizer.decode(req.output_ids, skip_special_tokens=req.params.skip_special_tokens)
+
     def _finish(self, req: Request, reason: dict[str, Any]) -> None:
+        self._decode(req)
         req.finish_reason = reason
         meta = req.meta_info()
         self.publish(

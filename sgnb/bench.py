@@ -1,0 +1,168 @@
+"""``python -m sgnb.bench --json``: the notebook workloads, measured side by side in one run.
+
+Figures are ratios against a baseline taken in the same process (a plain transformers decode
+loop, the cache flushed, the radix cache off), because these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import sgnb
+from sgnb.runtimes.local import LocalRuntime
+
+STORY = (
+    "The lighthouse keeper climbed the spiral stairs every evening, counting the steps and listening "
+    "to the sea. Ships passed far out on the horizon, and the lamp turned slowly above the rocks. "
+)
+JSON_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "story": {"type": "string"}},
+    "required": ["name", "age", "story"],
+}
+
+
+def _median(fn: Callable[[], float], rounds: int) -> float:
+    return statistics.median(fn() for _ in range(rounds))
+
+
+def decode_rate(rt: LocalRuntime, prompt: str, n: int = 128, **params: Any) -> float:
+    """Decode tokens/s of one stream: tokens after the first over the time after the first."""
+    out = rt.generate(prompt, max_new_tokens=n, temperature=0, ignore_eos=True, **params)
+    m = out["meta_info"]
+    return float((m["completion_tokens"] - 1) / (m["e2e_latency"] - m["ttft"]))
+
+
+def per_token_time(rt: LocalRuntime, prompt: str, n: int, **params: Any) -> float:
+    m = rt.generate(prompt, max_new_tokens=n, temperature=0, **params)["meta_info"]
+    return float((m["e2e_latency"] - m["ttft"]) / max(1, m["completion_tokens"] - 1))
+
+
+def hf_decode_rate(rt: LocalRuntime, prompt: str, n: int = 128) -> Callable[[], float]:
+    """A plain transformers loop (DynamicCache, SDPA), same weights and dtype: the baseline."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(rt.model_path, dtype=rt.model.dtype).eval()
+    ids = torch.tensor([rt.tokenizer.encode(prompt)])
+
+    @torch.inference_mode()
+    def run() -> float:
+        out = hf(ids, use_cache=True)
+        past, tok = out.past_key_values, out.logits[0, -1].argmax().view(1, 1)
+        start = time.perf_counter()
+        for _ in range(n - 1):
+            out = hf(tok, past_key_values=past, use_cache=True)
+            past, tok = out.past_key_values, out.logits[0, -1].argmax().view(1, 1)
+        return (n - 1) / (time.perf_counter() - start)
+
+    return run
+
+
+def concurrent_rate(rt: LocalRuntime, prompts: list[str], n: int = 128) -> float:
+    done: list[int] = []
+
+    def one(p: str) -> None:
+        done.append(rt.generate(p, max_new_tokens=n, temperature=0, ignore_eos=True)["meta_info"]["completion_tokens"])
+
+    threads = [threading.Thread(target=one, args=(p,)) for p in prompts]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - start)
+
+
+def prefix_ttft(rt: LocalRuntime, prefix_tokens: int = 1000, suffix_tokens: int = 20) -> tuple[float, float]:
+    """TTFT of a 20-token suffix after a cached 1000-token prefix, and with the cache flushed."""
+    ids = rt.tokenizer.encode(STORY * 40)[:prefix_tokens]
+    suffix = rt.tokenizer.encode(" Then the storm came and everything changed for the keeper and the ships.")
+    full = ids + (suffix * 3)[:suffix_tokens]
+    rt.flush_cache()
+    cold = rt.generate(input_ids=full, max_new_tokens=1, temperature=0)["meta_info"]["ttft"]
+    rt.flush_cache()
+    rt.generate(input_ids=ids, max_new_tokens=1, temperature=0)
+    warm = rt.generate(input_ids=full, max_new_tokens=1, temperature=0)["meta_info"]["ttft"]
+    return float(cold), float(warm)
+
+
+def multiturn(rt: LocalRuntime, turns: int = 8, new_tokens: int = 32) -> float:
+    """Replay an 8-turn chat; each turn re-sends the whole history, as chat clients do."""
+    rt.flush_cache()
+    messages = [{"role": "system", "content": "You are a helpful assistant. " + STORY}]
+    start = time.perf_counter()
+    for turn in range(turns):
+        messages.append({"role": "user", "content": f"Question {turn}: tell me more about the keeper."})
+        out = rt.generate(rt.apply_chat_template(messages), max_new_tokens=new_tokens, temperature=0, ignore_eos=True)
+        messages.append({"role": "assistant", "content": out["text"]})
+    return time.perf_counter() - start
+
+
+def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[str, Any]:
+    n = 32 if quick else 128
+    rt = sgnb.start(model)
+    results: dict[str, Any] = {"model": model, "dtype": rt.options["dtype"], "threads": rt.options["threads"]}
+    try:
+        prompt = rt.apply_chat_template([{"role": "user", "content": "Tell me a long story about a dragon."}])
+        decode_rate(rt, prompt, 8)  # warm-up
+        hf = hf_decode_rate(rt, prompt, n)
+        hf()
+        ours, theirs = [], []
+        for _ in range(rounds):  # alternate, so drift in machine load hits both alike
+            ours.append(decode_rate(rt, prompt, n))
+            theirs.append(hf())
+        results["decode_tok_s_1"] = statistics.median(ours)
+        results["hf_decode_tok_s_1"] = statistics.median(theirs)
+        prompts = [rt.apply_chat_template([{"role": "user", "content": f"Story {i} about a dragon."}]) for i in range(8)]
+        results["decode_tok_s_8"] = _median(lambda: concurrent_rate(rt, prompts, n), rounds)
+        ttfts = [prefix_ttft(rt) for _ in range(rounds)]
+        results["prefix_ttft_cold_s"] = statistics.median(c for c, _ in ttfts)
+        results["prefix_ttft_s"] = statistics.median(w for _, w in ttfts)
+        results["prefix_ttft_speedup"] = results["prefix_ttft_cold_s"] / results["prefix_ttft_s"]
+        free = [per_token_time(rt, prompt, n, ignore_eos=True) for _ in range(rounds)]
+        json_prompt = rt.apply_chat_template([{"role": "user", "content": "Describe a dragon as JSON."}])
+        constrained = [
+            per_token_time(rt, json_prompt, n, json_schema=json.dumps(JSON_SCHEMA)) for _ in range(rounds)
+        ]
+        results["constrained_overhead"] = statistics.median(constrained) / statistics.median(free) - 1
+        results["multiturn_s"] = _median(lambda: multiturn(rt), 1 if quick else rounds)
+    finally:
+        rt.stop()
+    off = sgnb.start(model, disable_radix_cache=True)
+    try:
+        results["multiturn_nocache_s"] = _median(lambda: multiturn(off), 1 if quick else rounds)
+    finally:
+        off.stop()
+    results["multiturn_speedup"] = results["multiturn_nocache_s"] / results["multiturn_s"]
+    results["decode_ratio_vs_hf"] = results["decode_tok_s_1"] / results["hf_decode_tok_s_1"]
+    results["batch_scaling_8"] = results["decode_tok_s_8"] / results["decode_tok_s_1"]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sgnb.bench", description=__doc__)
+    parser.add_argument("--model", default="bundled")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="32 new tokens instead of 128, one multiturn round")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    results = run(args.model, args.rounds, args.quick)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for key, value in results.items():
+            print(f"{key:>24}: {value:.3f}" if isinstance(value, float) else f"{key:>24}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
