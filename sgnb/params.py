@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +27,11 @@ class SamplingParams:
     presence_penalty: float = 0.0
     repetition_penalty: float = 1.0
     stop: list[str] = field(default_factory=list)
+    stop_regex: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
     no_stop_trim: bool = False
     regex: str | None = None
     json_schema: str | None = None
@@ -46,8 +49,13 @@ class SamplingParams:
                 raise ValueError(f"unknown sampling parameter {key!r}; known: {', '.join(sorted(known))}")
             if value is not None:
                 clean[name] = value
-        if isinstance(clean.get("stop"), str):
-            clean["stop"] = [clean["stop"]]
+        for key in ("stop", "stop_regex"):
+            if isinstance(clean.get(key), str):
+                clean[key] = [clean[key]]
+            elif key in clean:
+                clean[key] = list(clean[key])
+        if "stop_token_ids" in clean:
+            clean["stop_token_ids"] = [int(t) for t in clean["stop_token_ids"]]
         if isinstance(clean.get("json_schema"), dict):
             clean["json_schema"] = json.dumps(clean["json_schema"])
         sp = cls(**clean)
@@ -77,6 +85,11 @@ class SamplingParams:
         need(0.0 < self.repetition_penalty <= 2.0, f"repetition_penalty must be in (0, 2], got {self.repetition_penalty}")
         need(self.n == 1, "n > 1 is not supported; send the request n times (or use fork in a program)")
         need(all(isinstance(s, str) and s for s in self.stop), "stop must be a string or a list of non-empty strings")
+        for pattern in self.stop_regex:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise ValueError(f"invalid stop_regex {pattern!r}: {exc}") from None
         constraints = [c for c in ("regex", "json_schema", "ebnf") if getattr(self, c) is not None]
         need(len(constraints) <= 1, f"only one of regex, json_schema, ebnf may be set, got {constraints}")
         if self.json_schema is not None:

@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import torch
 
+from sgnb.backend import SgnbBackend
 from sgnb.events import EventHub, RequestFinished
 from sgnb.models import resolve_model
 from sgnb.params import SamplingParams
@@ -19,6 +21,7 @@ from sgnb.runtimes.local.model import LocalModel, parse_dtype
 from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.runtimes.local.request import Request
 from sgnb.runtimes.local.scheduler import Scheduler
+from sgnb.version_check import installed_sglang
 
 DEFAULT_MAX_TOTAL_TOKENS = 16384
 
@@ -76,6 +79,7 @@ class LocalRuntime:
             "context_length": self.context_length,
         }
         self._stopped = False
+        self._backend: SgnbBackend | None = None
 
     # ---- requests ----------------------------------------------------------------------
 
@@ -216,6 +220,32 @@ class LocalRuntime:
             }
 
         return dict(self.scheduler.call(read))
+
+    @property
+    def backend(self) -> SgnbBackend:
+        """This runtime as an sglang frontend backend: ``sgl.set_default_backend(rt.backend)``."""
+        if self._backend is None:
+            self._backend = SgnbBackend(self)
+        return self._backend
+
+    def status(self) -> dict[str, Any]:
+        cache = self.cache_state() if not self._stopped else {}
+        return {
+            "runtime": self.kind,
+            "model": self.model_name,
+            "model_path": str(self.model_path),
+            "device": "cpu",
+            "state": "stopped" if self._stopped else "running",
+            **self.options,
+            "kv_pool_mib": round(self.pool.nbytes() / 2**20, 1),
+            "rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "cache_tokens": cache.get("cached", 0),
+            "cache_capacity": self.pool.capacity,
+            "requests": self.stats.requests,
+            "hit_rate": round(self.stats.hit_rate, 4),
+            "load_time_s": round(self.load_time, 2),
+            "sglang_version": installed_sglang(),
+        }
 
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return str(

@@ -15,6 +15,7 @@ Only this thread touches the cache and the pool, so neither needs a lock of its 
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -243,7 +244,7 @@ class Scheduler:
         params = req.params
         if req.grammar is not None and not req.grammar.accept(token):
             return {"type": "abort", "message": f"grammar rejected token {token}"}
-        if params.stop or req.stream is not None:  # else decode once, at the end
+        if params.stop or params.stop_regex or req.stream is not None:  # else decode once, at the end
             self._decode(req)
         if token in params.stop_token_ids or (not params.ignore_eos and token in self.model.eos_token_ids):
             return {"type": "stop", "matched": token}
@@ -254,6 +255,11 @@ class Scheduler:
             if at >= 0:
                 req.stop_at = len(req.text) if params.no_stop_trim else at
                 return {"type": "stop", "matched": stop}
+        for pattern in params.stop_regex:
+            found = re.search(pattern, req.text)
+            if found:
+                req.stop_at = len(req.text) if params.no_stop_trim else found.start()
+                return {"type": "stop", "matched": found.group(0)}
         if len(req.output_ids) >= params.max_new_tokens:
             return {"type": "length", "length": len(req.output_ids)}
         return None

@@ -1,0 +1,154 @@
+"""sgnb's SGLang frontend backend: ``@sgl.function`` programs on any sgnb runtime.
+
+SGLang's DSL reaches local models only over HTTP (``RuntimeEndpoint``); it ships no backend
+for an in-process engine. ``SgnbBackend`` is a ``BaseBackend`` over any sgnb runtime, with the
+semantics of ``RuntimeEndpoint``: the same dtype regexes, ``select`` with all three choices
+methods, and ``meta_info`` as the server returns it. The interpreter calls it from many
+threads at once (fork, run_batch); it keeps no per-call state, and the runtimes are thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sglang.lang.backend.base_backend import BaseBackend
+from sglang.lang.chat_template import ChatTemplate, get_chat_template, get_chat_template_by_model_path
+from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod, token_length_normalized
+from sglang.lang.interpreter import StreamExecutor
+from sglang.lang.ir import REGEX_BOOL, REGEX_FLOAT, REGEX_INT, REGEX_STR, SglSamplingParams
+
+from sgnb.runtimes.base import Runtime, model_path_hint
+
+_DTYPE_REGEX = {"int": REGEX_INT, "float": REGEX_FLOAT, "str": REGEX_STR, "bool": REGEX_BOOL}
+_MARK = "\x00SGNB\x00"
+
+
+def chat_template_from_tokenizer(tokenizer: Any, model_path: str) -> ChatTemplate:
+    """SGLang's template for the model, derived from its own Hugging Face chat template.
+
+    SGLang matches templates by model path and falls back to a USER:/ASSISTANT: default that
+    chat models were never trained on (SmolLM2 is ChatML but no matcher knows its name).
+    """
+    by_path = get_chat_template_by_model_path(model_path)
+    if by_path.name != "default" or tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        return by_path
+    if "<|im_start|>" in str(tokenizer.chat_template):
+        return get_chat_template("chatml")
+    try:
+        roles: dict[str, tuple[str, str]] = {}
+        for role in ("system", "user", "assistant"):
+            text = tokenizer.apply_chat_template([{"role": role, "content": _MARK}], tokenize=False)
+            before, after = text.split(_MARK, 1)
+            roles[role] = (before, after)
+        return ChatTemplate(name="sgnb-derived", default_system_prompt=None, role_prefix_and_suffix=roles)
+    except Exception:  # templates that reject a lone role message: SGLang's default is all we have
+        return by_path
+
+
+class SgnbBackend(BaseBackend):
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.chat_template = chat_template_from_tokenizer(runtime.tokenizer, model_path_hint(runtime))
+
+    def get_model_name(self) -> str:
+        return self.runtime.model_name
+
+    # ---- generation ----------------------------------------------------------------------
+
+    @staticmethod
+    def _params(sampling_params: SglSamplingParams) -> dict[str, Any]:
+        sp = sampling_params
+        if sp.dtype is not None:  # as RuntimeEndpoint._handle_dtype_to_regex
+            name = sp.dtype if isinstance(sp.dtype, str) else getattr(sp.dtype, "__name__", str(sp.dtype))
+            if name not in _DTYPE_REGEX:
+                raise ValueError(f"invalid dtype {sp.dtype!r}; use int, float, str or bool")
+            sp.regex = _DTYPE_REGEX[name]
+            if name in ("int", "float"):
+                sp.stop = [*(([sp.stop] if isinstance(sp.stop, str) else list(sp.stop or []))), " ", "\n"]
+        params = {k: v for k, v in sp.to_srt_kwargs().items() if v is not None and v != ()}
+        if params.get("stop") == []:
+            del params["stop"]
+        return params
+
+    def generate(self, s: StreamExecutor, sampling_params: SglSamplingParams) -> tuple[str, dict[str, Any]]:
+        out = self.runtime.generate(s.text_, self._params(sampling_params))
+        assert isinstance(out, dict)
+        return out["text"], out["meta_info"]
+
+    def generate_stream(
+        self, s: StreamExecutor, sampling_params: SglSamplingParams
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        chunks = self.runtime.generate(s.text_, self._params(sampling_params), stream=True)
+        assert not isinstance(chunks, dict)
+        pos = 0
+        for chunk in chunks:
+            text = chunk["text"]
+            yield text[pos:], chunk["meta_info"]
+            pos = len(text)
+
+    # ---- select ----------------------------------------------------------------------------
+
+    def select(
+        self,
+        s: StreamExecutor,
+        choices: list[str],
+        temperature: float,
+        choices_method: ChoicesSamplingMethod | None = None,
+    ) -> ChoicesDecision:
+        """Score each choice's tokens after the program text and let ``choices_method`` decide."""
+        if temperature > 1e-5:
+            raise ValueError("select samples greedily; temperature must be 0")
+        method = choices_method or token_length_normalized
+        tok = self.runtime.tokenizer
+        prefix_ids = tok.encode(s.text_, add_special_tokens=False)
+        token_logprobs: list[list[tuple[float | None, int, str]]] = []
+        for choice in choices:
+            if not choice:
+                raise ValueError("select choices must be non-empty strings")
+            full = tok.encode(s.text_ + choice, add_special_tokens=False)
+            # Tokens can merge across the boundary ("token healing"): score from the first
+            # token where text+choice differs from the text alone, like RuntimeEndpoint.
+            k = 0
+            while k < min(len(prefix_ids), len(full)) and prefix_ids[k] == full[k]:
+                k += 1
+            if k == 0:
+                raise ValueError("select needs some program text before it")
+            lps = self.runtime.score(full[:k], full[k:])
+            token_logprobs.append([(lp, t, tok.decode([t])) for lp, t in zip(lps, full[k:], strict=True)])
+        normalized = [sum(lp for lp, _, _ in tl if lp is not None) / len(tl) for tl in token_logprobs]
+        unconditional = None
+        if method.requires_unconditional_logprobs:
+            unconditional = []
+            for tl in token_logprobs:
+                ids = [t for _, t, _ in tl]
+                rest = self.runtime.score(ids[:1], ids[1:]) if len(ids) > 1 else []
+                unconditional.append(
+                    [(None, ids[0], tok.decode(ids[:1]))] + [(lp, t, tok.decode([t])) for lp, t in zip(rest, ids[1:])]
+                )
+        decision = method(
+            choices=choices,
+            normalized_prompt_logprobs=normalized,
+            input_token_logprobs=token_logprobs,
+            output_token_logprobs=[[] for _ in choices],
+            unconditional_token_logprobs=unconditional,
+        )
+        return decision
+
+    # ---- the rest of the protocol ------------------------------------------------------------
+
+    def cache_prefix(self, prefix_str: str) -> None:
+        """Prefill ``prefix_str`` into the radix cache (run_batch calls this for shared prefixes)."""
+        ids = self.runtime.tokenizer.encode(prefix_str, add_special_tokens=False)
+        if len(ids) >= 2:
+            self.runtime.score(ids[:-1], ids[-1:])
+
+    def commit_lazy_operations(self, s: StreamExecutor) -> None:
+        self.cache_prefix(s.text_)
+
+    def flush_cache(self) -> None:
+        self.runtime.flush_cache()
+
+    def get_server_info(self) -> dict[str, Any]:
+        return self.runtime.status()
