@@ -1,7 +1,12 @@
 """sgnb: see SGLang at work in Jupyter.
 
+    %load_ext sgnb
+    %sglang start                     # the bundled SmolLM2-135M-Instruct; sglang.Engine on a GPU
+
+or from Python:
+
     import sgnb
-    rt = sgnb.start()                      # the bundled SmolLM2-135M-Instruct, local runtime
+    rt = sgnb.start()                 # model="bundled", runtime="local"
     rt.generate("What is the capital of France?", max_new_tokens=16, temperature=0)
 """
 
@@ -12,20 +17,34 @@ from typing import Any
 from sgnb.version_check import SGLANG_PIN, check_sglang_version
 
 __version__ = "0.1.0"
-__all__ = ["SGLANG_PIN", "__version__", "check_sglang_version", "start"]
-
-RUNTIMES = ("local",)
+__all__ = ["SGLANG_PIN", "__version__", "check_sglang_version", "load_ipython_extension", "session", "start"]
 
 
 def start(model: str = "bundled", runtime: str = "local", **options: Any) -> Any:
-    """Start a runtime and return its handle: ``generate``, ``score``, ``flush_cache``, ``stop``.
+    """Start a runtime and return its handle.
 
-    ``runtime="local"`` is sgnb's own engine (CPU or GPU, PyTorch). Options: ``max_total_tokens``
-    (the KV budget in tokens), ``page_size``, ``disable_radix_cache``, ``dtype``, ``threads``,
-    ``context_length``.
+    ``runtime``: ``"local"`` (sgnb's own engine, CPU or GPU), ``"engine"`` (``sglang.Engine``
+    in-process, needs a CUDA GPU), ``"auto"`` (engine where CUDA is present, else local), or a
+    server URL (``"http://127.0.0.1:30000"``). Local options: ``max_total_tokens`` (the KV budget
+    in tokens), ``page_size``, ``disable_radix_cache``, ``dtype``, ``threads``, ``context_length``.
+
+    The handle has ``generate``, ``score``, ``flush_cache``, ``status``, ``stop``, ``hub`` (events)
+    and ``backend`` (an sglang ``BaseBackend``: ``sgl.set_default_backend(rt.backend)``).
     """
-    if runtime == "local":
-        from sgnb.runtimes.local import LocalRuntime
+    from sgnb.session import start_runtime
 
-        return LocalRuntime(model, **options)
-    raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    return start_runtime(model, runtime, **options)
+
+
+def session() -> Any:
+    """The kernel's session: the runtime that ``%sglang`` magics use."""
+    from sgnb.session import get_session
+
+    return get_session()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from sgnb.magics import load
+
+    check_sglang_version()
+    load(ipython)

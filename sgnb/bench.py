@@ -148,6 +148,25 @@ def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[st
     return results
 
 
+def quick_bench(rt: Any) -> dict[str, Any]:
+    """A short benchmark of a running runtime (``%sglang bench``); flushes its cache."""
+    from tqdm.auto import tqdm
+
+    prompt = rt.apply_chat_template([{"role": "user", "content": "Tell me a long story about a dragon."}])
+    prompts = [rt.apply_chat_template([{"role": "user", "content": f"Story {i} about a dragon."}]) for i in range(8)]
+    steps = tqdm(total=3, desc="sgnb bench")
+    figures: dict[str, Any] = {"runtime": rt.kind, "model": rt.model_name}
+    figures["decode_tok_s_1"] = decode_rate(rt, prompt, 32)
+    steps.update()
+    figures["decode_tok_s_8"] = concurrent_rate(rt, prompts, 32)
+    steps.update()
+    cold, warm = prefix_ttft(rt)
+    figures.update(prefix_ttft_cold_s=cold, prefix_ttft_s=warm, prefix_ttft_speedup=cold / warm)
+    steps.update()
+    steps.close()
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sgnb.bench", description=__doc__)
     parser.add_argument("--model", default="bundled")

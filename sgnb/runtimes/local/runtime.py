@@ -188,6 +188,9 @@ class LocalRuntime:
     def abort(self, rid: str) -> None:
         self.scheduler.abort(rid)
 
+    def abort_all(self) -> None:
+        self.scheduler.abort(None)
+
     # ---- cache and lifecycle ---------------------------------------------------------------
 
     def flush_cache(self) -> None:

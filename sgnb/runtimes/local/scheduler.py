@@ -66,9 +66,10 @@ class Scheduler:
         self.inbox.put((fn, fut))
         return fut.result()
 
-    def abort(self, rid: str) -> None:
+    def abort(self, rid: str | None) -> None:
+        """Abort one request, or every request when ``rid`` is None."""
         for req in list(self.waiting) + list(self.running):
-            if req.rid == rid:
+            if rid is None or req.rid == rid:
                 req.aborted = True
         self.inbox.put(None)  # wake the loop
 

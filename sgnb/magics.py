@@ -1,0 +1,211 @@
+"""``%sglang`` and ``%%sglang``: thin sugar over :mod:`sgnb.session` and the runtimes.
+
+Every subcommand parses its line with ``magic_arguments`` (``%sglang?`` shows the help), calls
+the Python API, and displays the result. Bad input raises ``UsageError``: one line, no
+traceback, and a red cell that papermill and nbval notice.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Bool, Int, Unicode
+
+from sgnb import views
+from sgnb.session import NoRuntimeError, SessionError, get_session
+
+COMMANDS = ("start", "stop", "status", "connect", "flush", "tree", "stats", "bench")
+ENGINE_ONLY = ("mem_fraction_static", "tp_size")
+LOCAL_ONLY = ("threads",)
+
+
+@magics_class
+class SGLangMagics(Magics):
+    """Start SGLang runtimes and run SGLang programs in notebook cells."""
+
+    default_model = Unicode("bundled", help="model for %sglang start: 'bundled', a folder or a hub id").tag(
+        config=True
+    )
+    default_runtime = Unicode("auto", help="local, engine, auto (engine on a CUDA GPU) or a server URL").tag(
+        config=True
+    )
+    max_total_tokens = Int(0, help="KV-cache budget in tokens for %sglang start (0: the runtime's default)").tag(
+        config=True
+    )
+    stream = Bool(True, help="stream %%sglang program output while it runs").tag(config=True)
+    show = Unicode("", help="live views for %%sglang cells, e.g. 'tree,cache'").tag(config=True)
+
+    # ---- %sglang ---------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("command", choices=COMMANDS, help="what to do: " + ", ".join(COMMANDS))
+    @argument("target", nargs="?", default=None, help="the server URL, for connect")
+    @argument("--model", "-m", default=None, help="'bundled' (SmolLM2-135M-Instruct), a folder or a hub id")
+    @argument("--runtime", "-r", default=None, help="local | engine | auto | a server URL")
+    @argument("--context-length", type=int, default=None, help="maximum tokens per request")
+    @argument("--max-total-tokens", type=int, default=None, help="KV-cache budget in tokens")
+    @argument("--page-size", type=int, default=None, help="tokens per radix-tree page")
+    @argument("--disable-radix-cache", action="store_true", help="turn prefix reuse off")
+    @argument("--dtype", default=None, help="bfloat16 | float32 | auto")
+    @argument("--threads", type=int, default=None, help="CPU threads (local runtime)")
+    @argument("--mem-fraction-static", type=float, default=None, help="GPU memory fraction (engine)")
+    @argument("--tp-size", type=int, default=None, help="tensor-parallel GPUs (engine)")
+    @argument("--api-key", default=None, help="API key for connect")
+    @argument("--timeout", type=float, default=60.0, help="seconds to wait for a server to be ready")
+    @line_magic
+    def sglang(self, line: str) -> Any:
+        """Control the notebook's SGLang runtime.
+
+        %sglang start [--model M] [--runtime local|engine|URL] [options]
+        %sglang connect http://127.0.0.1:30000 [--api-key K]
+        %sglang status | stats | tree | flush | bench | stop
+        """
+        args = parse_argstring(self.sglang, line)
+        try:
+            return getattr(self, f"_{args.command}")(args)
+        except (ValueError, SessionError) as exc:
+            raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+    def _options(self, args: Any, kind: str) -> dict[str, Any]:
+        names = ("context_length", "max_total_tokens", "page_size", "dtype", "threads", *ENGINE_ONLY)
+        options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+        if args.disable_radix_cache:
+            options["disable_radix_cache"] = True
+        if "max_total_tokens" not in options and self.max_total_tokens:
+            options["max_total_tokens"] = self.max_total_tokens
+        wrong = ENGINE_ONLY if kind == "local" else LOCAL_ONLY if kind == "engine" else ()
+        for name in wrong:
+            if name in options:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} does not apply to the {kind} runtime")
+        return options
+
+    def _start(self, args: Any) -> None:
+        from sgnb.session import choose_runtime
+
+        runtime = args.runtime or args.target or self.default_runtime
+        kind, _ = choose_runtime(runtime)
+        options = self._options(args, kind)
+        session = get_session()
+        if kind == "remote":
+            session.connect(runtime, api_key=args.api_key, timeout=args.timeout)
+        else:
+            session.start(args.model or self.default_model, runtime, **options)
+        display(views.StatusView(session.status()))
+
+    def _connect(self, args: Any) -> None:
+        if not args.target:
+            raise ValueError("usage: %sglang connect URL")
+        get_session().connect(args.target, api_key=args.api_key, timeout=args.timeout)
+        display(views.StatusView(get_session().status()))
+
+    def _stop(self, args: Any) -> None:
+        session = get_session()
+        kind = session.require().kind
+        session.stop()
+        print(f"stopped the {kind} runtime")
+
+    def _status(self, args: Any) -> Any:
+        return views.StatusView(get_session().status())
+
+    def _flush(self, args: Any) -> None:
+        get_session().require().flush_cache()
+        print("radix cache flushed")
+
+    def _tree(self, args: Any) -> Any:
+        return views.tree_view(get_session().require())
+
+    def _stats(self, args: Any) -> Any:
+        get_session().require()
+        return views.stats_view(get_session())
+
+    def _bench(self, args: Any) -> Any:
+        from sgnb.bench import quick_bench
+
+        return views.BenchView(quick_bench(get_session().require()))
+
+    # ---- %%sglang --------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-o", "--output", default=None, help="store the program state in this variable")
+    @argument("--show", default=None, help="live views: tree, cache, constrained (comma-separated)")
+    @argument("--no-stream", action="store_true", help="show the result only when the program ends")
+    @argument("--temperature", type=float, default=None, help="default temperature for gen calls")
+    @argument("--max-tokens", type=int, default=None, help="default max_tokens for gen calls")
+    @cell_magic("sglang")
+    def sglang_cell(self, line: str, cell: str) -> Any:
+        """Run SGLang frontend code against the session's runtime.
+
+        A cell that defines ``@sgl.function`` programs runs as plain Python, with ``sgl`` imported
+        and the runtime as the default backend. Any other cell is the body of a one-off program
+        with ``s`` bound; its state is shown (streaming) and stored in ``-o NAME`` (or ``_state``).
+        """
+        args = parse_argstring(self.sglang_cell, line)
+        session = get_session()
+        try:
+            session.require()
+        except NoRuntimeError as exc:
+            raise UsageError(str(exc)) from None
+        import sglang as sgl
+
+        self.shell.user_ns.setdefault("sgl", sgl)  # type: ignore[union-attr]
+        shows = [v.strip() for v in (args.show or self.show).split(",") if v.strip()]
+        unknown = set(shows) - set(views.LIVE_VIEWS)
+        if unknown:
+            raise UsageError(f"unknown view(s) {', '.join(sorted(unknown))}; choose from {', '.join(views.LIVE_VIEWS)}")
+        live = views.live_views(session, shows)
+        if "@sgl.function" in cell or "@function" in cell or "sgl.function(" in cell:
+            result = self.shell.run_cell(cell)  # type: ignore[union-attr]
+            result.raise_error()
+            return None
+        state = self._run_program(cell, args)
+        self.shell.user_ns[args.output or "_state"] = state  # type: ignore[union-attr]
+        del live
+        return None
+
+    def _run_program(self, cell: str, args: Any) -> Any:
+        import sglang as sgl
+
+        source = "def __sgnb_program(s):\n" + textwrap.indent(cell if cell.strip() else "pass", "    ")
+        namespace = self.shell.user_ns  # type: ignore[union-attr]
+        try:
+            code = compile(source, "<%%sglang>", "exec")
+        except SyntaxError as exc:
+            raise UsageError(f"syntax error in the program cell, line {exc.lineno}: {exc.msg}") from None
+        exec(code, namespace)
+        program = sgl.function(namespace.pop("__sgnb_program"))
+        defaults: dict[str, Any] = {}
+        if args.temperature is not None:
+            defaults["temperature"] = args.temperature
+        if args.max_tokens is not None:
+            defaults["max_new_tokens"] = args.max_tokens
+        stream = self.stream and not args.no_stream
+        state = program.run(stream=stream, **defaults)
+        view = views.ProgramStateView(state)
+        handle = display(view, display_id=True)
+        if stream:
+            try:
+                for _ in views.throttled(state.text_iter()):
+                    if handle is not None:
+                        handle.update(view)
+            except KeyboardInterrupt:
+                runtime = get_session().runtime
+                if runtime is not None and hasattr(runtime, "abort_all"):
+                    runtime.abort_all()
+                raise
+        state.sync()
+        error = state.error()
+        if handle is not None:
+            handle.update(view)
+        if error is not None:
+            raise error
+        return state
+
+
+def load(ipython: Any) -> None:
+    ipython.register_magics(SGLangMagics)

@@ -1,0 +1,127 @@
+"""One ``Session`` per kernel: the runtime in use, why it was chosen, and what it has served."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+from typing import Any
+
+from sgnb.events import Event, RequestFinished
+from sgnb.runtimes.base import Runtime
+
+RUNTIMES = ("local", "engine", "remote")
+
+
+class SessionError(RuntimeError):
+    """The session is not in the state a command needs."""
+
+
+class NoRuntimeError(SessionError):
+    """No runtime is running in this session."""
+
+
+class AlreadyRunningError(SessionError):
+    """A runtime is already running in this session."""
+
+
+def cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def choose_runtime(runtime: str | None) -> tuple[str, str]:
+    """The runtime to start, and the reason in words (``%sglang status`` shows it)."""
+    if runtime and runtime != "auto":
+        if runtime.startswith(("http://", "https://")):
+            return "remote", f"a server URL was given ({runtime})"
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; choose local, engine, auto or a server URL")
+        return runtime, "asked for explicitly"
+    if cuda_available():
+        return "engine", "a CUDA GPU is present, so the real sglang.Engine runs in-process"
+    return "local", "no CUDA GPU here, so sgnb's local reference engine runs on the CPU"
+
+
+def start_runtime(model: str = "bundled", runtime: str | None = "local", **options: Any) -> Runtime:
+    kind, _ = choose_runtime(runtime)
+    if kind == "local":
+        from sgnb.runtimes.local import LocalRuntime
+
+        return LocalRuntime(model, **options)
+    if kind == "engine":
+        from sgnb.runtimes.engine import EngineRuntime
+
+        return EngineRuntime(model, **options)
+    from sgnb.runtimes.remote import RemoteRuntime
+
+    assert runtime is not None
+    return RemoteRuntime(runtime, **options)
+
+
+class Session:
+    def __init__(self, history: int = 1000) -> None:
+        self.runtime: Runtime | None = None
+        self.reason = ""
+        self.finished: collections.deque[RequestFinished] = collections.deque(maxlen=history)
+        self._unsubscribe: Any = None
+
+    def start(self, model: str = "bundled", runtime: str | None = None, **options: Any) -> Runtime:
+        if self.runtime is not None:
+            raise AlreadyRunningError(
+                f"a {self.runtime.kind} runtime is already running ({self.runtime.model_name}); stop it first"
+            )
+        kind, reason = choose_runtime(runtime)
+        rt = start_runtime(model, runtime if kind == "remote" else kind, **options)
+        self._attach(rt, reason)
+        return rt
+
+    def connect(self, url: str, **options: Any) -> Runtime:
+        return self.start(runtime=url, **options)
+
+    def _attach(self, rt: Runtime, reason: str) -> None:
+        import sglang as sgl
+
+        self.runtime, self.reason = rt, reason
+        self.finished.clear()
+        self._unsubscribe = rt.hub.subscribe(self._observe)
+        sgl.set_default_backend(getattr(rt, "backend"))  # plain @sgl.function code runs here too
+
+    def _observe(self, event: Event) -> None:
+        if isinstance(event, RequestFinished):
+            self.finished.append(event)
+
+    def require(self) -> Runtime:
+        if self.runtime is None:
+            raise NoRuntimeError("no SGLang runtime is running: %sglang start (or sgnb.session().start())")
+        return self.runtime
+
+    def stop(self) -> None:
+        rt = self.require()
+        import sglang as sgl
+        from sglang.lang.global_config import global_config
+
+        try:
+            rt.stop()
+        finally:
+            if self._unsubscribe:
+                self._unsubscribe()
+            if global_config.default_backend is getattr(rt, "_backend", None):
+                sgl.set_default_backend(None)
+            self.runtime = None
+
+    def status(self) -> dict[str, Any]:
+        rt = self.require()
+        return {**rt.status(), "why": self.reason}
+
+
+_session: Session | None = None
+
+
+def get_session() -> Session:
+    global _session
+    if _session is None:
+        _session = Session()
+    return _session

@@ -1,0 +1,193 @@
+"""Plain notebook views: status tables, program states, benchmark figures.
+
+Each has ``_repr_html_`` for notebooks and exports, and a ``__repr__`` with no object
+addresses (nbval compares ``text/plain``). The live widgets live in :mod:`sgnb.widgets`.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+LIVE_VIEWS = ("tree", "cache", "constrained")
+MAX_UPDATES_PER_S = 10
+
+
+def throttled(items: Iterable[T], per_second: float = MAX_UPDATES_PER_S) -> Iterator[T]:
+    """Yield at most ``per_second`` items a second, and always the last one."""
+    gap = 1.0 / per_second
+    last = 0.0
+    pending: list[T] = []
+    for item in items:
+        now = time.monotonic()
+        if now - last >= gap:
+            last = now
+            pending.clear()
+            yield item
+        else:
+            pending[:] = [item]
+    yield from pending
+
+
+def _table(rows: Iterable[tuple[str, Any]], title: str) -> str:
+    body = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td style='text-align:left'>"
+        f"{html.escape(str(v))}</td></tr>"
+        for k, v in rows
+    )
+    return f"<table class='sgnb-table'><caption style='text-align:left'><b>{title}</b></caption>{body}</table>"
+
+
+class StatusView:
+    def __init__(self, status: dict[str, Any]) -> None:
+        self.status = status
+
+    def _repr_html_(self) -> str:
+        return _table(self.status.items(), "SGLang runtime")
+
+    def __repr__(self) -> str:
+        keys = ("runtime", "model", "device", "state", "why")
+        return "\n".join(f"{k}: {self.status[k]}" for k in keys if k in self.status)
+
+
+class BenchView:
+    def __init__(self, figures: dict[str, Any]) -> None:
+        self.figures = figures
+
+    def _repr_html_(self) -> str:
+        rows = [(k, f"{v:.3f}" if isinstance(v, float) else v) for k, v in self.figures.items()]
+        return _table(rows, "sgnb quick benchmark (this runtime, this machine)")
+
+    def __repr__(self) -> str:
+        return "quick benchmark: " + ", ".join(sorted(self.figures))
+
+
+class ProgramStateView:
+    """An SGLang ProgramState with its roles and variables marked; re-rendered as it streams."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def _variables(self) -> dict[str, Any]:
+        executor = self.state.stream_executor
+        return {k: v for k, v in executor.variables.items() if isinstance(v, str)}
+
+    def _mark_variables(self, text: str) -> str:
+        out = html.escape(text)
+        for name, value in self._variables().items():
+            if value.strip():
+                escaped = html.escape(value)
+                out = out.replace(
+                    escaped,
+                    f"<mark title='{html.escape(name)}' style='background:#fff3b0'>{escaped}</mark>"
+                    f"<sub style='color:#a60'>{html.escape(name)}</sub>",
+                    1,
+                )
+        return out
+
+    def _repr_html_(self) -> str:
+        executor = self.state.stream_executor
+        messages = executor.messages_ if executor.messages_ else []
+        if messages:
+            blocks = "".join(
+                f"<div style='margin:2px 0'><span style='font-weight:bold;color:#555'>{html.escape(m['role'])}"
+                f"</span><pre style='margin:0;white-space:pre-wrap'>{self._mark_variables(str(m['content']))}</pre>"
+                "</div>"
+                for m in messages
+            )
+        else:
+            blocks = f"<pre style='white-space:pre-wrap'>{self._mark_variables(executor.text_)}</pre>"
+        rows = []
+        for name, value in self._variables().items():
+            meta = executor.meta_info.get(name) or {}
+            cached = meta.get("cached_tokens", "")
+            prompt = meta.get("prompt_tokens", "")
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td>{html.escape(value[:80])}</td>"
+                f"<td>{cached}/{prompt}</td></tr>"
+            )
+        table = (
+            "<table><tr><th>variable</th><th>value</th><th>cached/prompt tokens</th></tr>" + "".join(rows) + "</table>"
+            if rows
+            else ""
+        )
+        return f"<div class='sgnb-program'>{blocks}{table}</div>"
+
+    def __repr__(self) -> str:
+        variables = self._variables()
+        summary = ", ".join(f"{k}={v[:40]!r}" for k, v in variables.items())
+        return f"ProgramState({len(self.state.stream_executor.text_)} chars; {summary})"
+
+
+class RequestsView:
+    def __init__(self, finished: list[Any]) -> None:
+        self.finished = finished
+
+    def _repr_html_(self) -> str:
+        head = "<tr><th>#</th><th>prompt</th><th>cached</th><th>new</th><th>hit %</th><th>TTFT s</th><th>latency s</th></tr>"
+        rows = "".join(
+            f"<tr><td>{i}</td><td>{e.prompt_tokens}</td><td>{e.cached_tokens}</td>"
+            f"<td>{e.completion_tokens}</td><td>{100 * e.cached_tokens / max(1, e.prompt_tokens):.0f}</td>"
+            f"<td>{e.ttft:.3f}</td><td>{e.e2e_latency:.3f}</td></tr>"
+            for i, e in enumerate(self.finished)
+        )
+        return f"<table class='sgnb-requests'>{head}{rows}</table>"
+
+    def __repr__(self) -> str:
+        prompt = sum(e.prompt_tokens for e in self.finished)
+        cached = sum(e.cached_tokens for e in self.finished)
+        rate = cached / prompt if prompt else 0.0
+        return f"{len(self.finished)} requests, {cached}/{prompt} prompt tokens from cache ({rate:.0%})"
+
+
+def tree_view(runtime: Any) -> Any:
+    try:
+        from sgnb.widgets import RadixTreeWidget
+    except ImportError:
+        return TextTreeView(runtime)
+    return RadixTreeWidget(runtime)
+
+
+def stats_view(session: Any) -> Any:
+    try:
+        from sgnb.widgets import CachePanel
+    except ImportError:
+        return RequestsView(list(session.finished))
+    return CachePanel(session.require().hub, history=list(session.finished))
+
+
+class TextTreeView:
+    def __init__(self, runtime: Any) -> None:
+        cache = getattr(runtime, "cache", None)
+        decode = runtime.tokenizer.decode if runtime.tokenizer is not None else None
+        self.text = cache.pretty(decode) if cache is not None else "(tree not available for this runtime)"
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(self.text)}</pre>"
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def live_views(session: Any, shows: list[str]) -> list[Any]:
+    """Display the requested live views before a program runs; they update from events."""
+    from IPython.display import display
+
+    out = []
+    for name in shows:
+        if name == "tree":
+            out.append(tree_view(session.require()))
+        elif name == "cache":
+            out.append(stats_view(session))
+        elif name == "constrained":
+            try:
+                from sgnb.widgets import ConstrainedLive
+            except ImportError:
+                continue
+            out.append(ConstrainedLive(session.require()))
+    for view in out:
+        display(view)
+    return out
