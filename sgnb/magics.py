@@ -55,6 +55,13 @@ class SGLangMagics(Magics):
     @argument("--threads", type=int, default=None, help="CPU threads (local runtime)")
     @argument("--mem-fraction-static", type=float, default=None, help="GPU memory fraction (engine)")
     @argument("--tp-size", type=int, default=None, help="tensor-parallel GPUs (engine)")
+    @argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sglang.Engine argument, e.g. --engine-arg load_format=dummy (repeatable)",
+    )
     @argument("--api-key", default=None, help="API key for connect")
     @argument("--timeout", type=float, default=60.0, help="seconds to wait for a server to be ready")
     @line_magic
@@ -78,6 +85,13 @@ class SGLangMagics(Magics):
             options["disable_radix_cache"] = True
         if "max_total_tokens" not in options and self.max_total_tokens:
             options["max_total_tokens"] = self.max_total_tokens
+        for item in args.engine_arg:
+            if kind != "engine":
+                raise ValueError("--engine-arg applies to the engine runtime only")
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--engine-arg wants KEY=VALUE, got {item!r}")
+            options[key.replace("-", "_")] = _literal(value)
         wrong = ENGINE_ONLY if kind == "local" else LOCAL_ONLY if kind == "engine" else ()
         for name in wrong:
             if name in options:
@@ -205,6 +219,19 @@ class SGLangMagics(Magics):
         if error is not None:
             raise error
         return state
+
+
+def _literal(value: str) -> Any:
+    """'8' -> 8, '0.5' -> 0.5, 'true' -> True; anything else stays a string."""
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
 
 
 def load(ipython: Any) -> None:

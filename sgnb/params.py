@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,26 @@ TOP_K_ALL = 1 << 30
 # SGLang's `random_seed` is a server flag; per request it is `sampling_seed`. `seed` is the
 # OpenAI name. All three reach the same field.
 _ALIASES = {"seed": "sampling_seed", "random_seed": "sampling_seed"}
+# Below this a temperature is greedy, as in SGLang (dividing logits by ~0 overflows to inf/nan).
+_SAMPLING_EPS = 1e-6
+_INT_FIELDS = ("max_new_tokens", "min_new_tokens", "top_k", "n")
+_REAL_FIELDS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty")
+
+
+def _str_list(key: str, value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        raise ValueError(f"{key} must be a string or a list of strings, got {value!r}") from None
+
+
+def _int_list(key: str, value: Any) -> list[int]:
+    try:
+        return [int(t) for t in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a list of token ids, got {value!r}") from None
 
 
 @dataclass
@@ -40,6 +61,10 @@ class SamplingParams:
     n: int = 1
 
     @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)} | set(_ALIASES)
+
+    @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> SamplingParams:
         known = {f.name for f in dataclasses.fields(cls)}
         clean: dict[str, Any] = {}
@@ -50,12 +75,10 @@ class SamplingParams:
             if value is not None:
                 clean[name] = value
         for key in ("stop", "stop_regex"):
-            if isinstance(clean.get(key), str):
-                clean[key] = [clean[key]]
-            elif key in clean:
-                clean[key] = list(clean[key])
+            if key in clean:
+                clean[key] = _str_list(key, clean[key])
         if "stop_token_ids" in clean:
-            clean["stop_token_ids"] = [int(t) for t in clean["stop_token_ids"]]
+            clean["stop_token_ids"] = _int_list("stop_token_ids", clean["stop_token_ids"])
         if isinstance(clean.get("json_schema"), dict):
             clean["json_schema"] = json.dumps(clean["json_schema"])
         sp = cls(**clean)
@@ -67,7 +90,19 @@ class SamplingParams:
             if not ok:
                 raise ValueError(msg)
 
-        need(isinstance(self.max_new_tokens, int), f"max_new_tokens must be an int, got {self.max_new_tokens!r}")
+        # Type checks first, so a wrong type is a ValueError naming the field, not a TypeError below.
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            need(isinstance(value, numbers.Integral), f"{name} must be an int, got {value!r}")
+        for name in _REAL_FIELDS:
+            value = getattr(self, name)
+            need(
+                isinstance(value, numbers.Real) and math.isfinite(value), f"{name} must be a finite number, got {value!r}"
+            )
+        need(
+            self.sampling_seed is None or isinstance(self.sampling_seed, numbers.Integral),
+            f"sampling_seed must be an int, got {self.sampling_seed!r}",
+        )
         need(self.max_new_tokens > 0, f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         need(
             0 <= self.min_new_tokens <= self.max_new_tokens,
@@ -100,7 +135,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
+        return self.temperature < _SAMPLING_EPS or self.top_k == 1
 
     @property
     def constraint(self) -> tuple[str, str] | None:

@@ -68,12 +68,13 @@ def pooled_attention(
     batch: ForwardBatch = _state.batch
     layer = int(module.layer_idx)  # type: ignore[arg-type]
     k_pool, v_pool = batch.pool.k[layer], batch.pool.v[layer]
-    k_pool[batch.out_slots] = key[0].transpose(0, 1)
-    v_pool[batch.out_slots] = value[0].transpose(0, 1)
+    n = int(batch.out_slots.numel())  # rows past n are padding (see LocalModel.forward)
+    k_pool[batch.out_slots] = key[0, :, :n].transpose(0, 1)
+    v_pool[batch.out_slots] = value[0, :, :n].transpose(0, 1)
 
-    out = torch.empty_like(query)
+    out = torch.zeros_like(query)
     for seg in batch.segments:
-        q = query[:, :, seg.q_start : seg.q_start + seg.q_len]
+        q = query[:, :, seg.q_start : seg.q_start + seg.q_len].contiguous()
         k = k_pool[seg.kv_indices].transpose(0, 1).unsqueeze(0)
         v = v_pool[seg.kv_indices].transpose(0, 1).unsqueeze(0)
         mask = None if seg.q_len == 1 else _causal_mask(seg.q_len, int(seg.kv_indices.numel()))
