@@ -95,26 +95,32 @@ class Session:
 
     def require(self) -> Runtime:
         if self.runtime is None:
-            raise NoRuntimeError("no SGLang runtime is running: %sglang start (or sgnb.session().start())")
+            raise NoRuntimeError("no SGLang runtime is running: %sglang start (or sgnb.get_session().start())")
         return self.runtime
 
     def stop(self) -> None:
         rt = self.require()
-        import sglang as sgl
-        from sglang.lang.global_config import global_config
-
         try:
             rt.stop()
         finally:
             if self._unsubscribe:
                 self._unsubscribe()
-            if global_config.default_backend is getattr(rt, "_backend", None):
-                sgl.set_default_backend(None)
+            _clear_default_backend(getattr(rt, "_backend", None))
             self.runtime = None
 
     def status(self) -> dict[str, Any]:
         rt = self.require()
         return {**rt.status(), "why": self.reason}
+
+
+def _clear_default_backend(backend: Any) -> None:
+    """Unset sglang's default backend if it is still ours (its home moved between releases)."""
+    try:
+        from sglang.lang.global_config import global_config
+    except ImportError:  # sglang <= 0.5.17
+        from sglang.global_config import global_config
+    if backend is not None and global_config.default_backend is backend:
+        global_config.default_backend = None
 
 
 _session: Session | None = None

@@ -50,6 +50,7 @@ class EngineRuntime:
         context_length: int | None = None,
         mem_fraction_static: float | None = None,
         tp_size: int | None = None,
+        kv_events: bool = True,
         hub: EventHub | None = None,
         **engine_kwargs: Any,
     ) -> None:
@@ -74,18 +75,15 @@ class EngineRuntime:
             }.items()
             if v is not None
         }
-        port = free_port()
-        self._subscriber = KVEventSubscriber(f"tcp://127.0.0.1:{port}", "kv-events", self.hub)
-        args = {
-            **ENGINE_DEFAULTS,
-            **self.options,
-            **engine_kwargs,
-            "model_path": str(self.model_path),
-            "enable_cache_report": True,
-            "kv_events_config": json.dumps(
+        args = {**ENGINE_DEFAULTS, **self.options, **engine_kwargs, "model_path": str(self.model_path)}
+        args["enable_cache_report"] = True
+        self._subscriber: KVEventSubscriber | None = None
+        if kv_events:  # the tree widget's feed; subscribe before the first request (ZMQ slow joiner)
+            port = free_port()
+            self._subscriber = KVEventSubscriber(f"tcp://127.0.0.1:{port}", "kv-events", self.hub, bind=True)
+            args["kv_events_config"] = json.dumps(
                 {"publisher": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "topic": "kv-events"}
-            ),
-        }
+            )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sgnb-engine-loop", daemon=True)
         self._thread.start()
@@ -99,7 +97,8 @@ class EngineRuntime:
             self.engine = self._call(create())
         except BaseException:
             self._close_loop()
-            self._subscriber.close()
+            if self._subscriber is not None:
+                self._subscriber.close()
             raise
         self.load_time = time.perf_counter() - started
         self._tokenizer = self.engine.tokenizer_manager.tokenizer
@@ -194,11 +193,12 @@ class EngineRuntime:
 
     def _finished(self, out: dict[str, Any], prompt: str | None, input_ids: list[int] | None, started: float) -> None:
         meta = out.get("meta_info", {})
-        prompt_ids = list(input_ids) if input_ids is not None else self._tokenizer.encode(prompt or "")
+        # Text prompts are not re-tokenized here: that cost every DSL call a tokenizer pass.
+        prompt_ids = list(input_ids) if input_ids is not None else []
         self.hub.publish(
             RequestFinished(
                 rid=str(meta.get("id", "")),
-                prompt_tokens=int(meta.get("prompt_tokens", len(prompt_ids))),
+                prompt_tokens=int(meta.get("prompt_tokens", 0)),
                 cached_tokens=int(meta.get("cached_tokens", 0)),
                 completion_tokens=int(meta.get("completion_tokens", 0)),
                 ttft=float(meta.get("ttft", meta.get("e2e_latency", time.perf_counter() - started))),
@@ -225,10 +225,11 @@ class EngineRuntime:
         return [float(e[0]) for e in entries]
 
     def abort(self, rid: str) -> None:
-        self.engine.tokenizer_manager.abort_request(rid=rid)
+        # abort_request looks up the running loop, so it must run on the Engine's own thread.
+        self._loop.call_soon_threadsafe(lambda: self.engine.tokenizer_manager.abort_request(rid=rid))
 
     def abort_all(self) -> None:
-        self.engine.tokenizer_manager.abort_request(abort_all=True)
+        self._loop.call_soon_threadsafe(lambda: self.engine.tokenizer_manager.abort_request(abort_all=True))
 
     def flush_cache(self) -> None:
         self._check_running()
@@ -251,7 +252,7 @@ class EngineRuntime:
             "state": "stopped" if self._stopped else "running",
             **self.options,
             "gpu_memory_used_gib": round((total - free) / 2**30, 2),
-            "kv_events_received": self._subscriber.received,
+            "kv_events_received": self._subscriber.received if self._subscriber else "off",
             "load_time_s": round(self.load_time, 2),
             "sglang_version": installed_sglang(),
         }
@@ -273,7 +274,8 @@ class EngineRuntime:
         self._stopped = True
         self._close_loop()  # shutdown() works once the loop has stopped
         self.engine.shutdown()
-        self._subscriber.close()
+        if self._subscriber is not None:
+            self._subscriber.close()
         import torch
 
         torch.cuda.empty_cache()
