@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import msgspec
 import zmq
 
 from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored, EventHub, KVEvent
@@ -23,23 +24,56 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def convert(event: Any) -> KVEvent | None:
-    """One SGLang msgspec event as the sgnb dataclass of the same shape."""
-    name = type(event).__name__
+# Positional field order of SGLang's tagged-array events (sglang <= 0.5.17 encodes events as
+# ``["BlockStored", block_hashes, parent_block_hash, token_ids, block_size, ...]``; later releases
+# as tagged maps ``{"type": "BlockStored", ...}``). Decoding untyped reads both.
+_FIELDS = {
+    "BlockStored": ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium"),
+    "BlockRemoved": ("block_hashes", "medium"),
+    "AllBlocksCleared": (),
+}
+
+
+def _fields(raw: Any) -> tuple[str, dict[str, Any]] | None:
+    if isinstance(raw, dict):
+        return str(raw.get("type")), raw
+    if isinstance(raw, list | tuple) and raw and isinstance(raw[0], str):
+        names = _FIELDS.get(raw[0], ())
+        return raw[0], dict(zip(names, raw[1:], strict=False))
+    name = type(raw).__name__  # an already-decoded msgspec struct
+    if name in _FIELDS:
+        return name, {f: getattr(raw, f, None) for f in _FIELDS[name]}
+    return None
+
+
+def convert(raw: Any) -> KVEvent | None:
+    """One SGLang event (tagged map, tagged array or struct) as the sgnb dataclass of the same shape."""
+    parsed = _fields(raw)
+    if parsed is None:
+        return None
+    name, f = parsed
     if name == "BlockStored":
+        tokens = [int(t) if not isinstance(t, list | tuple) else int(t[0]) for t in f.get("token_ids") or []]
         return BlockStored(
-            block_hashes=list(event.block_hashes),
-            parent_block_hash=event.parent_block_hash,
-            token_ids=[int(t) if not isinstance(t, list | tuple) else int(t[0]) for t in event.token_ids],
-            block_size=int(event.block_size),
-            lora_id=getattr(event, "lora_id", None),
-            medium=getattr(event, "medium", None),
+            block_hashes=[int(h) for h in f.get("block_hashes") or []],
+            parent_block_hash=f.get("parent_block_hash"),
+            token_ids=tokens,
+            block_size=int(f.get("block_size") or 1),
+            lora_id=f.get("lora_id"),
+            medium=f.get("medium"),
         )
     if name == "BlockRemoved":
-        return BlockRemoved(block_hashes=list(event.block_hashes), medium=getattr(event, "medium", None))
+        return BlockRemoved(block_hashes=[int(h) for h in f.get("block_hashes") or []], medium=f.get("medium"))
     if name == "AllBlocksCleared":
         return AllBlocksCleared()
     return None
+
+
+def decode_payload(payload: bytes) -> list[Any]:
+    """The raw events of one ``KVEventBatch`` payload (``[ts, events, attn_dp_rank]``)."""
+    batch = msgspec.msgpack.decode(payload)
+    events = batch[1] if isinstance(batch, list | tuple) else batch.get("events", [])
+    return list(events)
 
 
 def coalesce(events: Iterable[KVEvent | None]) -> Iterator[KVEvent]:
@@ -74,11 +108,7 @@ def coalesce(events: Iterable[KVEvent | None]) -> Iterator[KVEvent]:
 
 class KVEventSubscriber:
     def __init__(self, endpoint: str, topic: str, hub: EventHub, bind: bool = False) -> None:
-        import msgspec
-        from sglang.srt.disaggregation.kv_events import KVEventBatch
-
         self.endpoint, self.topic, self.hub = endpoint, topic, hub
-        self._decoder = msgspec.msgpack.Decoder(type=KVEventBatch)
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVTIMEO, 200)
@@ -109,9 +139,9 @@ class KVEventSubscriber:
             self.last_seq = int.from_bytes(frames[1], "big", signed=True)
             if self.raw is not None:
                 self.raw.append(frames[2])
-            batch = self._decoder.decode(frames[2])
-            self.received += len(batch.events)
-            for event in coalesce(convert(raw) for raw in batch.events):
+            events = decode_payload(frames[2])
+            self.received += len(events)
+            for event in coalesce(convert(raw) for raw in events):
                 self.hub.publish(event)
 
     def close(self) -> None:
