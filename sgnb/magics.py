@@ -8,6 +8,7 @@ traceback, and a red cell that papermill and nbval notice.
 from __future__ import annotations
 
 import textwrap
+import time
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -34,9 +35,9 @@ class SGLangMagics(Magics):
     default_runtime = Unicode("auto", help="local, engine, auto (engine on a CUDA GPU) or a server URL").tag(
         config=True
     )
-    max_total_tokens = Int(0, help="KV-cache budget in tokens for %sglang start (0: the runtime's default)").tag(
-        config=True
-    )
+    max_total_tokens = Int(
+        0, help="KV-cache budget in tokens for %sglang start (0: the runtime's default)"
+    ).tag(config=True)
     stream = Bool(True, help="stream %%sglang program output while it runs").tag(config=True)
     show = Unicode("", help="live views for %%sglang cells, e.g. 'tree,cache'").tag(config=True)
 
@@ -171,7 +172,9 @@ class SGLangMagics(Magics):
         shows = [v.strip() for v in (args.show or self.show).split(",") if v.strip()]
         unknown = set(shows) - set(views.LIVE_VIEWS)
         if unknown:
-            raise UsageError(f"unknown view(s) {', '.join(sorted(unknown))}; choose from {', '.join(views.LIVE_VIEWS)}")
+            raise UsageError(
+                f"unknown view(s) {', '.join(sorted(unknown))}; choose from {', '.join(views.LIVE_VIEWS)}"
+            )
         live = views.live_views(session, shows)
         if "@sgl.function" in cell or "@function" in cell or "sgl.function(" in cell:
             result = self.shell.run_cell(cell)  # type: ignore[union-attr]
@@ -192,7 +195,18 @@ class SGLangMagics(Magics):
         except SyntaxError as exc:
             raise UsageError(f"syntax error in the program cell, line {exc.lineno}: {exc.msg}") from None
         exec(code, namespace)
-        program = sgl.function(namespace.pop("__sgnb_program"))
+        body = namespace.pop("__sgnb_program")
+        failures: list[BaseException] = []
+
+        def __sgnb_program(s: Any) -> None:
+            # A streamed program runs on SGLang's own thread, which only prints what the cell
+            # raises; keep it to raise here, where papermill and nbval can see it.
+            try:
+                body(s)
+            except Exception as exc:
+                failures.append(exc)
+
+        program = sgl.function(__sgnb_program)
         defaults: dict[str, Any] = {}
         if args.temperature is not None:
             defaults["temperature"] = args.temperature
@@ -213,7 +227,12 @@ class SGLangMagics(Magics):
                     runtime.abort_all()
                 raise
         state.sync()
-        error = state.error()
+        # SGLang's worker sets error_ only after sync() can already return: wait for it to finish.
+        executor = state.stream_executor
+        deadline = time.monotonic() + 10
+        while not executor.is_finished and time.monotonic() < deadline:
+            time.sleep(0.005)
+        error = failures[0] if failures else state.error()
         if handle is not None:
             handle.update(view)
         if error is not None:

@@ -1,0 +1,201 @@
+"""%sglang and %%sglang in a real IPython shell, and through papermill in a real kernel."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.testing.globalipapp import start_ipython
+
+from sgnb.session import get_session
+
+
+@pytest.fixture(scope="module")
+def ip() -> Iterator[InteractiveShell]:
+    shell = start_ipython()
+    assert shell is not None
+    shell.run_line_magic("load_ext", "sgnb")
+    yield shell
+    if get_session().runtime is not None:
+        get_session().stop()
+
+
+def run(ip: InteractiveShell, source: str) -> Any:
+    return ip.run_cell(source)
+
+
+def usage_error(ip: InteractiveShell, source: str) -> str:
+    from IPython.core.error import UsageError
+
+    result = run(ip, source)
+    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+    message = str(result.error_in_exec)
+    assert "\n" not in message.strip()  # one line
+    return message
+
+
+def test_errors_before_start(ip: InteractiveShell) -> None:
+    assert "no SGLang runtime is running" in usage_error(ip, "%sglang stop")
+    assert "no SGLang runtime is running" in usage_error(ip, "%sglang status")
+    assert "invalid choice" in usage_error(ip, "%sglang frobnicate")
+    assert "unrecognized arguments" in usage_error(ip, "%sglang start --bogus")
+    assert "does not exist" in usage_error(ip, "%sglang start --model /nonexistent/model")
+    assert "--tp-size" in usage_error(ip, "%sglang start --runtime local --tp-size 2")
+    assert "--engine-arg" in usage_error(ip, "%sglang start --runtime local --engine-arg a=b")
+    assert "unknown runtime" in usage_error(ip, "%sglang start --runtime tpu")
+    assert "no SGLang runtime" in usage_error(ip, "%%sglang\ns += 'x'")
+    assert get_session().runtime is None  # never half-started
+
+
+def test_help_comes_from_magic_arguments(ip: InteractiveShell) -> None:
+    doc = ip.find_line_magic("sglang").__doc__
+    assert doc and "--max-total-tokens" in doc and "--page-size" in doc and "connect" in doc
+
+
+def test_start_status_and_twice(ip: InteractiveShell) -> None:
+    result = run(ip, "%sglang start --max-total-tokens 8192")
+    assert result.error_in_exec is None
+    status = get_session().status()
+    assert status["runtime"] == "local" and status["max_total_tokens"] == 8192
+    assert "no CUDA GPU" in status["why"]
+    assert "already running" in usage_error(ip, "%sglang start")
+    assert run(ip, "%sglang status").result is not None
+
+
+def test_program_cell_binds_s_and_stores_state(ip: InteractiveShell) -> None:
+    cell = (
+        "%%sglang -o st\n"
+        "s += sgl.user('What is the capital of France?')\n"
+        "s += sgl.assistant(sgl.gen('answer', max_tokens=16, temperature=0))\n"
+    )
+    assert run(ip, cell).error_in_exec is None
+    state = ip.user_ns["st"]
+    assert "Paris" in state["answer"]
+    second = run(ip, cell.replace("-o st", "-o st2"))
+    assert second.error_in_exec is None
+    meta = ip.user_ns["st2"].get_meta_info("answer")
+    assert meta["cached_tokens"] >= meta["prompt_tokens"] - 1  # the repeated prompt comes from the cache
+
+
+def test_function_cell_and_default_backend(ip: InteractiveShell) -> None:
+    cell = (
+        "%%sglang\n"
+        "@sgl.function\n"
+        "def pick(s):\n"
+        "    s += 'The capital of France is' + sgl.select('c', choices=[' Paris', ' Rome'])\n"
+        "picked = pick.run()['c']\n"
+    )
+    assert run(ip, cell).error_in_exec is None
+    assert ip.user_ns["picked"] == " Paris"
+    # plain Python cells use the same backend: %sglang start set sglang's default backend
+    plain = "import sglang as sgl\n@sgl.function\ndef f(s):\n    s += 'Hi' + sgl.gen('x', max_tokens=2)\nf.run()['x']"
+    assert run(ip, plain).error_in_exec is None
+
+
+def test_program_errors_raise(ip: InteractiveShell) -> None:
+    assert "syntax error" in usage_error(ip, "%%sglang\ns += (")
+    result = run(ip, "%%sglang\ns += sgl.gen('x', max_tokens=4, regex='(unclosed')")
+    assert result.error_in_exec is not None  # raised, so papermill and nbval see a red cell
+    assert run(ip, "%%sglang -o ok\ns += 'Hello' + sgl.gen('x', max_tokens=2)").error_in_exec is None
+
+
+def test_unknown_view(ip: InteractiveShell) -> None:
+    assert "unknown view" in usage_error(ip, "%%sglang --show sparkles\ns += 'x'")
+
+
+def test_tree_stats_flush_bench(ip: InteractiveShell) -> None:
+    for command in ("%sglang tree", "%sglang stats"):
+        result = run(ip, command)
+        assert result.error_in_exec is None and result.result is not None
+        assert " at 0x" not in repr(result.result)  # nbval compares text/plain
+    assert run(ip, "%sglang flush").error_in_exec is None
+    assert get_session().require().cache_state()["cached"] == 0
+
+
+def test_interrupt_mid_generation_then_generate(ip: InteractiveShell) -> None:
+    rt = get_session().require()
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        rt.generate("Tell me a very long story.", max_new_tokens=2000, temperature=0, ignore_eos=True)
+    state = rt.cache_state()
+    assert state["running"] == 0 and state["protected"] == 0
+    out = rt.generate("What is the capital of France?", max_new_tokens=8, temperature=0)
+    assert out["meta_info"]["completion_tokens"] >= 1
+
+
+def test_stop_then_start_again(ip: InteractiveShell) -> None:
+    assert run(ip, "%sglang stop").error_in_exec is None
+    assert get_session().runtime is None
+    assert "no SGLang runtime" in usage_error(ip, "%sglang stop")
+    assert run(ip, "%sglang start --page-size 4").error_in_exec is None
+    assert get_session().status()["page_size"] == 4
+    assert run(ip, "%sglang stop").error_in_exec is None
+
+
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A kernelspec for this venv's python in a private JUPYTER_PATH (nothing global is touched)."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / "sgnb-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "sgnb test", "language": "python"}))
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = str(root)
+    yield "sgnb-test"
+    if old is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = old
+
+
+def test_papermill_in_a_real_kernel(kernel_name: str, tmp_path: Path) -> None:
+    import papermill
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("MAX_TOKENS = 8", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("%load_ext sgnb"),
+        nbformat.v4.new_code_cell("%sglang start"),
+        nbformat.v4.new_code_cell("%%sglang -o st\ns += 'The capital of France is' + sgl.gen('x', max_tokens=MAX_TOKENS)"),
+        nbformat.v4.new_code_cell("assert st.get_meta_info('x')['completion_tokens'] <= MAX_TOKENS\n%sglang status"),
+        nbformat.v4.new_code_cell("%sglang stop"),
+    ]
+    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "sgnb test", "language": "python"}
+    src, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, src)
+    papermill.execute_notebook(str(src), str(out), kernel_name=kernel_name, parameters={"MAX_TOKENS": 6},
+                               progress_bar=False)
+    executed = nbformat.read(out, as_version=4)
+    texts = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert "runtime: local" in texts
+
+
+def test_papermill_notices_usage_errors(kernel_name: str, tmp_path: Path) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext sgnb"), nbformat.v4.new_code_cell("%sglang stop")]
+    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "sgnb test", "language": "python"}
+    nbformat.write(nb, tmp_path / "bad.ipynb")
+    with pytest.raises(PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(tmp_path / "bad.ipynb"), str(tmp_path / "bad.out.ipynb"),
+                                   kernel_name=kernel_name, progress_bar=False)
+    assert failure.value.exec_count == 2  # papermill stopped at the bad %sglang stop
+    # IPython reports a UsageError as one stderr line, no traceback, and an error reply.
+    cells = nbformat.read(tmp_path / "bad.out.ipynb", as_version=4).cells
+    stop_cell = next(c for c in cells if c.source == "%sglang stop")
+    assert [o["text"] for o in stop_cell.outputs] == [
+        "UsageError: no SGLang runtime is running: %sglang start (or sgnb.get_session().start())\n"
+    ]
