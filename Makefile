@@ -55,8 +55,15 @@ setup: .venv/.sgnb-installed
 	fi
 	touch $@
 
-lab: setup
-	SGNB_AUTOSTART=1 $(BIN)/jupyter lab --notebook-dir=notebooks --ip 127.0.0.1 --no-browser $(LAB_ROOT_FLAG)
+# The lab's kernels load sgnb at start-up (an IPython profile under .venv) and the bundled model is
+# converted beforehand, so `%sglang start` in any notebook is ready in about a second.
+IPYDIR := $(VENV)/ipython
+$(IPYDIR)/profile_default/startup/00-sgnb.py: sgnb/ipython_startup.py
+	mkdir -p $(dir $@) && cp $< $@
+
+lab: setup $(IPYDIR)/profile_default/startup/00-sgnb.py
+	$(BIN)/python -m sgnb.models
+	IPYTHONDIR=$(abspath $(IPYDIR)) $(BIN)/jupyter lab --notebook-dir=notebooks --ip 127.0.0.1 --no-browser $(LAB_ROOT_FLAG)
 
 demo: setup
 	$(BIN)/python -m sgnb.demo

@@ -107,9 +107,15 @@ def _from_hub(repo_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        return Path(
+            snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+        )
     except Exception as exc:
         raise ModelNotFoundError(
             f"could not fetch {repo_id!r} from the Hugging Face hub ({type(exc).__name__}); "
             "this machine may have no hub access: pass a local folder or model='bundled'"
         ) from None
+
+
+if __name__ == "__main__":  # ``python -m sgnb.models``: convert the bundled model once, ahead of use
+    print(bundled_model_dir())

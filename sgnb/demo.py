@@ -1,0 +1,35 @@
+"""``make demo``: the radix cache at work, in a terminal (``python -m sgnb.demo``)."""
+
+from __future__ import annotations
+
+import sgnb
+
+SYSTEM = "You are a concise assistant who answers in one sentence."
+QUESTIONS = ["What is the capital of France?", "What is the capital of Italy?", "What is the capital of Spain?"]
+
+
+def main() -> None:
+    print(f"sglang {sgnb.check_sglang_version()}; starting the bundled SmolLM2-135M-Instruct on the CPU ...")
+    rt = sgnb.start()
+    try:
+        print(f"ready in {rt.load_time:.1f} s\n")
+        for q in QUESTIONS:
+            prompt = rt.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}])
+            out = rt.generate(prompt, max_new_tokens=32, temperature=0)
+            m = out["meta_info"]
+            print(f"{q}\n  -> {out['text'].strip()}")
+            print(
+                f"     prompt {m['prompt_tokens']} tokens, {m['cached_tokens']} from the radix cache, "
+                f"TTFT {m['ttft'] * 1000:.0f} ms\n"
+            )
+        out = rt.generate("Is Paris in France? Answer:", max_new_tokens=4, temperature=0, regex=" (yes|no)")
+        print(f"constrained to ' (yes|no)': {out['text']!r}\n")
+        print("The radix tree now (shared prefixes are shared nodes):")
+        print(rt.cache.pretty(rt.tokenizer.decode))
+        print(f"\nhit rate so far: {rt.stats.hit_rate:.0%}")
+    finally:
+        rt.stop()
+
+
+if __name__ == "__main__":
+    main()
