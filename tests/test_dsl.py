@@ -30,7 +30,7 @@ def backend() -> Iterator[SgnbBackend]:
 
 def test_chat_template_comes_from_the_tokenizer(backend: SgnbBackend) -> None:
     # SGLang's path matcher does not know SmolLM2 and would pick USER:/ASSISTANT:
-    assert backend.chat_template.name == "chatml"
+    assert backend.chat_template.name in ("smollm2", "chatml")
 
 
 def test_gen_chat_roles_and_cache_hits(backend: SgnbBackend) -> None:

@@ -26,7 +26,9 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def wait_for_server(url: str, timeout: float = 60.0, api_key: str | None = None, interval: float = 0.5) -> float:
+def wait_for_server(
+    url: str, timeout: float = 60.0, api_key: str | None = None, interval: float = 0.5
+) -> float:
     """Poll ``/health`` until it answers 200; return the seconds waited, or raise after ``timeout``."""
     started = time.monotonic()
     last = "no answer"
@@ -78,7 +80,9 @@ class RemoteRuntime:
         return dict(self._check(res).json())
 
     def _post(self, path: str, body: dict[str, Any], stream: bool = False) -> requests.Response:
-        res = requests.post(self.url + path, json=body, headers=_headers(self.api_key), timeout=600, stream=stream)
+        res = requests.post(
+            self.url + path, json=body, headers=_headers(self.api_key), timeout=600, stream=stream
+        )
         return self._check(res)
 
     @staticmethod
@@ -87,7 +91,9 @@ class RemoteRuntime:
             return res
         try:
             detail = res.json()
-            message = detail.get("error", {}).get("message") if isinstance(detail.get("error"), dict) else None
+            message = (
+                detail.get("error", {}).get("message") if isinstance(detail.get("error"), dict) else None
+            )
             message = message or detail.get("message") or detail.get("detail") or json.dumps(detail)
         except ValueError:
             message = res.text[:200]
@@ -114,6 +120,9 @@ class RemoteRuntime:
         if self._backend is None:
             from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
 
+            from sgnb.chat_template import register
+
+            register()  # SGLang's template matchers do not know SmolLM2 (the bundled model)
             self._backend = RuntimeEndpoint(self.url, api_key=self.api_key)
         return self._backend
 
@@ -182,13 +191,19 @@ class RemoteRuntime:
 
     def flush_cache(self) -> None:
         self._check_running()
-        requests.post(self.url + "/flush_cache", headers=_headers(self.api_key), timeout=30).raise_for_status()
+        requests.post(
+            self.url + "/flush_cache", headers=_headers(self.api_key), timeout=30
+        ).raise_for_status()
 
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         if self.tokenizer is None:
-            raise ValueError("this server's tokenizer is not readable here; send text with the template applied")
+            raise ValueError(
+                "this server's tokenizer is not readable here; send text with the template applied"
+            )
         return str(
-            self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+            self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
         )
 
     def status(self) -> dict[str, Any]:

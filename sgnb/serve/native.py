@@ -1,0 +1,201 @@
+"""SGLang's native routes (``sglang/srt/entrypoints/http_server.py``): ``/generate`` and friends.
+
+``/generate`` takes ``text`` or ``input_ids`` (one prompt or a batch), ``sampling_params`` (with
+``regex`` / ``json_schema`` / ``ebnf``), ``stream``, and ``return_logprob`` + ``logprob_start_len``
++ ``return_text_in_logprobs`` - what ``sglang.RuntimeEndpoint`` sends for ``gen`` and ``select``.
+A stream is ``data: {...}\\n\\n`` chunks holding the text so far, then ``data: [DONE]\\n\\n``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from sgnb.serve.app import ServeContext, ctx_of, dumps, json_response, read_json
+from sgnb.serve.engine import stable_text
+from sgnb.serve.metrics import CONTENT_TYPE
+from sgnb.serve.schemas import BadRequest, Item, parse_generate
+
+router = APIRouter()
+HEALTH_TIMEOUT_S = 20.0
+STARTED = time.time()
+
+
+def sse(obj: Any) -> bytes:
+    return b"data: " + dumps(obj) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def stream_error(exc: BaseException) -> dict[str, Any]:
+    return {"error": {"message": str(exc) or type(exc).__name__, "type": type(exc).__name__, "code": 500}}
+
+
+@router.api_route("/generate", methods=["POST", "PUT"])
+async def generate(request: Request) -> Response:
+    ctx = ctx_of(request)
+    req, items, batched = parse_generate(await read_json(request))
+    if req.stream:
+        chunks = await ctx.engine.open_stream(items[0])
+        return StreamingResponse(_sse_generate(ctx, items[0], chunks), media_type="text/event-stream")
+    if batched:
+        outs = await ctx.engine.generate_batch(items)
+    else:
+        outs = [await ctx.engine.generate(items[0])]
+    for item, out in zip(items, outs, strict=True):
+        if item.log_metrics:
+            ctx.metrics.observe(out["meta_info"], streaming=False, constraint=item.constraint)
+    return json_response(outs if batched else outs[0])
+
+
+async def _sse_generate(
+    ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None]
+) -> AsyncIterator[bytes]:
+    stop = item.params.get("stop")
+    try:
+        async for chunk in chunks:
+            final = chunk["meta_info"].get("finish_reason") is not None
+            if not final:
+                chunk = {**chunk, "text": stable_text(chunk["text"], stop)}
+            yield sse(chunk)
+            if final and item.log_metrics:
+                ctx.metrics.observe(chunk["meta_info"], streaming=True, constraint=item.constraint)
+    except Exception as exc:  # the runtime failed mid-stream: tell the client, then end the stream
+        yield sse(stream_error(exc))
+    finally:
+        with contextlib.suppress(Exception):
+            await chunks.aclose()
+    yield DONE
+
+
+@router.post("/abort_request")
+async def abort_request(request: Request) -> Response:
+    ctx = ctx_of(request)
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("rid", ""), str):
+        raise BadRequest('send {"rid": "<request id>"} or {"abort_all": true}')
+    if body.get("abort_all") is True:
+        for rid in list(ctx.engine.streams.values()):
+            ctx.runtime.abort(rid)
+    elif body.get("rid"):
+        ctx.engine.abort(body["rid"])
+    else:
+        raise BadRequest('send {"rid": "<request id>"} or {"abort_all": true}')
+    return Response(status_code=200)
+
+
+@router.get("/health")
+@router.get("/ready")
+async def health(request: Request) -> Response:
+    stopped = getattr(ctx_of(request).runtime, "_stopped", False)
+    return Response(status_code=503 if stopped else 200)
+
+
+@router.get("/health_generate")
+async def health_generate(request: Request) -> Response:
+    """Generate one token, as SGLang does; 503 if the runtime does not answer in time."""
+    ctx = ctx_of(request)
+    job = ctx.engine.call(
+        ctx.runtime.generate, input_ids=[0], sampling_params={"max_new_tokens": 1, "temperature": 0}
+    )
+    try:
+        await asyncio.wait_for(job, HEALTH_TIMEOUT_S)
+    except Exception:
+        return Response(status_code=503)
+    return Response(status_code=200)
+
+
+def _hf_config(model_path: str) -> dict[str, Any]:
+    try:
+        return dict(json.loads((Path(model_path) / "config.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+@router.get("/get_model_info")
+@router.get("/model_info")
+async def model_info(request: Request) -> Response:
+    ctx = ctx_of(request)
+    path = str(ctx.runtime.model_path)
+    hf = _hf_config(path)
+    return json_response(
+        {
+            "model_path": path,
+            "served_model_name": ctx.model_name,
+            "tokenizer_path": path,
+            "is_generation": True,
+            "preferred_sampling_params": None,
+            "weight_version": "default",
+            "has_image_understanding": False,
+            "has_audio_understanding": False,
+            "model_type": hf.get("model_type"),
+            "architectures": hf.get("architectures"),
+        }
+    )
+
+
+def server_args(ctx: ServeContext) -> dict[str, Any]:
+    opts = dict(getattr(ctx.runtime, "options", {}))
+    kv = ctx.config.kv_events_config
+    return {
+        "model_path": str(ctx.runtime.model_path),
+        "served_model_name": ctx.model_name,
+        "host": ctx.config.host,
+        "port": ctx.config.port,
+        "context_length": getattr(ctx.runtime, "context_length", None),
+        "max_total_tokens": opts.get("max_total_tokens"),
+        "page_size": opts.get("page_size"),
+        "disable_radix_cache": opts.get("disable_radix_cache"),
+        "dtype": opts.get("dtype"),
+        "kv_events_config": kv if isinstance(kv, str) or kv is None else json.dumps(kv),
+        "api_key_set": bool(ctx.config.api_key),
+    }
+
+
+@router.get("/get_server_info")
+@router.get("/server_info")
+async def server_info(request: Request) -> Response:
+    from sgnb import __version__
+    from sgnb.version_check import SGLANG_PIN, installed_sglang
+
+    ctx = ctx_of(request)
+    state = await ctx.engine.call(ctx.runtime.cache_state)
+    return json_response(
+        {
+            **server_args(ctx),
+            "max_total_num_tokens": state.get("capacity"),
+            "internal_states": [{**state, "inflight_http_requests": ctx.engine.inflight}],
+            "startup_time": STARTED,
+            "version": installed_sglang() or SGLANG_PIN,
+            "frontend": "sgnb",
+            "runtime": getattr(ctx.runtime, "kind", "local"),
+            "sgnb_version": __version__,
+        }
+    )
+
+
+@router.api_route("/flush_cache", methods=["GET", "POST"])
+async def flush_cache(request: Request) -> Response:
+    ctx = ctx_of(request)
+    try:
+        await ctx.engine.call(ctx.runtime.flush_cache)
+    except RuntimeError as exc:  # requests are running: SGLang answers 400 and flushes nothing
+        return Response(f"Cache not flushed: {exc}\n", status_code=400, media_type="text/plain")
+    return Response("Cache flushed.\n", status_code=200, media_type="text/plain")
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    ctx = ctx_of(request)
+    state = await ctx.engine.call(ctx.runtime.cache_state)
+    body = ctx.metrics.render(state, dict(getattr(ctx.runtime, "options", {})), ctx.runtime.context_length)
+    return Response(body, media_type=CONTENT_TYPE)

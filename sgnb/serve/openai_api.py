@@ -1,0 +1,297 @@
+"""OpenAI-compatible routes, as SGLang serves them: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``.
+
+Chat prompts go through the model's own chat template; ``response_format``
+``{"type": "json_schema", "json_schema": {"schema": {...}}}`` constrains the output like
+``/generate``'s ``json_schema``. Streams are ``chat.completion.chunk`` / ``text_completion``
+events ending in ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from sgnb.serve.app import ServeContext, ctx_of, json_response, read_json
+from sgnb.serve.engine import stable_text
+from sgnb.serve.native import DONE, sse, stream_error
+from sgnb.serve.schemas import (
+    MAX_BATCH,
+    BadRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    Item,
+    parse_model,
+)
+
+router = APIRouter()
+
+
+def finish(meta: dict[str, Any]) -> tuple[str | None, Any]:
+    """OpenAI's finish_reason and SGLang's matched_stop from an sgnb finish_reason."""
+    reason = meta.get("finish_reason")
+    if not isinstance(reason, dict):
+        return None, None
+    kind = reason.get("type")
+    return ("length" if kind == "length" else "stop" if kind == "stop" else str(kind)), reason.get("matched")
+
+
+def usage(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    prompt = sum(int(m.get("prompt_tokens", 0)) for m in metas)
+    completion = sum(int(m.get("completion_tokens", 0)) for m in metas)
+    cached = sum(int(m.get("cached_tokens", 0)) for m in metas)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+def constraint_of(params: dict[str, Any]) -> str | None:
+    return next((k for k in ("regex", "json_schema", "ebnf") if k in params), None)
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> Response:
+    ctx = ctx_of(request)
+    card = {
+        "id": ctx.model_name,
+        "object": "model",
+        "created": int(time.time()),
+        "owned_by": "sglang",
+        "root": str(ctx.runtime.model_path),
+        "max_model_len": ctx.runtime.context_length,
+    }
+    return json_response({"object": "list", "data": [card]})
+
+
+@router.get("/v1/models/{model_id:path}")
+async def model(request: Request, model_id: str) -> Response:
+    ctx = ctx_of(request)
+    if model_id != ctx.model_name:
+        return json_response(
+            {
+                "object": "error",
+                "message": f"model {model_id!r} not found",
+                "type": "NotFoundError",
+                "code": 404,
+            },
+            404,
+        )
+    return json_response(
+        {"id": ctx.model_name, "object": "model", "created": int(time.time()), "owned_by": "sglang"}
+    )
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    ctx = ctx_of(request)
+    req: ChatCompletionRequest = parse_model(ChatCompletionRequest, await read_json(request))
+    params = req.sampling()
+    messages = [
+        {"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in req.messages
+    ]
+    try:
+        prompt = await ctx.engine.call(ctx.runtime.apply_chat_template, messages)
+    except Exception as exc:  # the template rejected the conversation (a jinja error)
+        raise BadRequest(f"the chat template rejected the messages: {exc}") from None
+    item = Item(text=prompt, input_ids=None, params=params, constraint=constraint_of(params))
+    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    if req.stream:
+        chunks = await ctx.engine.open_stream(item)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(
+            _sse_chat(ctx, item, chunks, rid, include_usage), media_type="text/event-stream"
+        )
+    out = await ctx.engine.generate(item)
+    meta = out["meta_info"]
+    ctx.metrics.observe(meta, streaming=False, constraint=item.constraint)
+    reason, matched = finish(meta)
+    return json_response(
+        {
+            "id": rid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": ctx.model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": out["text"],
+                        "reasoning_content": None,
+                        "tool_calls": None,
+                    },
+                    "logprobs": None,
+                    "finish_reason": reason,
+                    "matched_stop": matched,
+                }
+            ],
+            "usage": usage([meta]),
+        }
+    )
+
+
+async def _sse_chat(
+    ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None], rid: str, include_usage: bool
+) -> AsyncIterator[bytes]:
+    created = int(time.time())
+
+    def event(delta: dict[str, Any], reason: str | None = None, matched: Any = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        if reason is not None:
+            choice["matched_stop"] = matched
+        return sse(
+            {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": ctx.model_name,
+                "choices": [choice],
+            }
+        )
+
+    sent = ""
+    try:
+        yield event({"role": "assistant", "content": ""})
+        async for chunk in chunks:
+            meta = chunk["meta_info"]
+            final = meta.get("finish_reason") is not None
+            text = stable_text(chunk["text"], item.params.get("stop"), final)
+            if len(text) > len(sent) and text.startswith(sent):
+                yield event({"content": text[len(sent) :]})
+                sent = text
+            if final:
+                ctx.metrics.observe(meta, streaming=True, constraint=item.constraint)
+                reason, matched = finish(meta)
+                yield event({}, reason, matched)
+                if include_usage:
+                    yield sse(
+                        {
+                            "id": rid,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": ctx.model_name,
+                            "choices": [],
+                            "usage": usage([meta]),
+                        }
+                    )
+    except Exception as exc:
+        yield sse(stream_error(exc))
+    finally:
+        with contextlib.suppress(Exception):
+            await chunks.aclose()
+    yield DONE
+
+
+def completion_items(prompt: Any, params: dict[str, Any], constraint: str | None) -> list[Item]:
+    """One Item per prompt: a string, a list of strings, a list of token ids, or a list of those."""
+    if isinstance(prompt, str):
+        return [Item(text=prompt, input_ids=None, params=params, constraint=constraint)]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(p, str) for p in prompt):
+            return [Item(text=str(p), input_ids=None, params=params, constraint=constraint) for p in prompt]
+        if all(isinstance(p, list) for p in prompt):
+            return [Item(text=None, input_ids=list(p), params=params, constraint=constraint) for p in prompt]
+        if all(isinstance(p, int) for p in prompt):
+            return [Item(text=None, input_ids=list(prompt), params=params, constraint=constraint)]
+    raise BadRequest("prompt must be a string, a list of strings, a list of token ids or a list of those")
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Response:
+    ctx = ctx_of(request)
+    req: CompletionRequest = parse_model(CompletionRequest, await read_json(request))
+    params = req.sampling()
+    constraint = constraint_of(params)
+    items = completion_items(req.prompt, params, constraint)
+    if len(items) > MAX_BATCH:
+        raise BadRequest(f"at most {MAX_BATCH} prompts per request, got {len(items)}")
+    rid = f"cmpl-{uuid.uuid4().hex}"
+    if req.stream:
+        if len(items) != 1:
+            raise BadRequest("streaming is supported for one prompt per request")
+        chunks = await ctx.engine.open_stream(items[0])
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(
+            _sse_completion(ctx, items[0], chunks, rid, include_usage), media_type="text/event-stream"
+        )
+    outs = await ctx.engine.generate_batch(items) if len(items) > 1 else [await ctx.engine.generate(items[0])]
+    choices = []
+    for i, out in enumerate(outs):
+        ctx.metrics.observe(out["meta_info"], streaming=False, constraint=constraint)
+        reason, matched = finish(out["meta_info"])
+        choices.append(
+            {
+                "index": i,
+                "text": out["text"],
+                "logprobs": None,
+                "finish_reason": reason,
+                "matched_stop": matched,
+            }
+        )
+    return json_response(
+        {
+            "id": rid,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": ctx.model_name,
+            "choices": choices,
+            "usage": usage([o["meta_info"] for o in outs]),
+        }
+    )
+
+
+async def _sse_completion(
+    ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None], rid: str, include_usage: bool
+) -> AsyncIterator[bytes]:
+    created = int(time.time())
+
+    def event(text: str, reason: str | None = None, matched: Any = None) -> bytes:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        if reason is not None:
+            choice["matched_stop"] = matched
+        return sse(
+            {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": ctx.model_name,
+                "choices": [choice],
+            }
+        )
+
+    sent = ""
+    try:
+        async for chunk in chunks:
+            meta = chunk["meta_info"]
+            final = meta.get("finish_reason") is not None
+            text = stable_text(chunk["text"], item.params.get("stop"), final)
+            piece = text[len(sent) :] if text.startswith(sent) else ""
+            if piece and not final:
+                yield event(piece)
+                sent = text
+            if final:
+                ctx.metrics.observe(meta, streaming=True, constraint=item.constraint)
+                reason, matched = finish(meta)
+                yield event(piece, reason, matched)
+                if include_usage:
+                    body = {
+                        "id": rid,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": ctx.model_name,
+                    }
+                    yield sse({**body, "choices": [], "usage": usage([meta])})
+    except Exception as exc:
+        yield sse(stream_error(exc))
+    finally:
+        with contextlib.suppress(Exception):
+            await chunks.aclose()
+    yield DONE

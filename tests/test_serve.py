@@ -1,0 +1,480 @@
+"""``sgnb serve``: SGLang's native HTTP API over the local runtime (real model, uvicorn on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+import time
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import zmq
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+import sgnb
+from sgnb.events import EventLog, RequestFinished
+from sgnb.serve.app import create_app
+from sgnb.chat_template import register
+from sgnb.serve.server import ServerProcess, ServerThread, free_port
+
+PROMPT = "The capital of France is"
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "minimum": 0}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def rt() -> Any:
+    runtime = sgnb.start("bundled", max_total_tokens=4096)
+    yield runtime
+    runtime.stop()
+
+
+@pytest.fixture(scope="module")
+def kv_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(rt: Any, kv_port: int) -> Any:
+    cfg = json.dumps(
+        {"publisher": "zmq", "endpoint": f"tcp://127.0.0.1:{kv_port}", "topic": "kv-events", "bind": True}
+    )
+    with ServerThread(create_app(rt, kv_events_config=cfg)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def http(server: Any) -> Any:
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+def gen(http: httpx.Client, **body: Any) -> dict[str, Any]:
+    res = http.post("/generate", json=body)
+    assert res.status_code == 200, res.text
+    return dict(res.json())
+
+
+def sse_events(raw: bytes) -> list[str]:
+    """Split an SSE body; every event must be ``data: ...`` followed by a blank line."""
+    assert raw.endswith(b"\n\n"), raw[-40:]
+    events = raw.decode().split("\n\n")[:-1]
+    assert all(e.startswith("data: ") for e in events), events
+    return [e[len("data: ") :] for e in events]
+
+
+# ---- /generate ---------------------------------------------------------------------------------
+
+
+def test_generate_text_and_input_ids_agree(http: httpx.Client, rt: Any) -> None:
+    params = {"max_new_tokens": 6, "temperature": 0}
+    out = gen(http, text=PROMPT, sampling_params=params)
+    assert set(out) == {"text", "output_ids", "meta_info"}
+    meta = out["meta_info"]
+    assert meta["completion_tokens"] == len(out["output_ids"]) == 6
+    assert meta["prompt_tokens"] == len(rt.tokenizer.encode(PROMPT, add_special_tokens=False))
+    assert meta["finish_reason"] == {"type": "length", "length": 6}
+    assert {"id", "cached_tokens", "e2e_latency", "ttft"} <= set(meta)
+    ids = rt.tokenizer.encode(PROMPT, add_special_tokens=False)
+    again = gen(http, input_ids=ids, sampling_params=params)
+    assert again["text"] == out["text"] and again["output_ids"] == out["output_ids"]
+    assert again["meta_info"]["cached_tokens"] > 0  # the radix cache served the prompt
+    assert out["text"] == rt.generate(PROMPT, params)["text"]  # same as in-process
+
+
+def test_generate_stream_format(http: httpx.Client) -> None:
+    body = {"text": PROMPT, "sampling_params": {"max_new_tokens": 8, "temperature": 0}, "stream": True}
+    with http.stream("POST", "/generate", json=body) as res:
+        assert res.status_code == 200
+        assert res.headers["content-type"].startswith("text/event-stream")
+        raw = res.read()
+    events = sse_events(raw)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert len(chunks) >= 2
+    final = chunks[-1]
+    assert final["meta_info"]["finish_reason"]["type"] == "length"
+    assert all(c["meta_info"]["finish_reason"] is None for c in chunks[:-1])
+    for a, b in itertools.pairwise(chunks):  # cumulative, as SGLang's default stream
+        assert b["text"].startswith(a["text"])
+    assert (
+        final["text"]
+        == gen(http, text=PROMPT, sampling_params={"max_new_tokens": 8, "temperature": 0})["text"]
+    )
+
+
+def test_stream_holds_back_a_partial_stop_string(http: httpx.Client) -> None:
+    body = {
+        "text": "Count: 1, 2, 3,",
+        "sampling_params": {"max_new_tokens": 12, "temperature": 0, "stop": " 6,"},
+    }
+    final = gen(http, **body)
+    assert final["meta_info"]["finish_reason"] == {"type": "stop", "matched": " 6,"}
+    with http.stream("POST", "/generate", json={**body, "stream": True}) as res:
+        chunks = [json.loads(e) for e in sse_events(res.read())[:-1]]
+    assert chunks[-1]["text"] == final["text"]
+    assert all(final["text"].startswith(c["text"]) for c in chunks)  # never shows text it takes back
+
+
+def test_constrained_generation(http: httpx.Client, rt: Any) -> None:
+    out = gen(
+        http,
+        text="Q: Name a year.\nA:",
+        sampling_params={"max_new_tokens": 5, "regex": r" [0-9]{4}", "temperature": 0},
+    )
+    assert re.fullmatch(r" [0-9]{4}", out["text"]), out["text"]
+    prompt = rt.apply_chat_template(
+        [{"role": "user", "content": "Describe a person as JSON with name and age."}]
+    )
+    out = gen(
+        http,
+        text=prompt,
+        sampling_params={"max_new_tokens": 40, "temperature": 0, "json_schema": json.dumps(SCHEMA)},
+    )
+    person = json.loads(out["text"])
+    assert set(person) == {"name", "age"} and isinstance(person["age"], int)
+    out = gen(http, text=prompt, sampling_params={"max_new_tokens": 4, "ebnf": 'root ::= "yes" | "no"'})
+    assert out["text"] in ("yes", "no")
+
+
+def test_batch_prefill_only_with_logprobs_is_what_select_sends(http: httpx.Client, rt: Any) -> None:
+    """RuntimeEndpoint.select: text list, max_new_tokens 0, return_logprob, logprob_start_len."""
+    prefix = "Is the sky blue? Answer:"
+    n = len(rt.tokenizer.encode(prefix, add_special_tokens=False))
+    body = {
+        "text": [prefix + " yes", prefix + " no"],
+        "sampling_params": {"max_new_tokens": 0, "temperature": 0},
+        "return_logprob": True,
+        "return_text_in_logprobs": True,
+        "logprob_start_len": n - 2,
+    }
+    res = http.post("/generate", json=body)
+    assert res.status_code == 200, res.text
+    outs = res.json()
+    assert isinstance(outs, list) and len(outs) == 2
+    for text, out in zip(body["text"], outs, strict=True):
+        ids = rt.tokenizer.encode(text, add_special_tokens=False)
+        meta = out["meta_info"]
+        assert out["text"] == "" and meta["completion_tokens"] == 0 and meta["output_token_logprobs"] == []
+        entries = meta["input_token_logprobs"]
+        assert [e[1] for e in entries] == ids[n - 2 :]
+        assert entries[0][0] is None  # SGLang: the first position has no logprob
+        assert entries[-1][2] == rt.tokenizer.decode([ids[-1]])
+        expected = rt.score(ids[: n - 1], ids[n - 1 :])
+        assert [e[0] for e in entries[1:]] == pytest.approx(expected, abs=1e-4)
+
+
+def test_output_logprobs(http: httpx.Client, rt: Any) -> None:
+    out = gen(http, text=PROMPT, sampling_params={"max_new_tokens": 3, "temperature": 0}, return_logprob=True)
+    meta = out["meta_info"]
+    assert meta["input_token_logprobs"] == []  # logprob_start_len -1: output only, as SGLang
+    assert [e[1] for e in meta["output_token_logprobs"]] == out["output_ids"]
+    assert all(e[0] <= 0 for e in meta["output_token_logprobs"])
+
+
+def test_prefill_only_caches_the_prompt(http: httpx.Client) -> None:
+    text = "A long shared system prompt for caching: " + "tea and biscuits, " * 10
+    first = gen(http, text=text, sampling_params={"max_new_tokens": 0})
+    assert first["text"] == "" and first["meta_info"]["completion_tokens"] == 0
+    again = gen(http, text=text + "and jam", sampling_params={"max_new_tokens": 1, "temperature": 0})
+    assert again["meta_info"]["cached_tokens"] >= first["meta_info"]["prompt_tokens"] - 1
+
+
+# ---- info, health, cache, metrics ----------------------------------------------------------------
+
+
+def test_model_info_picks_smollm2_chat_template(http: httpx.Client, rt: Any) -> None:
+    from sglang.lang.chat_template import get_chat_template_by_model_path
+
+    info = http.get("/get_model_info").json()
+    assert info == http.get("/model_info").json()
+    assert info["model_path"] == str(rt.model_path) and info["is_generation"] is True
+    register()
+    template = get_chat_template_by_model_path(info["model_path"])
+    assert template.name == "smollm2"
+    messages = [{"role": "system", "content": None}, {"role": "user", "content": "hi"}]
+    rendered = template.get_prompt(messages) + template.role_prefix_and_suffix["assistant"][0]
+    assert rendered == rt.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
+def test_health_server_info_models(http: httpx.Client) -> None:
+    assert http.get("/health").status_code == 200
+    assert http.get("/health_generate").status_code == 200
+    info = http.get("/server_info").json()
+    assert http.get("/get_server_info").json().keys() == info.keys()
+    assert info["max_total_num_tokens"] == 4096 and info["internal_states"][0]["capacity"] == 4096
+    models = http.get("/v1/models").json()
+    assert models["object"] == "list" and models["data"][0]["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_flush_cache(http: httpx.Client, rt: Any) -> None:
+    gen(http, text="something to cache", sampling_params={"max_new_tokens": 1})
+    assert rt.cache_state()["cached"] > 0
+    res = http.post("/flush_cache")
+    assert res.status_code == 200 and "Cache flushed" in res.text
+    assert rt.cache_state()["cached"] == 0
+    assert http.get("/flush_cache").status_code == 200
+
+
+def test_metrics_parse_with_sglang_names(http: httpx.Client) -> None:
+    gen(http, text=PROMPT, sampling_params={"max_new_tokens": 2})
+    res = http.get("/metrics")
+    assert res.status_code == 200 and res.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(res.text)}
+    for name in (
+        "sglang:prompt_tokens",
+        "sglang:generation_tokens",
+        "sglang:cached_tokens",
+        "sglang:num_requests",
+        "sglang:e2e_request_latency_seconds",
+        "sglang:time_to_first_token_seconds",
+        "sglang:num_running_reqs",
+        "sglang:num_queue_reqs",
+        "sglang:cache_hit_rate",
+        "sglang:token_usage",
+        "sglang:max_total_num_tokens",
+    ):
+        assert name in families, name
+    assert families["sglang:e2e_request_latency_seconds"].type == "histogram"
+    samples = {(s.name, s.labels.get("is_streaming")): s.value for f in families.values() for s in f.samples}
+    assert samples[("sglang:generation_tokens_total", "false")] >= 2
+    assert samples[("sglang:e2e_request_latency_seconds_count", "false")] >= 1
+    assert all(
+        s.labels.get("model_name") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        for f in families.values()
+        for s in f.samples
+    )
+
+
+# ---- bad input and auth --------------------------------------------------------------------------
+
+BAD_GENERATE = {
+    "malformed JSON": b'{"text": "hi",',
+    "empty body": b"",
+    "not an object": b"[1, 2]",
+    "NaN": b'{"text": "hi", "sampling_params": {"temperature": NaN}}',
+    "text wrong type": b'{"text": 5}',
+    "sampling_params wrong type": b'{"text": "hi", "sampling_params": "fast"}',
+    "max_new_tokens wrong type": b'{"text": "hi", "sampling_params": {"max_new_tokens": "8"}}',
+    "unknown field": b'{"text": "hi", "prompt": "hi"}',
+    "unknown sampling param": b'{"text": "hi", "sampling_params": {"beam_width": 4}}',
+    "both text and ids": b'{"text": "hi", "input_ids": [1, 2]}',
+    "neither": b'{"sampling_params": {}}',
+    "negative max_new_tokens": b'{"text": "hi", "sampling_params": {"max_new_tokens": -1}}',
+    "token id out of range": b'{"input_ids": [1, 99999999]}',
+    "empty prompt": b'{"text": ""}',
+    "invalid regex": b'{"text": "hi", "sampling_params": {"regex": "(unclosed"}}',
+    "invalid json_schema": b'{"text": "hi", "sampling_params": {"json_schema": "{not json"}}',
+    "two constraints": b'{"text": "hi", "sampling_params": {"regex": "a", "ebnf": "root ::= \\"a\\""}}',
+    "n > 1": b'{"text": "hi", "sampling_params": {"n": 2}}',
+    "top_p out of range": b'{"text": "hi", "sampling_params": {"top_p": 1.5}}',
+    "stream a batch": b'{"text": ["a", "b"], "stream": true}',
+    "logprob_start_len past the prompt": b'{"text": "hi", "return_logprob": true, "logprob_start_len": 50}',
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_GENERATE))
+def test_bad_generate_is_400_json(http: httpx.Client, case: str) -> None:
+    res = http.post("/generate", content=BAD_GENERATE[case], headers={"content-type": "application/json"})
+    assert res.status_code == 400, (case, res.status_code, res.text)
+    assert res.headers["content-type"].startswith("application/json")
+    assert res.json()["error"]["message"]
+
+
+def test_oversize_prompt_is_400(http: httpx.Client) -> None:
+    res = http.post("/generate", json={"text": "hello " * 9000, "sampling_params": {"max_new_tokens": 1}})
+    assert res.status_code == 400 and "tokens" in res.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "m"},
+        {"model": "m", "messages": []},
+        {"model": "m", "messages": [{"role": "wizard", "content": "hi"}]},
+        {"model": "m", "messages": [{"role": "user", "content": 3}]},
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema"},
+        },
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"},
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": []},
+    ],
+)
+def test_bad_chat_is_400_openai_error(http: httpx.Client, body: dict[str, Any]) -> None:
+    res = http.post("/v1/chat/completions", json=body)
+    assert res.status_code == 400, res.text
+    err = res.json()
+    assert err["object"] == "error" and err["code"] == 400 and err["message"]
+
+
+def test_api_key(rt: Any) -> None:
+    with TestClient(create_app(rt, api_key="s3cret")) as client:
+        body = {"text": "hi", "sampling_params": {"max_new_tokens": 1}}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            res = client.post("/generate", json=body, headers=headers)
+            assert res.status_code == 401 and res.json() == {"error": "Unauthorized"}
+        assert client.get("/v1/models").status_code == 401
+        assert (
+            client.post("/generate", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        )
+        assert client.get("/health").status_code == 200  # probes and scrapers need no key, as in SGLang
+        assert client.get("/metrics").status_code == 200
+
+
+# ---- KV events over ZMQ --------------------------------------------------------------------------
+
+
+def test_kv_events_are_sglang_batches(http: httpx.Client, kv_port: int, rt: Any) -> None:
+    from sglang.srt.disaggregation.kv_events import AllBlocksCleared, BlockStored, KVEventBatch
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVTIMEO, 5000)
+    sub.setsockopt_string(zmq.SUBSCRIBE, "kv-events")
+    sub.connect(f"tcp://127.0.0.1:{kv_port}")
+    try:
+        time.sleep(0.5)  # ZMQ's slow joiner: let the subscription reach the publisher
+        text = "KV events over ZMQ, a distinctive prompt"
+        gen(http, text=text, sampling_params={"max_new_tokens": 2, "temperature": 0})
+        decoder = msgspec.msgpack.Decoder(type=KVEventBatch)
+        stored: list[Any] = []
+        seqs = []
+        while not any(isinstance(e, BlockStored) for e in stored):
+            topic, seq, payload = sub.recv_multipart()
+            assert topic == b"kv-events" and len(seq) == 8
+            seqs.append(int.from_bytes(seq, "big"))
+            stored.extend(decoder.decode(payload).events)
+        ids = rt.tokenizer.encode(text, add_special_tokens=False)
+        tokens = [t for e in stored if isinstance(e, BlockStored) for t in e.token_ids]
+        assert tokens[: len(ids) - 1] == ids[: len(ids) - 1]
+        http.post("/flush_cache")
+        while True:
+            topic, seq, payload = sub.recv_multipart()
+            seqs.append(int.from_bytes(seq, "big"))
+            if any(isinstance(e, AllBlocksCleared) for e in decoder.decode(payload).events):
+                break
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    finally:
+        sub.close(linger=0)
+        ctx.term()
+
+
+# ---- concurrency, disconnects, crashes -----------------------------------------------------------
+
+
+def test_event_loop_keeps_serving_during_generation(http: httpx.Client, server: Any) -> None:
+    long = threading.Thread(
+        target=lambda: httpx.post(
+            server.url + "/generate",
+            json={"text": "Tell a story.", "sampling_params": {"max_new_tokens": 60, "ignore_eos": True}},
+            timeout=120,
+        )
+    )
+    long.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    assert http.get("/health").status_code == 200
+    assert http.get("/v1/models").status_code == 200
+    assert time.perf_counter() - started < 2.0
+    assert long.is_alive()  # the health checks did not wait for the long request
+    long.join()
+
+
+def test_client_disconnect_aborts_the_stream(server: Any, rt: Any) -> None:
+    log = EventLog(rt.hub)
+    body = {
+        "text": "Write a very long story.",
+        "sampling_params": {"max_new_tokens": 400, "ignore_eos": True},
+    }
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", server.url + "/generate", json={**body, "stream": True}) as res,
+    ):
+        lines = res.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        rid = json.loads(first[6:])["meta_info"]["id"]
+    deadline = time.monotonic() + 20
+    finished: list[RequestFinished] = []
+    while time.monotonic() < deadline and not finished:
+        finished = [e for e in log.of_type(RequestFinished) if e.rid == rid]
+        time.sleep(0.05)
+    if log.unsubscribe:
+        log.unsubscribe()
+    assert finished, "the request was not stopped after the client went away"
+    assert finished[0].finish_reason and finished[0].finish_reason["type"] == "abort"
+    assert finished[0].completion_tokens < 400
+
+
+def test_abort_request_by_rid(http: httpx.Client, server: Any) -> None:
+    body = {"text": "Another long story.", "rid": "my-request", "stream": True}
+    body["sampling_params"] = {"max_new_tokens": 400, "ignore_eos": True}
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", server.url + "/generate", json=body) as res,
+    ):
+        chunks = []
+        for line in res.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunks.append(json.loads(line[6:]))
+            if len(chunks) == 2:
+                assert http.post("/abort_request", json={"rid": "my-request"}).status_code == 200
+    assert chunks[-1]["meta_info"]["id"] == "my-request"
+    assert chunks[-1]["meta_info"]["finish_reason"]["type"] == "abort"
+    assert chunks[-1]["meta_info"]["completion_tokens"] < 400
+
+
+def test_killed_server_gives_a_clear_error_and_a_restart_serves(tmp_path: Any) -> None:
+    port = free_port()
+    args = ("--model", "bundled", "--max-total-tokens", "2048", "--log-level", "warning")
+    body = {
+        "text": "A story:",
+        "sampling_params": {"max_new_tokens": 400, "ignore_eos": True},
+        "stream": True,
+    }
+    with (tmp_path / "server.log").open("wb") as log:
+        proc = ServerProcess(*args, port=port, log=log).start()
+        try:
+            with (
+                pytest.raises(httpx.TransportError) as info,
+                httpx.Client(timeout=60) as client,
+                client.stream("POST", proc.url + "/generate", json=body) as res,
+            ):
+                for i, line in enumerate(res.iter_lines()):
+                    assert line != "data: [DONE]"
+                    if i == 2:
+                        proc.kill()
+            assert isinstance(info.value, httpx.RemoteProtocolError | httpx.ReadError)
+            assert (
+                "incomplete" in str(info.value) or "closed" in str(info.value) or "reset" in str(info.value)
+            )
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(proc.url + "/health", timeout=5)
+            again = ServerProcess(*args, port=port, log=log).start()
+            try:
+                res = httpx.post(
+                    again.url + "/generate", json={"text": PROMPT, "sampling_params": {"max_new_tokens": 2}}
+                )
+                assert res.status_code == 200 and res.json()["meta_info"]["completion_tokens"] == 2
+            finally:
+                again.stop()
+        finally:
+            proc.kill()
+
+
+def test_serve_overhead_is_measurable(rt: Any) -> None:
+    from sgnb.serve.bench import measure_serve_overhead
+
+    overhead = measure_serve_overhead(runtime=rt, batch=4, max_new_tokens=8, rounds=1)
+    assert isinstance(overhead, float) and -0.9 < overhead < 5.0
