@@ -1,0 +1,115 @@
+"""The remote runtime against a real ``sgnb serve`` process on 127.0.0.1 (SGLang's HTTP API)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from IPython.testing.globalipapp import start_ipython
+
+from sgnb.events import BlockStored, EventLog, RequestFinished
+from sgnb.runtimes.kv_subscriber import free_port
+from sgnb.runtimes.remote import RemoteRuntime, wait_for_server
+from sgnb.runtimes.remote.runtime import ServerNotReadyError
+from sgnb.serve.server import ServerProcess
+from sgnb.session import get_session
+
+API_KEY = "sekrit"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    kv_port = free_port()
+    # "bind": the publisher binds loopback (SGLang would connect to a concrete host by default).
+    config = json.dumps(
+        {"publisher": "zmq", "endpoint": f"tcp://127.0.0.1:{kv_port}", "topic": "kv-events", "bind": True}
+    )
+    log = (tmp_path_factory.mktemp("remote") / "server.log").open("wb")
+    proc = ServerProcess("--model", "bundled", "--api-key", API_KEY, "--kv-events-config", config, log=log)
+    with proc:
+        proc.kv_endpoint = f"tcp://127.0.0.1:{kv_port}"
+        yield proc
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def remote(server: Any) -> Iterator[RemoteRuntime]:
+    rt = RemoteRuntime(server.url, api_key=API_KEY, kv_events=server.kv_endpoint, timeout=30)
+    time.sleep(0.5)  # let the ZMQ subscription settle before the first request
+    yield rt
+    rt.stop()
+
+
+def test_wait_for_server_times_out_clearly() -> None:
+    started = time.monotonic()
+    with pytest.raises(ServerNotReadyError, match="not ready after 1 s"):
+        wait_for_server(f"http://127.0.0.1:{free_port()}", timeout=1.0)
+    assert time.monotonic() - started < 5
+
+
+def test_wrong_api_key_is_a_clear_error(server: Any) -> None:
+    with pytest.raises(ValueError, match="API key"):
+        RemoteRuntime(server.url, api_key="wrong", timeout=10)
+
+
+def test_generate_stream_and_events(remote: RemoteRuntime) -> None:
+    log = EventLog(remote.hub)
+    prompt = "The capital of France is"
+    first = remote.generate(prompt, max_new_tokens=8, temperature=0)
+    second = remote.generate(prompt, max_new_tokens=8, temperature=0)
+    assert first["text"] == second["text"]
+    assert second["meta_info"]["cached_tokens"] > 0
+    chunks = list(remote.generate(prompt, max_new_tokens=6, temperature=0, ignore_eos=True, stream=True))
+    assert len(chunks) >= 2 and chunks[-1]["meta_info"]["completion_tokens"] == 6
+    time.sleep(0.5)
+    assert len(log.of_type(RequestFinished)) == 3
+    stored = log.of_type(BlockStored)
+    assert stored, "no KV events arrived over ZMQ from the server"
+    assert sum(len(e.token_ids) for e in stored) >= len(remote.tokenizer.encode(prompt)) - 1
+
+
+def test_bad_input_is_a_value_error_and_the_server_keeps_serving(remote: RemoteRuntime) -> None:
+    with pytest.raises(ValueError):
+        remote.generate("x", max_new_tokens=4, regex="(unclosed")
+    assert remote.generate("Hello", max_new_tokens=2)["meta_info"]["completion_tokens"] >= 1
+
+
+def test_score_matches_the_local_runtime(remote: RemoteRuntime) -> None:
+    import sgnb
+
+    ids = remote.tokenizer.encode("The capital of France is")
+    cont = remote.tokenizer.encode(" Paris")
+    remote_lps = remote.score(ids, cont)
+    local = sgnb.start()
+    try:
+        local_lps = local.score(ids, cont)
+    finally:
+        local.stop()
+    assert remote_lps == pytest.approx(local_lps, abs=0.05)
+
+
+def test_flush_and_status(remote: RemoteRuntime) -> None:
+    remote.flush_cache()
+    again = remote.generate("The capital of France is", max_new_tokens=2, temperature=0)
+    assert again["meta_info"]["cached_tokens"] == 0
+    status = remote.status()
+    assert status["runtime"] == "remote" and status["kv_events"] == "subscribed"
+
+
+def test_connect_magic_runs_dsl_cells_on_the_server(server: Any) -> None:
+    ip = start_ipython()
+    assert ip is not None
+    ip.run_line_magic("load_ext", "sgnb")
+    result = ip.run_cell(f"%sglang connect {server.url} --api-key {API_KEY} --timeout 30")
+    assert result.error_in_exec is None
+    try:
+        cell = "%%sglang -o st\ns += 'The capital of France is' + sgl.select('c', choices=[' Paris', ' Rome'])"
+        assert ip.run_cell(cell).error_in_exec is None
+        assert ip.user_ns["st"]["c"] == " Paris"
+    finally:
+        assert ip.run_cell("%sglang stop").error_in_exec is None  # disconnects; the server keeps serving
+    assert get_session().runtime is None
+    assert wait_for_server(server.url, timeout=5) >= 0
