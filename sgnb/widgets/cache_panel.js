@@ -1,0 +1,80 @@
+// CachePanel view: a running hit rate, stacked bars (cached over new prompt tokens) and a table.
+
+const esc = (s) =>
+  String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+
+const CSS = `
+.sgnb-cache { font: 12px var(--jp-ui-font-family, sans-serif); color: var(--jp-ui-font-color1, #222);
+  border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px; padding: 6px 8px; }
+.sgnb-cache .hd { font-size: 13px; margin-bottom: 4px; }
+.sgnb-cache .dim { color: var(--jp-ui-font-color2, #777); }
+.sgnb-cache .rate { display: inline-block; width: 120px; height: 8px; background: #ddd; border-radius: 4px;
+  vertical-align: middle; margin: 0 6px; overflow: hidden; }
+.sgnb-cache .rate i { display: block; height: 100%; background: #f28e2b; }
+.sgnb-cache .bars { display: flex; align-items: flex-end; gap: 2px; height: 64px; margin: 4px 0; }
+.sgnb-cache .bars div { flex: 1 1 0; max-width: 18px; display: flex; flex-direction: column-reverse; }
+.sgnb-cache .bars .c { background: #f28e2b; }
+.sgnb-cache .bars .n { background: #bab0ac; }
+.sgnb-cache .tbl { max-height: 260px; overflow: auto; }
+.sgnb-cache table { border-collapse: collapse; width: 100%; }
+.sgnb-cache th { position: sticky; top: 0; background: var(--jp-layout-color1, #fff); text-align: right; }
+.sgnb-cache td, .sgnb-cache th { padding: 1px 8px; text-align: right; white-space: nowrap; }
+.sgnb-cache td.p { text-align: left; font-family: var(--jp-code-font-family, monospace);
+  max-width: 380px; overflow: hidden; text-overflow: ellipsis; }
+.sgnb-cache tr.hit td.h { color: #c96a00; font-weight: 600; }
+`;
+
+function render({ model, el }) {
+  const style = document.createElement("style");
+  style.textContent = CSS;
+  const root = document.createElement("div");
+  root.className = "sgnb-cache";
+  root.dataset.sgnbCache = "";
+  el.append(style, root);
+
+  function draw() {
+    const rows = model.get("rows") || [];
+    const s = model.get("summary") || {};
+    const rate = Math.round(100 * (s.hit_rate || 0));
+    const top = Math.max(1, ...rows.map((r) => r.prompt_tokens));
+    const bars = rows
+      .slice(-80)
+      .map(
+        (r) =>
+          `<div title="${r.cached} cached / ${r.new} new"><span class="c" style="height:${(64 * r.cached) / top}px"></span>` +
+          `<span class="n" style="height:${(64 * r.new) / top}px"></span></div>`
+      )
+      .join("");
+    const body = rows
+      .map(
+        (r, i) =>
+          `<tr class="${r.cached ? "hit" : ""}" data-request="${esc(r.rid)}" data-cached="${r.cached}">` +
+          `<td>${i + 1}</td><td class="p" title="${esc(r.prompt)}">${esc(r.prompt)}</td><td>${r.prompt_tokens}</td>` +
+          `<td class="h">${r.cached}</td><td>${r.new}</td><td class="h">${Math.round(100 * r.hit)}%</td>` +
+          `<td>${r.ttft_ms.toFixed(0)}</td><td>${r.latency_ms.toFixed(0)}</td><td>${r.completion}</td>` +
+          `<td>${esc(r.constraint)}</td></tr>`
+      )
+      .join("");
+    root.dataset.requests = String(s.requests || 0);
+    root.dataset.hitRate = String(s.hit_rate || 0);
+    root.innerHTML =
+      `<div class="hd"><b>${esc(model.get("title"))}</b> <span class="dim">${s.requests || 0} requests · ` +
+      `${s.cached_tokens || 0}/${s.prompt_tokens || 0} prompt tokens cached</span>` +
+      `<span class="rate"><i style="width:${rate}%"></i></span><b>${rate}%</b></div>` +
+      (rows.length ? `<div class="bars">${bars}</div>` : `<div class="dim">(no finished requests yet)</div>`) +
+      `<div class="tbl"><table><tr><th>#</th><th style="text-align:left">prompt</th><th>tokens</th><th>cached</th>` +
+      `<th>new</th><th>hit</th><th>TTFT ms</th><th>latency ms</th><th>out</th><th>constraint</th></tr>${body}</table></div>`;
+    const tbl = root.querySelector(".tbl");
+    tbl.scrollTop = tbl.scrollHeight;
+  }
+
+  model.on("change:rows", draw);
+  model.on("change:summary", draw);
+  draw();
+  return () => {
+    model.off("change:rows", draw);
+    model.off("change:summary", draw);
+  };
+}
+
+export default { render };

@@ -1,0 +1,211 @@
+"""``CachePanel``: one row per finished request - how much of its prompt came from the cache.
+
+Give it a runtime (its hub and tokenizer) or a bare ``EventHub``:
+
+    panel = CachePanel(rt)
+    panel                           # rows appear as requests finish
+    panel.plot()                    # matplotlib Figure: cached vs new tokens, running hit rate
+
+Rows show the prompt, its cached and new tokens, hit %, TTFT and latency.
+"""
+
+from __future__ import annotations
+
+import html
+import pathlib
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import traitlets as t
+
+from sgnb.widgets._base import SgnbWidget
+from sgnb.widgets._layout import short_text
+
+_HERE = pathlib.Path(__file__).parent
+STATIC_ROWS = 50
+
+
+class CachePanel(SgnbWidget):
+    _esm = _HERE / "cache_panel.js"
+
+    rows = t.List(t.Dict()).tag(sync=True)
+    summary = t.Dict().tag(sync=True)
+    title = t.Unicode("Prefix cache hits").tag(sync=True)
+
+    def __init__(
+        self,
+        source: Any = None,
+        *,
+        decode: Any = None,
+        max_rows: int = 200,
+        interval: float = 0.1,
+        title: str = "Prefix cache hits",
+        history: Iterable[Any] = (),
+    ) -> None:
+        super().__init__(interval=interval, title=title)
+        hub = getattr(source, "hub", source)
+        tok: Any = decode if decode is not None else getattr(source, "tokenizer", None)
+        self._decode: Any = (lambda ids: str(tok.decode(ids))) if hasattr(tok, "decode") else tok
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._events: list[Any] = []
+        self._texts: dict[str, str] = {}
+        self._totals = [0, 0, 0]  # requests, prompt tokens, cached tokens (never truncated)
+        for event in history:  # requests that finished before the panel existed
+            self.observe_event(event)
+        self._unsubscribe = hub.subscribe(self.observe_event) if hub is not None else None
+        self._refresh()
+
+    def observe_event(self, event: Any) -> None:
+        """Hub subscriber: keeps ``RequestFinished`` events (cheap; runs on the runtime thread)."""
+        if type(event).__name__ != "RequestFinished":
+            return
+        with self._lock:
+            self._events.append(event)
+            self._totals[0] += 1
+            self._totals[1] += int(event.prompt_tokens)
+            self._totals[2] += int(event.cached_tokens)
+            del self._events[: max(0, len(self._events) - self.max_rows)]
+        self.request_update()
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def _row(self, ev: Any) -> dict[str, Any]:
+        text = self._texts.get(ev.rid)
+        if text is None:
+            ids = list(getattr(ev, "prompt_ids", []) or [])
+            text = (
+                short_text(self._decode(ids), 60) if self._decode and ids else f"({ev.prompt_tokens} tokens)"
+            )
+            self._texts[ev.rid] = text
+        prompt, cached = int(ev.prompt_tokens), int(ev.cached_tokens)
+        return {
+            "rid": str(ev.rid)[:8],
+            "prompt": text,
+            "prompt_tokens": prompt,
+            "cached": cached,
+            "new": prompt - cached,
+            "hit": round(cached / prompt, 4) if prompt else 0.0,
+            "completion": int(ev.completion_tokens),
+            "ttft_ms": round(1000 * float(ev.ttft), 1),
+            "latency_ms": round(1000 * float(ev.e2e_latency), 1),
+            "constraint": ev.constraint or "",
+        }
+
+    def _refresh(self) -> None:
+        with self._lock:
+            events = list(self._events)
+            n, prompt, cached = self._totals
+        rows = [self._row(ev) for ev in events]
+        if len(self._texts) > 4 * self.max_rows:
+            keep = {str(ev.rid) for ev in events}
+            self._texts = {k: v for k, v in self._texts.items() if k in keep}
+        self.rows = rows
+        self.summary = {
+            "requests": n,
+            "prompt_tokens": prompt,
+            "cached_tokens": cached,
+            "hit_rate": round(cached / prompt, 4) if prompt else 0.0,
+        }
+
+    # ---- outputs -------------------------------------------------------------------------
+
+    def plot(self, ax: Any = None) -> Any:
+        """A matplotlib Figure: stacked cached/new prompt tokens per request and the running hit rate."""
+        from matplotlib.figure import Figure
+
+        self._throttle.flush()
+        rows = list(self.rows)
+        if ax is None:
+            fig = Figure(figsize=(max(4.0, min(12.0, 0.35 * len(rows) + 2)), 3.2), layout="constrained")
+            ax = fig.add_subplot()
+        else:
+            fig = ax.figure
+        xs = list(range(1, len(rows) + 1))
+        cached = [r["cached"] for r in rows]
+        new = [r["new"] for r in rows]
+        ax.bar(xs, cached, color="#f28e2b", label="cached (reused KV)")
+        ax.bar(xs, new, bottom=cached, color="#bab0ac", label="new (prefilled)")
+        ax.set_xlabel("request")
+        ax.set_ylabel("prompt tokens")
+        ax.set_title(self.title)
+        rate = ax.twinx()
+        running, seen_p, seen_c = [], 0, 0
+        for r in rows:
+            seen_p += r["prompt_tokens"]
+            seen_c += r["cached"]
+            running.append(100 * seen_c / seen_p if seen_p else 0.0)
+        rate.plot(xs, running, color="#4e79a7", marker="o", markersize=3, label="running hit rate")
+        rate.set_ylim(0, 100)
+        rate.set_ylabel("hit rate %")
+        handles = ax.get_legend_handles_labels()[0] + rate.get_legend_handles_labels()[0]
+        if rows:
+            ax.legend(handles=handles, loc="upper left", fontsize=8)
+        return fig
+
+    def _summary(self) -> str:
+        s = self.summary
+        return (
+            f"CachePanel: {s.get('requests', 0)} request{'' if s.get('requests') == 1 else 's'}, "
+            f"{s.get('cached_tokens', 0)}/"
+            f"{s.get('prompt_tokens', 0)} prompt tokens cached (hit rate {s.get('hit_rate', 0.0):.0%})"
+        )
+
+    def _static_html(self) -> str:
+        return render_static(list(self.rows)[-STATIC_ROWS:], dict(self.summary), self.title)
+
+    def close(self) -> None:
+        unsubscribe = getattr(self, "_unsubscribe", None)
+        if unsubscribe is not None:
+            unsubscribe()
+            self._unsubscribe = None
+        super().close()
+
+
+def bars_svg(rows: list[dict[str, Any]], width: int = 480, height: int = 70) -> str:
+    """Tiny stacked bars (cached over new) for the static snapshot."""
+    if not rows:
+        return ""
+    top = max(r["prompt_tokens"] for r in rows) or 1
+    w = min(width / len(rows), 18.0)
+    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
+    for i, r in enumerate(rows):
+        x = i * w + 1
+        hc = height * r["cached"] / top
+        hn = height * r["new"] / top
+        parts.append(
+            f'<rect x="{x:.1f}" y="{height - hc:.1f}" width="{max(w - 2, 1):.1f}" height="{hc:.1f}" fill="#f28e2b"/>'
+            f'<rect x="{x:.1f}" y="{height - hc - hn:.1f}" width="{max(w - 2, 1):.1f}" height="{hn:.1f}" '
+            f'fill="#bab0ac"><title>{r["cached"]} cached / {r["new"]} new</title></rect>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_static(rows: list[dict[str, Any]], summary: dict[str, Any], title: str) -> str:
+    cell = "padding:1px 8px;text-align:right;font:12px sans-serif"
+    head = "".join(
+        f'<th style="{cell}{";text-align:left" if h == "prompt" else ""}">{h}</th>'
+        for h in ("#", "prompt", "tokens", "cached", "new", "hit", "TTFT ms", "ms")
+    )
+    body = []
+    for i, r in enumerate(rows, 1):
+        color = "#c96a00" if r["cached"] else "#666"
+        body.append(
+            f'<tr data-request="{html.escape(r["rid"])}" data-cached="{r["cached"]}">'
+            f'<td style="{cell}">{i}</td>'
+            f'<td style="{cell};text-align:left;font-family:monospace">{html.escape(r["prompt"])}</td>'
+            f'<td style="{cell}">{r["prompt_tokens"]}</td><td style="{cell};color:{color}">{r["cached"]}</td>'
+            f'<td style="{cell}">{r["new"]}</td><td style="{cell};color:{color}">{r["hit"]:.0%}</td>'
+            f'<td style="{cell}">{r["ttft_ms"]:.0f}</td><td style="{cell}">{r["latency_ms"]:.0f}</td></tr>'
+        )
+    return (
+        '<div class="sgnb-cache-static" data-sgnb-static="cache" '
+        'style="border:1px solid #ddd;border-radius:4px;padding:6px 8px">'
+        f'<div style="font:600 13px sans-serif">{html.escape(title)} <span style="font-weight:400;color:#666">'
+        f"{summary.get('requests', 0)} requests · {summary.get('cached_tokens', 0)}/"
+        f"{summary.get('prompt_tokens', 0)} prompt tokens cached · hit rate {summary.get('hit_rate', 0):.0%}"
+        f"</span></div>{bars_svg(rows)}"
+        f'<table style="border-collapse:collapse"><tr>{head}</tr>{"".join(body)}</table></div>'
+    )

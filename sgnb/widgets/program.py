@@ -1,0 +1,174 @@
+"""``ProgramView``: a program's text as it streams, with role boundaries and variable spans.
+
+    view = ProgramView()
+    view                                        # display, then feed it from any thread:
+    view.update([{"role": "user", "text": "Pick one: "},
+                 {"role": "assistant", "text": "yes", "var": "answer"}])
+    view.set_choices("answer", {"yes": -0.21, "no": -1.9})   # select(): normalized logprobs
+
+A segment is ``{"text": str, "role": str | None, "var": str | None}``; consecutive segments of the
+same role form one block. Choices show each option's normalized (per-token mean) logprob and its
+share after a softmax over the options, the way SGLang's ``select`` picks.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import pathlib
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import traitlets as t
+
+from sgnb.widgets._base import SgnbWidget
+
+_HERE = pathlib.Path(__file__).parent
+
+
+def _segment(seg: Mapping[str, Any] | str) -> dict[str, Any]:
+    if isinstance(seg, str):
+        return {"text": seg, "role": None, "var": None}
+    return {"text": str(seg.get("text", "")), "role": seg.get("role"), "var": seg.get("var")}
+
+
+def choice_rows(choices: Mapping[str, float], picked: str | None = None) -> list[dict[str, Any]]:
+    """Options with their normalized logprob and softmax share, best first."""
+    if not choices:
+        return []
+    top = max(choices.values())
+    weights = {k: math.exp(v - top) for k, v in choices.items()}
+    total = sum(weights.values())
+    best = picked if picked is not None else max(choices, key=lambda k: choices[k])
+    rows = [
+        {"option": k, "logprob": round(float(v), 4), "p": round(weights[k] / total, 4), "picked": k == best}
+        for k, v in choices.items()
+    ]
+    return sorted(rows, key=lambda r: -r["logprob"])
+
+
+class ProgramView(SgnbWidget):
+    _esm = _HERE / "program.js"
+
+    segments = t.List(t.Dict()).tag(sync=True)
+    choices = t.Dict().tag(sync=True)  # var -> rows from choice_rows
+    title = t.Unicode("program").tag(sync=True)
+
+    def __init__(
+        self,
+        segments: Iterable[Mapping[str, Any] | str] = (),
+        *,
+        title: str = "program",
+        interval: float = 0.1,
+    ) -> None:
+        super().__init__(interval=interval, title=title)
+        self._lock = threading.Lock()
+        self._segments = [_segment(s) for s in segments]
+        self._choices: dict[str, list[dict[str, Any]]] = {}
+        self._refresh()
+
+    def update(self, segments: Iterable[Mapping[str, Any] | str]) -> None:
+        """Replace the segments (call as often as you like; pushes are throttled)."""
+        with self._lock:
+            self._segments = [_segment(s) for s in segments]
+        self.request_update()
+
+    def append(self, text: str, role: str | None = None, var: str | None = None) -> None:
+        """Stream ``text``: extends the last segment when role and var match, else starts one."""
+        with self._lock:
+            last = self._segments[-1] if self._segments else None
+            if last is not None and last["role"] == role and last["var"] == var:
+                last["text"] += text
+            else:
+                self._segments.append({"text": text, "role": role, "var": var})
+        self.request_update()
+
+    def set_choices(self, var: str, choices: Mapping[str, float], picked: str | None = None) -> None:
+        with self._lock:
+            self._choices[var] = choice_rows(choices, picked)
+        self.request_update()
+
+    def _refresh(self) -> None:
+        with self._lock:
+            segments = [dict(s) for s in self._segments]
+            choices = {k: list(v) for k, v in self._choices.items()}
+        self.segments = segments
+        self.choices = choices
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return "".join(s["text"] for s in self._segments)
+
+    def variables(self) -> dict[str, str]:
+        with self._lock:
+            out: dict[str, str] = {}
+            for s in self._segments:
+                if s["var"]:
+                    out[s["var"]] = out.get(s["var"], "") + s["text"]
+            return out
+
+    def _summary(self) -> str:
+        with self._lock:
+            roles = sorted({s["role"] for s in self._segments if s["role"]})
+        vars_ = self.variables()
+        return f"ProgramView: {len(self.text)} chars, roles {roles}, variables " + (
+            ", ".join(f"{k}={v[:30]!r}" for k, v in vars_.items()) or "none"
+        )
+
+    def _static_html(self) -> str:
+        self._throttle.flush()
+        return render_static(list(self.segments), dict(self.choices), self.title)
+
+
+_ROLE_COLORS = {"system": "#f1e8ff", "user": "#e8f0fe", "assistant": "#e9f7ef"}
+
+
+def _blocks(segments: list[dict[str, Any]]) -> list[tuple[str | None, list[dict[str, Any]]]]:
+    blocks: list[tuple[str | None, list[dict[str, Any]]]] = []
+    for seg in segments:
+        if blocks and blocks[-1][0] == seg["role"]:
+            blocks[-1][1].append(seg)
+        else:
+            blocks.append((seg["role"], [seg]))
+    return blocks
+
+
+def render_static(segments: list[dict[str, Any]], choices: dict[str, Any], title: str) -> str:
+    out = [
+        '<div class="sgnb-program-static" data-sgnb-static="program" '
+        'style="border:1px solid #ddd;border-radius:4px;padding:6px 8px;font:12px sans-serif">'
+        f"<div><b>{html.escape(title)}</b></div>"
+    ]
+    for role, segs in _blocks(segments):
+        bg = _ROLE_COLORS.get(str(role), "#f6f6f6") if role else "transparent"
+        label = (
+            f'<div style="font-size:10px;color:#666;text-transform:uppercase">{html.escape(role)}</div>'
+            if role
+            else ""
+        )
+        spans = []
+        for s in segs:
+            text = html.escape(s["text"])
+            if s["var"]:
+                text = (
+                    f'<span data-var="{html.escape(s["var"])}" style="background:#fff3bf;border-bottom:2px solid '
+                    f'#f59f00">{text}<sub style="color:#a60">{html.escape(s["var"])}</sub></span>'
+                )
+            spans.append(text)
+        out.append(
+            f'<div style="background:{bg};border-radius:4px;padding:3px 6px;margin:3px 0">{label}'
+            f'<div style="white-space:pre-wrap;font-family:monospace">{"".join(spans)}</div></div>'
+        )
+    for var, rows in choices.items():
+        cells = "".join(
+            f'<tr><td style="padding:0 6px">{"✔" if r["picked"] else ""}</td><td style="padding:0 6px">'
+            f"{html.escape(r['option'])}</td><td style='padding:0 6px'>{r['logprob']:.3f}</td>"
+            f'<td style="padding:0 6px"><span style="display:inline-block;height:8px;width:{100 * r["p"]:.0f}px;'
+            f'background:#4e79a7"></span> {r["p"]:.0%}</td></tr>'
+            for r in rows
+        )
+        out.append(f"<div>select <b>{html.escape(var)}</b>: normalized logprobs<table>{cells}</table></div>")
+    out.append("</div>")
+    return "".join(out)

@@ -1,0 +1,345 @@
+"""The widgets without a browser: state, throttling, layout, mimebundles, static snapshots."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from typing import Any
+
+import pytest
+import torch
+
+from sgnb.events import EventHub, RequestFinished
+from sgnb.runtimes.local.radix_cache import RadixCache
+from sgnb.tree_mirror import TreeMirror
+from sgnb.widgets import CachePanel, ConstrainedView, ProgramView, RadixTreeWidget, static_snapshots, sync_all
+from sgnb.widgets._layout import MIN_OPEN, layout, parse_expansion, short_text
+from sgnb.widgets._static import WIDGET_VIEW
+from sgnb.widgets._synthetic import synthetic_events
+from sgnb.widgets._throttle import Throttle
+from sgnb.widgets.constrained import validate
+from sgnb.widgets.program import choice_rows
+
+LETTERS = "".join(chr(97 + i) for i in range(26))
+
+
+def letters(ids: list[int]) -> str:
+    return "".join(LETTERS[t % 26] for t in ids)
+
+
+def finished(prompt: list[int], output: list[int], rid: str, cached: int = 0) -> RequestFinished:
+    return RequestFinished(
+        rid, len(prompt), cached, len(output), 0.01, 0.05, None, output_ids=output, prompt_ids=prompt
+    )
+
+
+def wait_for(cond: Any, timeout: float = 3.0) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def check_bundle(widget: Any) -> dict[str, Any]:
+    data, _ = widget._repr_mimebundle_()
+    assert set(data) == {"text/plain", "text/html", WIDGET_VIEW}
+    assert data[WIDGET_VIEW]["model_id"] == widget.model_id
+    assert not re.search(r" at 0x[0-9a-f]+", data["text/plain"]), "text/plain must be stable for nbval"
+    assert "data-sgnb-static" in data["text/html"] and "<script" not in data["text/html"]
+    return data
+
+
+# ---- throttle ------------------------------------------------------------------------------
+
+
+def test_throttle_coalesces_bursts_and_the_last_call_lands() -> None:
+    seen: list[int] = []
+    state = {"n": 0}
+    throttle = Throttle(lambda: seen.append(state["n"]), interval=0.1)
+    start = time.monotonic()
+    while time.monotonic() - start < 0.5:
+        state["n"] += 1
+        throttle()
+        time.sleep(0.001)
+    wait_for(lambda: seen and seen[-1] == state["n"])
+    assert len(seen) <= 8, f"{len(seen)} runs in 0.5 s at interval 0.1"
+    throttle()
+    throttle.flush()  # runs now, on this thread
+    assert len(seen) >= 2 and seen[-1] == state["n"]
+    throttle.close()
+    throttle()
+    time.sleep(0.15)
+    assert seen[-1] == state["n"]
+
+
+# ---- tree ----------------------------------------------------------------------------------
+
+
+def make_tree(**kw: Any) -> tuple[RadixTreeWidget, RadixCache, EventHub]:
+    hub = EventHub()
+    tree = RadixTreeWidget(hub, decode=letters, **kw)
+    return tree, RadixCache(on_event=hub.publish), hub
+
+
+def test_tree_rows_follow_the_cache_from_another_thread() -> None:
+    tree, cache, hub = make_tree()
+    pushes: list[int] = []
+    tree.observe(lambda ch: pushes.append(len(json.loads(ch["new"])["rows"])), names=["view_json"])
+
+    def traffic() -> None:
+        for i in range(300):
+            cache.insert([1, 2, 3, i % 50 + 4, 60], torch.arange(5))
+            hub.publish(finished([1, 2, 3, i % 50 + 4], [60], f"r{i}"))
+
+    worker = threading.Thread(target=traffic)
+    started = time.monotonic()
+    worker.start()
+    worker.join()
+    wait_for(lambda: pushes and pushes[-1] == tree.mirror.node_count())
+    elapsed = time.monotonic() - started
+    assert len(pushes) <= 10 * elapsed + 3, f"{len(pushes)} pushes in {elapsed:.2f}s"
+    rows = tree.view["rows"]
+    assert len(rows) == tree.mirror.node_count() == 51
+    top = rows[0]
+    assert top["text"] == "bcd" and top["hits"] == 300 and top["open"] and top["kids"] == 50
+    assert sum("path" in r for r in rows) == 2  # the last request: "bcd" and its branch
+    tree.selected = top["id"]
+    assert tree.detail["hits"] == 300 and tree.detail["requests"][0]["rid"] == "r299"[:8]
+    assert len(tree.detail["requests"]) == 10
+    data = check_bundle(tree)
+    assert data["text/plain"] == "RadixTreeWidget: 51 nodes, 103 tokens cached, 300 requests (hit rate 0%)"
+    assert "bcd" in data["text/html"]
+    tree.close()
+
+
+def test_evicted_nodes_fade_then_go() -> None:
+    hub = EventHub()
+    tree = RadixTreeWidget(TreeMirror(hub, decode=letters, fade_s=0.3))
+    cache = RadixCache(on_event=hub.publish)
+    cache.insert([1, 2, 3], torch.arange(3))
+    cache.insert([1, 2, 4], torch.arange(3))
+    cache.evict(1)
+    wait_for(lambda: any("ev" in r for r in tree.view["rows"]))
+    assert len(tree.view["rows"]) == 3
+    wait_for(lambda: len(tree.view["rows"]) == 1)  # a refresh was scheduled for the end of the fade
+    assert tree.view["rows"][0]["text"] == "bce"
+
+
+def test_layout_budget_balanced_and_aggregated() -> None:
+    mirror = TreeMirror()
+    mirror.replay(synthetic_events(10_000, seed=3))
+    started = time.perf_counter()
+    snap = mirror.snapshot()
+    rows = layout(snap, 400)
+    elapsed = time.perf_counter() - started
+    assert len(snap.nodes) == 10_000
+    nodes = [r for r in rows if "more" not in r]
+    assert len(nodes) <= 400 and len(rows) <= 400 + 50
+    assert all(r["id"] in snap.nodes for r in nodes)
+    depths = [r["depth"] for r in nodes]
+    assert min(depths) == 0 and max(depths) >= 2  # opened level by level, not one deep branch
+    hidden = sum(r["sub"] for r in nodes) + sum(r["sub"] for r in rows if "more" in r)
+    assert len(nodes) + hidden == 10_000, "every node is either shown or counted under a shown row"
+    assert elapsed < 5.0, f"snapshot + layout of 10k nodes took {elapsed:.2f}s"
+    # opening a closed node shows its children; "+N more" raises a parent's limit
+    closed = next(r for r in nodes if r["sub"] and r["kids"])
+    opened, more = parse_expansion([closed["id"], "more:x", "more:x"])
+    assert more == {"x": 2 * 4 * MIN_OPEN}
+    rows2 = layout(snap, 400, opened, set(), more)
+    kids = set(snap.nodes[closed["id"]].children)
+    assert kids <= {r["id"] for r in rows2}
+    # a closed node hides its children even within budget
+    small = next(r for r in rows if r.get("kids"))
+    rows3 = layout(snap, 400, set(), {small["id"]})
+    assert not set(snap.nodes[small["id"]].children) & {r["id"] for r in rows3}
+    # the full tree within a big budget
+    assert len(layout(snap, 10_000)) == 10_000
+
+
+def test_last_request_path_always_visible() -> None:
+    mirror = TreeMirror(decode=letters)
+    cache = RadixCache(on_event=mirror.handle)
+    for i in range(30):
+        cache.insert([1, 100 + i, 7, 8], torch.arange(4))
+    cache.insert([1, 105, 7, 9, 9], torch.arange(5))
+    mirror.handle(finished([1, 105, 7, 9], [9, 9], "last"))
+    rows = layout(mirror.snapshot(), 3)
+    path = [r for r in rows if r.get("path")]
+    assert [r["text"] for r in path] == ["b", "bh", "jj"]
+    assert any("more" in r for r in rows)
+
+
+def test_short_text() -> None:
+    assert short_text("a\nb") == "a⏎b"
+    cut = short_text("x" * 30 + "y" * 30, 21)
+    assert len(cut) == 21 and cut.startswith("x") and cut.endswith("y") and "…" in cut
+
+
+# ---- cache panel ---------------------------------------------------------------------------
+
+
+def test_cache_panel_rows_rate_plot_and_snapshot() -> None:
+    hub = EventHub()
+    panel = CachePanel(hub, decode=letters)
+    hub.publish(finished([1, 2, 3, 4], [5], "first"))
+    hub.publish(finished([1, 2, 3, 4], [5], "second", cached=3))
+    wait_for(lambda: len(panel.rows) == 2)
+    first, second = panel.rows
+    assert (first["cached"], first["new"], first["hit"]) == (0, 4, 0.0)
+    assert (second["cached"], second["new"], second["hit"]) == (3, 1, 0.75)
+    assert second["prompt"] == "bcde" and second["ttft_ms"] == 10.0 and second["latency_ms"] == 50.0
+    assert panel.summary["hit_rate"] == 0.375
+    fig = panel.plot()
+    ax, rate = fig.axes
+    assert len(ax.patches) == 4 and list(rate.lines[0].get_ydata()) == [0.0, 37.5]
+    data = check_bundle(panel)
+    assert data["text/plain"] == "CachePanel: 2 requests, 3/8 prompt tokens cached (hit rate 38%)"
+    assert 'data-cached="3"' in data["text/html"] and "<svg" in data["text/html"]
+    panel.close()
+    hub.publish(finished([1], [2], "after-close"))
+    assert panel.summary["requests"] == 2
+    late = CachePanel(hub, history=[finished([1, 2], [3], "earlier", cached=1)])
+    assert late.summary == {"requests": 1, "prompt_tokens": 2, "cached_tokens": 1, "hit_rate": 0.5}
+    late.close()
+
+
+# ---- constrained view ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grammar_rt() -> Any:
+    """What ConstrainedView needs from a runtime, without loading the model: tokenizer + grammars."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from sgnb.models import resolve_model
+    from sgnb.runtimes.local.grammar import GrammarCompiler
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("bundled"))
+    return SimpleNamespace(tokenizer=tok, grammars=GrammarCompiler(tok, len(tok)))
+
+
+def test_constrained_regex_marks_forced_tokens(grammar_rt: Any) -> None:
+    tok = grammar_rt.tokenizer
+    ids = [*tok.encode("123-4567", add_special_tokens=False), tok.eos_token_id]
+    view = ConstrainedView({"text": "123-4567", "output_ids": ids}, grammar_rt, "regex", r"\d{3}-\d{4}")
+    texts = [s["text"] for s in view.steps]
+    assert texts[:8] == list("123-4567")
+    forced = [texts[i] for i in view.forced_steps]
+    assert forced[0] == "-" and len(forced) == 2  # the dash, then the stop token
+    assert view.steps[0]["allowed"] == 10 and view.steps[3]["options"] == ["-"]
+    assert view.info["valid"] is True and view.info["terminated"] is True
+    data = check_bundle(view)
+    assert data["text/plain"] == (
+        "ConstrainedView(regex): 9 tokens, 2 forced by the grammar; output valid: yes"
+    )
+    assert 'data-forced="1"' in data["text/html"]
+
+
+def test_constrained_json_schema_and_rejection(grammar_rt: Any) -> None:
+    tok = grammar_rt.tokenizer
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    text = '{"n": 42}'
+    ids = tok.encode(text, add_special_tokens=False)
+    view = ConstrainedView(
+        {"text": text, "output_ids": ids, "meta_info": {"constraint": "json_schema"}},
+        grammar_rt,
+        source=schema,
+    )
+    assert view.info["kind"] == "json_schema" and view.info["valid"] is True and view.info["rejected"] == 0
+    bad = tok.encode("12x", add_special_tokens=False)
+    rejected = ConstrainedView({"text": "12x", "output_ids": bad}, grammar_rt, "regex", r"\d+")
+    assert not rejected.steps[-1]["accepted"] and rejected.info["valid"] is False
+    with pytest.raises(ValueError, match="kind"):
+        ConstrainedView({"output_ids": []}, grammar_rt, "choices", "a")
+    # a runtime with a tokenizer but no sgnb grammar compiler (sglang.Engine, a server)
+    from types import SimpleNamespace
+
+    bare = SimpleNamespace(tokenizer=tok)
+    assert (
+        ConstrainedView({"text": "12", "output_ids": bad[:-1]}, bare, "regex", r"\d+").info["valid"] is True
+    )
+
+
+def test_validate() -> None:
+    assert validate("regex", r"\d+", "123")["valid"] is True
+    assert validate("regex", r"\d+", "12a")["valid"] is False
+    assert validate("regex", r"(?<", "x")["valid"] is None
+    schema = json.dumps({"type": "object", "required": ["a"]})
+    assert validate("json_schema", schema, '{"a": 1}')["valid"] is True
+    assert "schema violation" in validate("json_schema", schema, "{}")["message"]
+    assert "not JSON" in validate("json_schema", schema, "{")["message"]
+    assert validate("ebnf", "root ::= 'a'", "a")["valid"] is None
+
+
+# ---- program view --------------------------------------------------------------------------
+
+
+def test_program_view_streams_segments_and_choices() -> None:
+    view = ProgramView(
+        [{"role": "system", "text": "Be brief."}, {"role": "user", "text": "Capital of France?"}]
+    )
+    for piece in ["Pa", "ri", "s"]:
+        view.append(piece, role="assistant", var="city")
+    view.set_choices("ok", {"yes": -0.1, "no": -2.0})
+    wait_for(lambda: len(view.segments) == 3 and view.segments[-1]["text"] == "Paris" and view.choices)
+    assert view.variables() == {"city": "Paris"}
+    rows = view.choices["ok"]
+    assert rows[0]["option"] == "yes" and rows[0]["picked"] and abs(sum(r["p"] for r in rows) - 1) < 1e-3
+    data = check_bundle(view)
+    assert (
+        data["text/plain"]
+        == "ProgramView: 32 chars, roles ['assistant', 'system', 'user'], variables city='Paris'"
+    )
+    assert 'data-var="city"' in data["text/html"]
+    view.update(["plain text"])
+    view._throttle.flush()
+    assert view.segments == [{"text": "plain text", "role": None, "var": None}]
+
+
+def test_choice_rows_softmax() -> None:
+    rows = choice_rows({"a": 0.0, "b": 0.0}, picked="b")
+    assert [r["p"] for r in rows] == [0.5, 0.5] and [r["picked"] for r in rows] == [False, True]
+    assert choice_rows({}) == []
+
+
+# ---- displays, the post-cell hook and exports ------------------------------------------------
+
+
+def test_post_cell_hook_refreshes_the_static_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython.display
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    updates: list[dict[str, Any]] = []
+    shown: list[dict[str, Any]] = []
+    monkeypatch.setattr(IPython.display, "update_display", lambda obj, **kw: updates.append(obj))
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
+    tree, cache, _ = make_tree()
+    shell.user_ns["tree"] = tree
+    shell.run_cell("tree")
+    assert shown and "empty" in shown[0]["text/html"]
+    cache.insert([1, 2, 3], torch.arange(3))
+    shell.run_cell("pass")  # post_run_cell: flush, then update the display's snapshot
+    assert updates and "bcd" in updates[-1]["text/html"] and WIDGET_VIEW in updates[-1]
+    n = len(updates)
+    sync_all()
+    assert len(updates) == n, "no update when nothing changed"
+    tree.close()  # leaves the shell's post-cell hook with nothing to do for later tests
+    shell.run_cell("pass")
+    assert len(updates) == n
+
+
+def test_static_snapshots_preprocessor() -> None:
+    nb = {
+        "cells": [
+            {"outputs": [{"data": {WIDGET_VIEW: {}, "text/html": ['<div data-sgnb-static="tree">']}}]},
+            {"outputs": [{"data": {WIDGET_VIEW: {}, "text/plain": "IntSlider()"}}]},
+        ]
+    }
+    out, _ = static_snapshots(nb, {})
+    assert WIDGET_VIEW not in out["cells"][0]["outputs"][0]["data"]
+    assert WIDGET_VIEW in out["cells"][1]["outputs"][0]["data"]
