@@ -9,6 +9,7 @@ position-aware chained block hashes, so one mirror serves the local runtime and 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,10 +52,20 @@ class RequestFinished:
     ttft: float
     e2e_latency: float
     finish_reason: dict[str, Any] | None
-    constraint: str | None = None
+    constraint: str | None = None  # "regex" | "json_schema" | "ebnf"
+    constraint_source: str | None = None  # the pattern, schema or grammar itself
     output_ids: list[int] = field(default_factory=list)
     prompt_ids: list[int] = field(default_factory=list)
     ts: float = field(default_factory=time.time)
+
+
+def constraint_of(params: dict[str, Any]) -> dict[str, str | None]:
+    """``constraint`` / ``constraint_source`` fields of a RequestFinished, from sampling params."""
+    for kind in ("regex", "json_schema", "ebnf"):
+        value = params.get(kind)
+        if value is not None:
+            return {"constraint": kind, "constraint_source": value if isinstance(value, str) else json.dumps(value)}
+    return {"constraint": None, "constraint_source": None}
 
 
 Event = BlockStored | BlockRemoved | AllBlocksCleared | RequestFinished

@@ -176,13 +176,15 @@ class SGLangMagics(Magics):
                 f"unknown view(s) {', '.join(sorted(unknown))}; choose from {', '.join(views.LIVE_VIEWS)}"
             )
         live = views.live_views(session, shows)
-        if "@sgl.function" in cell or "@function" in cell or "sgl.function(" in cell:
-            result = self.shell.run_cell(cell)  # type: ignore[union-attr]
-            result.raise_error()
-            return None
-        state = self._run_program(cell, args)
-        self.shell.user_ns[args.output or "_state"] = state  # type: ignore[union-attr]
-        del live
+        try:
+            if "@sgl.function" in cell or "@function" in cell or "sgl.function(" in cell:
+                result = self.shell.run_cell(cell)  # type: ignore[union-attr]
+                result.raise_error()
+                return None
+            state = self._run_program(cell, args)
+            self.shell.user_ns[args.output or "_state"] = state  # type: ignore[union-attr]
+        finally:
+            views.finish_views(live)
         return None
 
     def _run_program(self, cell: str, args: Any) -> Any:

@@ -38,7 +38,9 @@ def _table(rows: Iterable[tuple[str, Any]], title: str) -> str:
         f"{html.escape(str(v))}</td></tr>"
         for k, v in rows
     )
-    return f"<table class='sgnb-table'><caption style='text-align:left'><b>{title}</b></caption>{body}</table>"
+    return (
+        f"<table class='sgnb-table'><caption style='text-align:left'><b>{title}</b></caption>{body}</table>"
+    )
 
 
 class StatusView:
@@ -110,7 +112,9 @@ class ProgramStateView:
                 f"<td>{cached}/{prompt}</td></tr>"
             )
         table = (
-            "<table><tr><th>variable</th><th>value</th><th>cached/prompt tokens</th></tr>" + "".join(rows) + "</table>"
+            "<table><tr><th>variable</th><th>value</th><th>cached/prompt tokens</th></tr>"
+            + "".join(rows)
+            + "</table>"
             if rows
             else ""
         )
@@ -172,22 +176,56 @@ class TextTreeView:
         return self.text
 
 
+class ConstrainedCollector:
+    """Collects the constrained requests of one cell; shows a ConstrainedView for each when it ends."""
+
+    def __init__(self, runtime: Any, limit: int = 8) -> None:
+        from sgnb.events import RequestFinished
+
+        self.runtime, self.limit = runtime, limit
+        self.finished: list[Any] = []
+        self._unsubscribe = runtime.hub.subscribe(
+            lambda e: (
+                self.finished.append(e) if isinstance(e, RequestFinished) and e.constraint_source else None
+            )
+        )
+
+    def finish(self) -> None:
+        from IPython.display import display
+
+        from sgnb.widgets import ConstrainedView
+
+        self._unsubscribe()
+        tok = self.runtime.tokenizer
+        for event in self.finished[: self.limit]:
+            text = tok.decode(event.output_ids, skip_special_tokens=True) if tok is not None else ""
+            result = {"text": text, "output_ids": event.output_ids, "meta_info": {}}
+            display(ConstrainedView(result, self.runtime, event.constraint, event.constraint_source or ""))
+
+
 def live_views(session: Any, shows: list[str]) -> list[Any]:
-    """Display the requested live views before a program runs; they update from events."""
+    """Display the requested live views before a program runs; they update from events.
+
+    ``constrained`` is the exception: it collects the cell's constrained requests and shows each
+    one, replayed through its grammar, when the cell ends (``finish_views``).
+    """
     from IPython.display import display
 
-    out = []
+    out: list[Any] = []
     for name in shows:
         if name == "tree":
             out.append(tree_view(session.require()))
         elif name == "cache":
             out.append(stats_view(session))
         elif name == "constrained":
-            try:
-                from sgnb.widgets import ConstrainedLive
-            except ImportError:
-                continue
-            out.append(ConstrainedLive(session.require()))
+            out.append(ConstrainedCollector(session.require()))
     for view in out:
-        display(view)
+        if not isinstance(view, ConstrainedCollector):
+            display(view)
     return out
+
+
+def finish_views(views: list[Any]) -> None:
+    for view in views:
+        if isinstance(view, ConstrainedCollector):
+            view.finish()

@@ -108,6 +108,14 @@ def test_program_errors_raise(ip: InteractiveShell) -> None:
     assert run(ip, "%%sglang -o ok\ns += 'Hello' + sgl.gen('x', max_tokens=2)").error_in_exec is None
 
 
+def test_show_live_views(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    cell = "%%sglang -o ph --show tree,cache,constrained\ns += 'Phone: ' + sgl.gen('p', regex=r'\\d{3}-\\d{4}')"
+    assert run(ip, cell).error_in_exec is None
+    shown = capsys.readouterr().out
+    assert "RadixTreeWidget:" in shown and "CachePanel:" in shown
+    assert "ConstrainedView(regex)" in shown and "output valid: yes" in shown
+
+
 def test_unknown_view(ip: InteractiveShell) -> None:
     assert "unknown view" in usage_error(ip, "%%sglang --show sparkles\ns += 'x'")
 

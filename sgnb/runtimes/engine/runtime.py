@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sgnb.backend import SgnbBackend
-from sgnb.events import EventHub, RequestFinished
+from sgnb.events import EventHub, RequestFinished, constraint_of
 from sgnb.models import resolve_model
 from sgnb.params import SamplingParams
 from sgnb.runtimes.kv_subscriber import KVEventSubscriber, free_port
@@ -160,7 +160,7 @@ class EngineRuntime:
         except KeyboardInterrupt:
             self.abort(rid)
             raise
-        self._finished(out, prompt, input_ids, started)
+        self._finished(out, prompt, input_ids, started, raw)
         return out
 
     def _stream(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -189,9 +189,16 @@ class EngineRuntime:
             self.abort(request["rid"])
             raise
         if last is not None:
-            self._finished(last, request["prompt"], request["input_ids"], started)
+            self._finished(last, request["prompt"], request["input_ids"], started, request["sampling_params"])
 
-    def _finished(self, out: dict[str, Any], prompt: str | None, input_ids: list[int] | None, started: float) -> None:
+    def _finished(
+        self,
+        out: dict[str, Any],
+        prompt: str | None,
+        input_ids: list[int] | None,
+        started: float,
+        params: dict[str, Any],
+    ) -> None:
         meta = out.get("meta_info", {})
         # Text prompts are not re-tokenized here: that cost every DSL call a tokenizer pass.
         prompt_ids = list(input_ids) if input_ids is not None else []
@@ -205,6 +212,7 @@ class EngineRuntime:
                 e2e_latency=float(meta.get("e2e_latency", time.perf_counter() - started)),
                 finish_reason=meta.get("finish_reason"),
                 output_ids=list(out.get("output_ids") or []),
+                **constraint_of(params),
                 prompt_ids=prompt_ids,
             )
         )
@@ -237,7 +245,9 @@ class EngineRuntime:
 
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return str(
-            self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+            self._tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
         )
 
     def status(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from sgnb.events import EventHub, RequestFinished
+from sgnb.events import EventHub, RequestFinished, constraint_of
 from sgnb.runtimes.kv_subscriber import KVEventSubscriber
 
 
@@ -144,7 +144,7 @@ class RemoteRuntime:
         if stream:
             return self._stream(body, started)
         out = dict(self._post("/generate", body).json())
-        self._finished(out, input_ids, started)
+        self._finished(out, input_ids, started, body["sampling_params"])
         return out
 
     def _stream(self, body: dict[str, Any], started: float) -> Iterator[dict[str, Any]]:
@@ -160,9 +160,11 @@ class RemoteRuntime:
             yield last
         if last is None:
             raise RuntimeError("the server closed the stream before sending anything")
-        self._finished(last, body.get("input_ids"), started)
+        self._finished(last, body.get("input_ids"), started, body["sampling_params"])
 
-    def _finished(self, out: dict[str, Any], input_ids: list[int] | None, started: float) -> None:
+    def _finished(
+        self, out: dict[str, Any], input_ids: list[int] | None, started: float, params: dict[str, Any]
+    ) -> None:
         meta = out.get("meta_info", {})
         self.hub.publish(
             RequestFinished(
@@ -174,6 +176,7 @@ class RemoteRuntime:
                 e2e_latency=float(meta.get("e2e_latency", time.perf_counter() - started)),
                 finish_reason=meta.get("finish_reason"),
                 output_ids=list(out.get("output_ids") or []),
+                **constraint_of(params),
                 prompt_ids=list(input_ids or []),
             )
         )
