@@ -17,7 +17,14 @@ from typing import Any
 from sgnb.version_check import SGLANG_PIN, check_sglang_version
 
 __version__ = "0.1.0"
-__all__ = ["SGLANG_PIN", "__version__", "check_sglang_version", "load_ipython_extension", "get_session", "start"]
+__all__ = [
+    "SGLANG_PIN",
+    "__version__",
+    "check_sglang_version",
+    "load_ipython_extension",
+    "get_session",
+    "start",
+]
 
 
 def start(model: str = "bundled", runtime: str = "local", **options: Any) -> Any:

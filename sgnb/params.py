@@ -17,7 +17,14 @@ _ALIASES = {"seed": "sampling_seed", "random_seed": "sampling_seed"}
 # Below this a temperature is greedy, as in SGLang (dividing logits by ~0 overflows to inf/nan).
 _SAMPLING_EPS = 1e-6
 _INT_FIELDS = ("max_new_tokens", "min_new_tokens", "top_k", "n")
-_REAL_FIELDS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty")
+_REAL_FIELDS = (
+    "temperature",
+    "top_p",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+)
 
 
 def _str_list(key: str, value: Any) -> list[Any]:
@@ -97,7 +104,8 @@ class SamplingParams:
         for name in _REAL_FIELDS:
             value = getattr(self, name)
             need(
-                isinstance(value, numbers.Real) and math.isfinite(value), f"{name} must be a finite number, got {value!r}"
+                isinstance(value, numbers.Real) and math.isfinite(value),
+                f"{name} must be a finite number, got {value!r}",
             )
         need(
             self.sampling_seed is None or isinstance(self.sampling_seed, numbers.Integral),
@@ -109,17 +117,33 @@ class SamplingParams:
             f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}",
         )
         need(
-            isinstance(self.temperature, int | float) and math.isfinite(self.temperature) and self.temperature >= 0,
+            isinstance(self.temperature, int | float)
+            and math.isfinite(self.temperature)
+            and self.temperature >= 0,
             f"temperature must be a non-negative finite number, got {self.temperature!r}",
         )
         need(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
-        need(self.top_k == -1 or self.top_k >= 1, f"top_k must be -1 (disable) or at least 1, got {self.top_k}")
+        need(
+            self.top_k == -1 or self.top_k >= 1, f"top_k must be -1 (disable) or at least 1, got {self.top_k}"
+        )
         need(0.0 <= self.min_p <= 1.0, f"min_p must be in [0, 1], got {self.min_p}")
-        need(-2.0 <= self.frequency_penalty <= 2.0, f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}")
-        need(-2.0 <= self.presence_penalty <= 2.0, f"presence_penalty must be in [-2, 2], got {self.presence_penalty}")
-        need(0.0 < self.repetition_penalty <= 2.0, f"repetition_penalty must be in (0, 2], got {self.repetition_penalty}")
+        need(
+            -2.0 <= self.frequency_penalty <= 2.0,
+            f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}",
+        )
+        need(
+            -2.0 <= self.presence_penalty <= 2.0,
+            f"presence_penalty must be in [-2, 2], got {self.presence_penalty}",
+        )
+        need(
+            0.0 < self.repetition_penalty <= 2.0,
+            f"repetition_penalty must be in (0, 2], got {self.repetition_penalty}",
+        )
         need(self.n == 1, "n > 1 is not supported; send the request n times (or use fork in a program)")
-        need(all(isinstance(s, str) and s for s in self.stop), "stop must be a string or a list of non-empty strings")
+        need(
+            all(isinstance(s, str) and s for s in self.stop),
+            "stop must be a string or a list of non-empty strings",
+        )
         for pattern in self.stop_regex:
             try:
                 re.compile(pattern)

@@ -95,7 +95,9 @@ class Session:
 
     def require(self) -> Runtime:
         if self.runtime is None:
-            raise NoRuntimeError("no SGLang runtime is running: %sglang start (or sgnb.get_session().start())")
+            raise NoRuntimeError(
+                "no SGLang runtime is running: %sglang start (or sgnb.get_session().start())"
+            )
         return self.runtime
 
     def stop(self) -> None:

@@ -63,7 +63,9 @@ def convert(raw: Any) -> KVEvent | None:
             medium=f.get("medium"),
         )
     if name == "BlockRemoved":
-        return BlockRemoved(block_hashes=[int(h) for h in f.get("block_hashes") or []], medium=f.get("medium"))
+        return BlockRemoved(
+            block_hashes=[int(h) for h in f.get("block_hashes") or []], medium=f.get("medium")
+        )
     if name == "AllBlocksCleared":
         return AllBlocksCleared()
     return None

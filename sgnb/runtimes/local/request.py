@@ -85,4 +85,8 @@ class Request:
         return info
 
     def result(self) -> dict[str, Any]:
-        return {"text": self.visible_text(), "output_ids": list(self.output_ids), "meta_info": self.meta_info()}
+        return {
+            "text": self.visible_text(),
+            "output_ids": list(self.output_ids),
+            "meta_info": self.meta_info(),
+        }

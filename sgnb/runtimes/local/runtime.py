@@ -6,12 +6,11 @@ import os
 import queue
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import torch
 
-from sgnb.backend import SgnbBackend
 from sgnb.events import EventHub, RequestFinished
 from sgnb.models import resolve_model
 from sgnb.params import SamplingParams
@@ -22,6 +21,9 @@ from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.runtimes.local.request import Request
 from sgnb.runtimes.local.scheduler import Scheduler
 from sgnb.version_check import installed_sglang
+
+if TYPE_CHECKING:
+    from sgnb.backend import SgnbBackend
 
 DEFAULT_MAX_TOTAL_TOKENS = 16384
 
@@ -63,7 +65,10 @@ class LocalRuntime:
             max_total_tokens, self.model.num_layers, self.model.kv_heads, self.model.head_dim, torch_dtype
         )
         self.cache = RadixCache(
-            page_size=page_size, free_slots=self.pool.free, on_event=self.hub.publish, disable=disable_radix_cache
+            page_size=page_size,
+            free_slots=self.pool.free,
+            on_event=self.hub.publish,
+            disable=disable_radix_cache,
         )
         self.grammars = GrammarCompiler(self.tokenizer, self.model.vocab_size)
         self.scheduler = Scheduler(self.model, self.pool, self.cache, self.hub.publish)
@@ -95,6 +100,10 @@ class LocalRuntime:
         """Validate everything a request needs before any compute; raise ValueError on bad input."""
         self._check_running()
         params = SamplingParams.from_dict({**(sampling_params or {}), **kwargs})
+        if any(not 0 <= t < self.model.vocab_size for t in params.stop_token_ids):
+            raise ValueError(
+                f"stop_token_ids must be in [0, {self.model.vocab_size}), got {params.stop_token_ids}"
+            )
         ids = self._tokenize(prompt, input_ids)
         if len(ids) >= self.context_length:
             raise ValueError(f"prompt is {len(ids)} tokens; the context length is {self.context_length}")
@@ -141,7 +150,9 @@ class LocalRuntime:
         Sampling parameters come as a dict or as keywords (``max_new_tokens=16, regex=...``).
         With ``stream=True`` returns an iterator of chunks, each holding the text so far.
         """
-        req = self.make_request(prompt, input_ids=input_ids, sampling_params=sampling_params, stream=stream, **kwargs)
+        req = self.make_request(
+            prompt, input_ids=input_ids, sampling_params=sampling_params, stream=stream, **kwargs
+        )
         self.scheduler.submit(req)
         if stream:
             return self._stream(req)
@@ -228,6 +239,8 @@ class LocalRuntime:
     def backend(self) -> SgnbBackend:
         """This runtime as an sglang frontend backend: ``sgl.set_default_backend(rt.backend)``."""
         if self._backend is None:
+            from sgnb.backend import SgnbBackend  # imports sglang: 5-10 s, only when the DSL is used
+
             self._backend = SgnbBackend(self)
         return self._backend
 
@@ -252,7 +265,9 @@ class LocalRuntime:
 
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return str(
-            self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+            self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
         )
 
     def stop(self) -> None:

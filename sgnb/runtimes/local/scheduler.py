@@ -67,11 +67,18 @@ class Scheduler:
         return fut.result()
 
     def abort(self, rid: str | None) -> None:
-        """Abort one request, or every request when ``rid`` is None."""
-        for req in list(self.waiting) + list(self.running):
-            if rid is None or req.rid == rid:
-                req.aborted = True
-        self.inbox.put(None)  # wake the loop
+        """Abort one request, or every request when ``rid`` is None.
+
+        The marking runs on the scheduler thread, after everything submitted earlier has reached
+        the waiting list (the inbox is FIFO), so a request aborted right after ``submit`` is not missed.
+        """
+
+        def mark() -> None:
+            for req in self.waiting + self.running:
+                if rid is None or req.rid == rid:
+                    req.aborted = True
+
+        self.inbox.put((mark, Future()))  # also wakes the loop
 
     def shutdown(self) -> None:
         self._stopping = True
@@ -150,15 +157,19 @@ class Scheduler:
             decode = 0 if req.is_score else req.params.max_new_tokens
             if self.running and new_tokens > prefill_budget:
                 return
+            # Lock the matched prefix first: making room must not evict the KV this request reuses.
+            self.cache.inc_lock_ref(match.last_node)
             if not self._make_room(new_tokens + decode):
+                self.cache.dec_lock_ref(match.last_node)
                 return  # wait for running requests to finish and free their slots
             self.waiting.pop(0)
-            self.cache.inc_lock_ref(match.last_node)
             req.last_node = match.last_node
             req.protected_len = req.cached_tokens = match.length
             req.kv_indices = match.indices
-            req.reserved = decode
-            self.reserved += decode
+            # Reserve the prefill too: it is allocated only at the next step, and requests admitted
+            # in the same round must not count those slots as free.
+            req.reserved = new_tokens + decode
+            self.reserved += new_tokens + decode
             prefill_budget -= new_tokens
             self.running.append(req)
 
@@ -180,9 +191,8 @@ class Scheduler:
             new = req.next_input
             start = int(req.kv_indices.numel())
             slots = self.pool.alloc(len(new))
-            if start >= len(req.input_ids):  # a decode step spends a reserved slot
-                req.reserved -= len(new)
-                self.reserved -= len(new)
+            req.reserved -= len(new)  # prefill and decode slots were reserved at admission
+            self.reserved -= len(new)
             req.kv_indices = torch.cat([req.kv_indices, slots])
             seg = Segment(q_start=len(input_ids), q_len=len(new), kv_indices=req.kv_indices)
             segments.append(seg)
@@ -229,12 +239,22 @@ class Scheduler:
 
     def _sample(self, req: Request, logits: torch.Tensor) -> int:
         params = req.params
+        # The model's logits are inference tensors: edit a normal copy in place (penalties, bans).
+        raw = logits.clone()
+        logits = raw.clone()
         if len(req.output_ids) < params.min_new_tokens:
-            banned = list(params.stop_token_ids) + ([] if params.ignore_eos else list(self.model.eos_token_ids))
+            banned = list(params.stop_token_ids) + (
+                [] if params.ignore_eos else list(self.model.eos_token_ids)
+            )
             logits[banned] = float("-inf")
         apply_penalties(logits, params, req.output_ids)
         if req.grammar is not None:
             req.grammar.apply(logits)
+            if not torch.isfinite(logits).any():
+                # min_new_tokens banned the only tokens the grammar allows (its end): the grammar wins.
+                logits = raw
+                apply_penalties(logits, params, req.output_ids)
+                req.grammar.apply(logits)
         return sample(logits, params, req.generator)
 
     def _append(self, req: Request, token: int) -> dict[str, Any] | None:
@@ -299,7 +319,9 @@ class Scheduler:
         req.last_node = None
 
     def _decode(self, req: Request) -> None:
-        req.text = self.model.tokenizer.decode(req.output_ids, skip_special_tokens=req.params.skip_special_tokens)
+        req.text = self.model.tokenizer.decode(
+            req.output_ids, skip_special_tokens=req.params.skip_special_tokens
+        )
 
     def _finish(self, req: Request, reason: dict[str, Any]) -> None:
         self._decode(req)
@@ -315,6 +337,7 @@ class Scheduler:
                 e2e_latency=meta["e2e_latency"],
                 finish_reason=reason,
                 constraint=req.params.constraint[0] if req.params.constraint else None,
+                constraint_source=req.params.constraint[1] if req.params.constraint else None,
                 output_ids=list(req.output_ids),
                 prompt_ids=list(req.input_ids),
             )

@@ -1,0 +1,215 @@
+"""Shared fixtures and helpers for the local-runtime tests.
+
+Two session runtimes are shared by every test file, so the model loads twice per run, not per test:
+
+* ``rt``: ``sgnb.start()`` as a user gets it (bfloat16, radix cache on).
+* ``rt32``: the same model in float32, for the claims of *bitwise* equality (cache on vs off,
+  eviction, paging, batching). In bfloat16 the result of a prompt depends slightly on how its
+  prefill is chunked (a cached prefix + the rest vs the whole prompt in one forward), so greedy
+  outputs can flip at near-ties; ``assert_same_or_near_tie`` checks exactly that, and nothing looser.
+
+Comparisons on the bf16 runtime use ``cold()``, which empties the cache first, so both sides
+are computed the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import sgnb
+from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored, EventLog, RequestFinished
+
+SYSTEM = "You are a helpful geography tutor. Answer in one short sentence. Be precise and friendly."
+FEW_SHOT = [
+    ("What is the capital of Italy?", "Rome."),
+    ("What is the capital of Spain?", "Madrid."),
+]
+QUESTIONS = [
+    "What is the capital of France?",
+    "What is the capital of Germany?",
+    "Name a large river in Africa.",
+    "What ocean lies west of Portugal?",
+    "How many continents are there?",
+    "What is the tallest mountain?",
+    "Which country has the most people?",
+    "What is the capital of Japan?",
+    "Name a desert in Asia.",
+    "What sea is between Europe and Africa?",
+    "What is the longest river in Europe?",
+    "Where is Mount Kilimanjaro?",
+    "What is the capital of Canada?",
+    "Which country is shaped like a boot?",
+    "What is the largest island?",
+    "Name a country in South America.",
+    "What is the capital of Egypt?",
+    "Which continent is Kenya in?",
+    "What is the smallest country?",
+    "What river flows through Paris?",
+]
+
+
+# ---- runtimes --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rt() -> Iterator[Any]:
+    runtime = sgnb.start()
+    yield runtime
+    runtime.stop()
+
+
+@pytest.fixture(scope="session")
+def rt32() -> Iterator[Any]:
+    runtime = sgnb.start(dtype="float32", max_total_tokens=8192)
+    yield runtime
+    runtime.stop()
+
+
+@pytest.fixture
+def make_runtime() -> Iterator[Callable[..., Any]]:
+    """Start extra runtimes inside one test; all are stopped when it ends."""
+    started: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        runtime = sgnb.start(**options)
+        started.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in started:
+        runtime.stop()
+
+
+@pytest.fixture
+def events(rt: Any) -> Iterator[EventLog]:
+    """Every event ``rt`` publishes during one test."""
+    log = EventLog(rt.hub)
+    yield log
+    assert log.unsubscribe is not None
+    log.unsubscribe()
+
+
+# ---- prompts ---------------------------------------------------------------------------------
+
+
+def shared_prefix_prompts(runtime: Any, n: int = 20) -> list[str]:
+    """``n`` chat prompts sharing a system prompt and a few-shot preamble, then different questions."""
+    assert n <= len(QUESTIONS)
+    prompts = []
+    for question in QUESTIONS[:n]:
+        messages = [{"role": "system", "content": SYSTEM}]
+        for q, a in FEW_SHOT:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        messages.append({"role": "user", "content": question})
+        prompts.append(runtime.apply_chat_template(messages))
+    return prompts
+
+
+def chat(runtime: Any, text: str) -> str:
+    return str(runtime.apply_chat_template([{"role": "user", "content": text}]))
+
+
+# ---- running and checking --------------------------------------------------------------------
+
+
+def cold(runtime: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Generate from an empty cache, so the prompt is prefilled in one forward."""
+    runtime.flush_cache()
+    return dict(runtime.generate(*args, **kwargs))
+
+
+def assert_idle_balanced(runtime: Any) -> dict[str, int]:
+    """No request holds a lock, and every used KV slot is accounted for by the radix tree."""
+    s = runtime.cache_state()
+    assert s["running"] == 0 and s["waiting"] == 0, s
+    assert s["protected"] == 0, f"lock refs leaked: {s}"
+    assert s["used"] + s["free"] == s["capacity"], s
+    assert s["cached"] == s["evictable"], s
+    assert s["used"] == s["cached"], f"KV slots leaked or double-counted: {s}"
+    assert runtime.scheduler.reserved == 0, f"decode reservations leaked: {runtime.scheduler.reserved}"
+    if runtime.cache.disable:
+        assert s["used"] == 0, s
+    # The tree's own view agrees with the counters.
+    tree_tokens = sum(len(node.key) for node in runtime.cache.nodes())
+    assert tree_tokens == s["cached"], (tree_tokens, s)
+    assert all(node.lock_ref == 0 for node in runtime.cache.nodes())
+    return dict(s)
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def assert_same_or_near_tie(
+    runtime: Any, prompt_ids: list[int], ref: list[int], got: list[int], tol: float = 0.3
+) -> bool:
+    """``got`` equals ``ref``, or first differs where the two tokens' logprobs are within ``tol``.
+
+    Returns True when the outputs are identical.
+    """
+    k = first_divergence(ref, got)
+    if k is None:
+        return True
+    assert k < min(len(ref), len(got)), f"same tokens, different lengths: {ref} vs {got}"
+    context = list(prompt_ids) + ref[:k]
+    runtime.flush_cache()
+    lp_ref = runtime.score(context, [ref[k]])[0]
+    runtime.flush_cache()
+    lp_got = runtime.score(context, [got[k]])[0]
+    assert abs(lp_ref - lp_got) < tol, (
+        f"outputs diverge at token {k} where it is no near-tie: "
+        f"{runtime.tokenizer.decode([ref[k]])!r} {lp_ref:.3f} vs {runtime.tokenizer.decode([got[k]])!r} {lp_got:.3f}"
+    )
+    return False
+
+
+class KVMirror:
+    """Replays KV events into a set of live block hashes and flags impossible sequences."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.live: set[int] = set()
+        self.errors: list[str] = []
+        self.stored = 0
+        self.removed = 0
+        self.cleared = 0
+        self._lock = threading.Lock()
+        self.unsubscribe = runtime.hub.subscribe(self.on_event)
+
+    def on_event(self, event: Any) -> None:
+        with self._lock:
+            if isinstance(event, BlockStored):
+                self.stored += 1
+                if event.parent_block_hash is not None and event.parent_block_hash not in self.live:
+                    self.errors.append(f"BlockStored with unknown parent {event.parent_block_hash}")
+                if len(event.token_ids) != len(event.block_hashes) * event.block_size:
+                    self.errors.append(f"BlockStored token/block mismatch: {event}")
+                for h in event.block_hashes:
+                    if h in self.live:
+                        self.errors.append(f"block {h} stored twice")
+                    self.live.add(h)
+            elif isinstance(event, BlockRemoved):
+                self.removed += 1
+                for h in event.block_hashes:
+                    if h not in self.live:
+                        self.errors.append(f"removed unknown block {h}")
+                    self.live.discard(h)
+            elif isinstance(event, AllBlocksCleared):
+                self.cleared += 1
+                self.live.clear()
+
+    def assert_matches(self, runtime: Any) -> None:
+        tree = [h for node in runtime.cache.nodes() for h in node.hashes]
+        assert not self.errors, self.errors[:5]
+        assert len(tree) == len(set(tree)), "duplicate block hashes in the tree"
+        assert self.live == set(tree)
+
+
+def finished_events(log: EventLog) -> list[RequestFinished]:
+    return list(log.of_type(RequestFinished))
