@@ -20,7 +20,7 @@ from traitlets import Bool, Int, Unicode
 from sgnb import views
 from sgnb.session import NoRuntimeError, SessionError, get_session
 
-COMMANDS = ("start", "stop", "status", "connect", "flush", "tree", "stats", "bench")
+COMMANDS = ("start", "stop", "status", "connect", "flush", "tree", "stats", "bench", "serve")
 ENGINE_ONLY = ("mem_fraction_static", "tp_size")
 LOCAL_ONLY = ("threads",)
 
@@ -45,7 +45,8 @@ class SGLangMagics(Magics):
 
     @magic_arguments()
     @argument("command", choices=COMMANDS, help="what to do: " + ", ".join(COMMANDS))
-    @argument("target", nargs="?", default=None, help="the server URL, for connect")
+    @argument("target", nargs="?", default=None, help="the server URL, for connect; 'stop' for serve")
+    @argument("--port", type=int, default=None, help="port for serve (default: a free one)")
     @argument("--model", "-m", default=None, help="'bundled' (SmolLM2-135M-Instruct), a folder or a hub id")
     @argument("--runtime", "-r", default=None, help="local | engine | auto | a server URL")
     @argument("--context-length", type=int, default=None, help="maximum tokens per request")
@@ -72,6 +73,7 @@ class SGLangMagics(Magics):
         %sglang start [--model M] [--runtime local|engine|URL] [options]
         %sglang connect http://127.0.0.1:30000 [--api-key K]
         %sglang status | stats | tree | flush | bench | stop
+        %sglang serve [--port N] [--model M] ...   (SGLang's HTTP API on 127.0.0.1; `%sglang serve stop`)
         """
         args = parse_argstring(self.sglang, line)
         try:
@@ -138,6 +140,23 @@ class SGLangMagics(Magics):
     def _stats(self, args: Any) -> Any:
         get_session().require()
         return views.stats_view(get_session())
+
+    def _serve(self, args: Any) -> None:
+        session = get_session()
+        if args.target == "stop":
+            stopped = session.stop_servers()
+            print(f"stopped {stopped} server(s)")
+            return
+        if args.target is not None:
+            raise ValueError("usage: %sglang serve [--port N] [options] | %sglang serve stop")
+        options = self._options(args, "local")
+        flags = ["--model", args.model or self.default_model]
+        for name, value in options.items():
+            flag = "--" + name.replace("_", "-")
+            flags += [flag] if value is True else [flag, str(value)]
+        url = session.serve(flags, port=args.port)
+        print(f"sgnb serve is up at {url} (SGLang's /generate, /health, OpenAI /v1, /metrics)")
+        print(f"connect a notebook: %sglang connect {url}    stop it: %sglang serve stop")
 
     def _bench(self, args: Any) -> Any:
         from sgnb.bench import quick_bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import collections
 import importlib.util
 from typing import Any
@@ -67,6 +68,7 @@ class Session:
         self.reason = ""
         self.finished: collections.deque[RequestFinished] = collections.deque(maxlen=history)
         self._unsubscribe: Any = None
+        self.servers: list[Any] = []
 
     def start(self, model: str = "bundled", runtime: str | None = None, **options: Any) -> Runtime:
         if self.runtime is not None:
@@ -109,6 +111,23 @@ class Session:
                 self._unsubscribe()
             _clear_default_backend(getattr(rt, "_backend", None))
             self.runtime = None
+
+    def serve(self, flags: list[str], port: int | None = None) -> str:
+        """Start ``sgnb serve`` in a child process (its own model copy); return its URL."""
+        from sgnb.serve.server import ServerProcess
+
+        server = ServerProcess(*flags, port=port).start()
+        self.servers.append(server)
+        if len(self.servers) == 1:
+            atexit.register(self.stop_servers)  # a kernel restart must not leave servers behind
+        return str(server.url)
+
+    def stop_servers(self) -> int:
+        stopped = 0
+        while self.servers:
+            self.servers.pop().stop()
+            stopped += 1
+        return stopped
 
     def status(self) -> dict[str, Any]:
         rt = self.require()

@@ -113,3 +113,17 @@ def test_connect_magic_runs_dsl_cells_on_the_server(server: Any) -> None:
         assert ip.run_cell("%sglang stop").error_in_exec is None  # disconnects; the server keeps serving
     assert get_session().runtime is None
     assert wait_for_server(server.url, timeout=5) >= 0
+
+
+def test_serve_magic_starts_and_stops_a_server() -> None:
+    ip = start_ipython()
+    assert ip is not None
+    ip.run_line_magic("load_ext", "sgnb")
+    port = free_port()
+    assert ip.run_cell(f"%sglang serve --port {port} --max-total-tokens 4096").error_in_exec is None
+    try:
+        assert wait_for_server(f"http://127.0.0.1:{port}", timeout=10) >= 0
+    finally:
+        assert ip.run_cell("%sglang serve stop").error_in_exec is None
+    with pytest.raises(ServerNotReadyError):
+        wait_for_server(f"http://127.0.0.1:{port}", timeout=1)
