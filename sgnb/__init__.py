@@ -21,8 +21,8 @@ __all__ = [
     "SGLANG_PIN",
     "__version__",
     "check_sglang_version",
-    "load_ipython_extension",
     "get_session",
+    "load_ipython_extension",
     "start",
 ]
 

@@ -128,7 +128,7 @@ class SgnbBackend(BaseBackend):
                 rest = self.runtime.score(ids[:1], ids[1:]) if len(ids) > 1 else []
                 unconditional.append(
                     [(None, ids[0], tok.decode(ids[:1]))]
-                    + [(lp, t, tok.decode([t])) for lp, t in zip(rest, ids[1:])]
+                    + [(lp, t, tok.decode([t])) for lp, t in zip(rest, ids[1:], strict=True)]
                 )
         decision = method(
             choices=choices,

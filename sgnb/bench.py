@@ -18,24 +18,32 @@ from typing import Any
 import torch
 
 import sgnb
+from sgnb.bench_workloads import (
+    BATCH_MESSAGES,
+    DECODE_MESSAGES,
+    DECODE_TOKENS,
+    JSON_MESSAGES,
+    JSON_SCHEMA,
+    PREFIX_TOKENS,
+    QUESTION,
+    STORY,
+    SUFFIX_TOKENS,
+    TURN_TOKENS,
+    TURNS,
+    chat_start,
+    prefix_prompts,
+    user_turn,
+)
 from sgnb.runtimes.local import LocalRuntime
 
-STORY = (
-    "The lighthouse keeper climbed the spiral stairs every evening, counting the steps and listening "
-    "to the sea. Ships passed far out on the horizon, and the lamp turned slowly above the rocks. "
-)
-JSON_SCHEMA = {
-    "type": "object",
-    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "story": {"type": "string"}},
-    "required": ["name", "age", "story"],
-}
+__all__ = ["JSON_SCHEMA", "QUESTION", "STORY", "main", "quick_bench", "run"]
 
 
 def _median(fn: Callable[[], float], rounds: int) -> float:
     return statistics.median(fn() for _ in range(rounds))
 
 
-def decode_rate(rt: LocalRuntime, prompt: str, n: int = 128, **params: Any) -> float:
+def decode_rate(rt: LocalRuntime, prompt: str, n: int = DECODE_TOKENS, **params: Any) -> float:
     """Decode tokens/s of one stream: tokens after the first over the time after the first."""
     out = rt.generate(prompt, max_new_tokens=n, temperature=0, ignore_eos=True, **params)
     m = out["meta_info"]
@@ -47,7 +55,7 @@ def per_token_time(rt: LocalRuntime, prompt: str, n: int, **params: Any) -> floa
     return float((m["e2e_latency"] - m["ttft"]) / max(1, m["completion_tokens"] - 1))
 
 
-def hf_decode_rate(rt: Any, prompt: str, n: int = 128) -> Callable[[], float]:
+def hf_decode_rate(rt: Any, prompt: str, n: int = DECODE_TOKENS) -> Callable[[], float]:
     """A plain transformers loop (DynamicCache, SDPA), same weights and dtype: the baseline."""
     from transformers import AutoModelForCausalLM
 
@@ -67,7 +75,7 @@ def hf_decode_rate(rt: Any, prompt: str, n: int = 128) -> Callable[[], float]:
     return run
 
 
-def concurrent_rate(rt: LocalRuntime, prompts: list[str], n: int = 128) -> float:
+def concurrent_rate(rt: LocalRuntime, prompts: list[str], n: int = DECODE_TOKENS) -> float:
     done: list[int] = []
 
     def one(p: str) -> None:
@@ -84,11 +92,11 @@ def concurrent_rate(rt: LocalRuntime, prompts: list[str], n: int = 128) -> float
     return sum(done) / (time.perf_counter() - start)
 
 
-def prefix_ttft(rt: LocalRuntime, prefix_tokens: int = 1000, suffix_tokens: int = 20) -> tuple[float, float]:
+def prefix_ttft(
+    rt: LocalRuntime, prefix_tokens: int = PREFIX_TOKENS, suffix_tokens: int = SUFFIX_TOKENS
+) -> tuple[float, float]:
     """TTFT of a 20-token suffix after a cached 1000-token prefix, and with the cache flushed."""
-    ids = rt.tokenizer.encode(STORY * 40)[:prefix_tokens]
-    suffix = rt.tokenizer.encode(" Then the storm came and everything changed for the keeper and the ships.")
-    full = ids + (suffix * 3)[:suffix_tokens]
+    ids, full = prefix_prompts(rt.tokenizer.encode, prefix_tokens, suffix_tokens)
     rt.flush_cache()
     cold = rt.generate(input_ids=full, max_new_tokens=1, temperature=0)["meta_info"]["ttft"]
     rt.flush_cache()
@@ -97,23 +105,17 @@ def prefix_ttft(rt: LocalRuntime, prefix_tokens: int = 1000, suffix_tokens: int 
     return float(cold), float(warm)
 
 
-QUESTION = (
-    "Tell me more about the keeper: what did he see from the lamp room, which ships passed, how did the "
-    "weather change over the evening, and what did he write in his logbook before he slept?"
-)
-
-
-def multiturn(rt: Any, turns: int = 8, new_tokens: int = 32) -> float:
+def multiturn(rt: Any, turns: int = TURNS, new_tokens: int = TURN_TOKENS) -> float:
     """Replay an 8-turn chat; each turn re-sends the whole history, as chat clients do.
 
     The shape of the peer measurement in the performance issue: the prompt grows from ~180 to
     ~950 tokens, 32 new tokens a turn.
     """
     rt.flush_cache()
-    messages = [{"role": "system", "content": "You are a helpful assistant. " + STORY * 3}]
+    messages = chat_start()
     start = time.perf_counter()
     for turn in range(turns):
-        messages.append({"role": "user", "content": f"Question {turn + 1}. {QUESTION}"})
+        messages.append(user_turn(turn))
         out = rt.generate(
             rt.apply_chat_template(messages), max_new_tokens=new_tokens, temperature=0, ignore_eos=True
         )
@@ -122,11 +124,11 @@ def multiturn(rt: Any, turns: int = 8, new_tokens: int = 32) -> float:
 
 
 def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[str, Any]:
-    n = 32 if quick else 128
+    n = 32 if quick else DECODE_TOKENS
     rt = sgnb.start(model)
     results: dict[str, Any] = {"model": model, "dtype": rt.options["dtype"], "threads": rt.options["threads"]}
     try:
-        prompt = rt.apply_chat_template([{"role": "user", "content": "Tell me a long story about a dragon."}])
+        prompt = rt.apply_chat_template(DECODE_MESSAGES)
         decode_rate(rt, prompt, 8)  # warm-up
         hf = hf_decode_rate(rt, prompt, n)
         hf()
@@ -136,17 +138,14 @@ def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[st
             theirs.append(hf())
         results["decode_tok_s_1"] = statistics.median(ours)
         results["hf_decode_tok_s_1"] = statistics.median(theirs)
-        prompts = [
-            rt.apply_chat_template([{"role": "user", "content": f"Story {i} about a dragon."}])
-            for i in range(8)
-        ]
+        prompts = [rt.apply_chat_template(m) for m in BATCH_MESSAGES]
         results["decode_tok_s_8"] = _median(lambda: concurrent_rate(rt, prompts, n), rounds)
         ttfts = [prefix_ttft(rt) for _ in range(rounds)]
         results["prefix_ttft_cold_s"] = statistics.median(c for c, _ in ttfts)
         results["prefix_ttft_s"] = statistics.median(w for _, w in ttfts)
         results["prefix_ttft_speedup"] = results["prefix_ttft_cold_s"] / results["prefix_ttft_s"]
         free = [per_token_time(rt, prompt, n, ignore_eos=True) for _ in range(rounds)]
-        json_prompt = rt.apply_chat_template([{"role": "user", "content": "Describe a dragon as JSON."}])
+        json_prompt = rt.apply_chat_template(JSON_MESSAGES)
         constrained = [
             per_token_time(rt, json_prompt, n, json_schema=json.dumps(JSON_SCHEMA)) for _ in range(rounds)
         ]
@@ -172,10 +171,8 @@ def quick_bench(rt: Any) -> dict[str, Any]:
     """A short benchmark of a running runtime (``%sglang bench``); flushes its cache."""
     from tqdm.auto import tqdm
 
-    prompt = rt.apply_chat_template([{"role": "user", "content": "Tell me a long story about a dragon."}])
-    prompts = [
-        rt.apply_chat_template([{"role": "user", "content": f"Story {i} about a dragon."}]) for i in range(8)
-    ]
+    prompt = rt.apply_chat_template(DECODE_MESSAGES)
+    prompts = [rt.apply_chat_template(m) for m in BATCH_MESSAGES]
     steps = tqdm(total=3, desc="sgnb bench")
     figures: dict[str, Any] = {"runtime": rt.kind, "model": rt.model_name}
     figures["decode_tok_s_1"] = decode_rate(rt, prompt, 32)

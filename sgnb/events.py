@@ -59,13 +59,13 @@ class RequestFinished:
     ts: float = field(default_factory=time.time)
 
 
-def constraint_of(params: dict[str, Any]) -> dict[str, str | None]:
-    """``constraint`` / ``constraint_source`` fields of a RequestFinished, from sampling params."""
+def constraint_of(params: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The (kind, source) of a request's constraint, from its sampling params."""
     for kind in ("regex", "json_schema", "ebnf"):
         value = params.get(kind)
         if value is not None:
-            return {"constraint": kind, "constraint_source": value if isinstance(value, str) else json.dumps(value)}
-    return {"constraint": None, "constraint_source": None}
+            return kind, value if isinstance(value, str) else json.dumps(value)
+    return None, None
 
 
 Event = BlockStored | BlockRemoved | AllBlocksCleared | RequestFinished

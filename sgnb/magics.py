@@ -171,7 +171,7 @@ class SGLangMagics(Magics):
     @argument("--no-stream", action="store_true", help="show the result only when the program ends")
     @argument("--temperature", type=float, default=None, help="default temperature for gen calls")
     @argument("--max-tokens", type=int, default=None, help="default max_tokens for gen calls")
-    @cell_magic("sglang")
+    @cell_magic("sglang")  # type: ignore[arg-type]
     def sglang_cell(self, line: str, cell: str) -> Any:
         """Run SGLang frontend code against the session's runtime.
 

@@ -74,7 +74,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        model.hf_quantizer = None  # save_pretrained refuses a GGUF-quantized model; weights are dequantized
+        model.hf_quantizer = None  # type: ignore[assignment]  # save_pretrained refuses a GGUF-quantized model; weights are dequantized
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.name_or_path = BUNDLED_NAME

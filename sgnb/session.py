@@ -89,7 +89,7 @@ class Session:
         self.runtime, self.reason = rt, reason
         self.finished.clear()
         self._unsubscribe = rt.hub.subscribe(self._observe)
-        sgl.set_default_backend(getattr(rt, "backend"))  # plain @sgl.function code runs here too
+        sgl.set_default_backend(rt.backend)  # plain @sgl.function code runs here too
 
     def _observe(self, event: Event) -> None:
         if isinstance(event, RequestFinished):

@@ -81,7 +81,9 @@ def test_gen_regex_json_schema_and_dtypes(backend: SgnbBackend) -> None:
     @sgl.function
     def p(s: Any) -> None:
         s += "Phone number: " + sgl.gen("phone", regex=r"\d{3}-\d{4}", temperature=0)
-        s += "\nA person as JSON: " + sgl.gen("person", max_tokens=48, json_schema=json.dumps(schema), temperature=0)
+        s += "\nA person as JSON: " + sgl.gen(
+            "person", max_tokens=48, json_schema=json.dumps(schema), temperature=0
+        )
         s += "\nHow many legs does a spider have? " + sgl.gen("legs", max_tokens=8, dtype=int, temperature=0)
         s += "\nPi is about " + sgl.gen("pi", max_tokens=8, dtype=float, temperature=0)
 
@@ -99,8 +101,9 @@ def test_gen_regex_json_schema_and_dtypes(backend: SgnbBackend) -> None:
 def test_select_each_method(backend: SgnbBackend, method: Any) -> None:
     @sgl.function
     def p(s: Any) -> None:
-        s += "The capital of France is" + sgl.select("city", choices=[" Paris", " London", " a banana"],
-                                                    choices_method=method)
+        s += "The capital of France is" + sgl.select(
+            "city", choices=[" Paris", " London", " a banana"], choices_method=method
+        )
 
     state = p.run()
     assert state["city"] == " Paris"
@@ -119,7 +122,7 @@ def test_select_matches_direct_scoring(backend: SgnbBackend) -> None:
     means = []
     for c in choices:
         prefix = rt.tokenizer.encode(text, add_special_tokens=False)
-        cont = rt.tokenizer.encode(text + c, add_special_tokens=False)[len(prefix):]
+        cont = rt.tokenizer.encode(text + c, add_special_tokens=False)[len(prefix) :]
         lps = rt.score(prefix, cont)
         means.append(sum(lps) / len(lps))
 

@@ -44,8 +44,11 @@ class TestEngineRuntime:
         first = engine.generate(prompt, max_new_tokens=8, temperature=0)
         second = engine.generate(prompt, max_new_tokens=8, temperature=0)
         m = second["meta_info"]
-        RESULTS["repeat_prompt"] = {"prompt_tokens": m["prompt_tokens"], "cached_first": first["meta_info"]["cached_tokens"],
-                                    "cached_second": m["cached_tokens"]}
+        RESULTS["repeat_prompt"] = {
+            "prompt_tokens": m["prompt_tokens"],
+            "cached_first": first["meta_info"]["cached_tokens"],
+            "cached_second": m["cached_tokens"],
+        }
         _save()
         assert m["cached_tokens"] >= 0.9 * m["prompt_tokens"]
 
@@ -58,12 +61,19 @@ class TestEngineRuntime:
         _save()
         if js["meta_info"]["finish_reason"]["type"] == "stop":  # random weights may ramble in whitespace
             json.loads(js["text"])
-        chunks = list(engine.generate("Count:", max_new_tokens=8, temperature=0, ignore_eos=True, stream=True))
+        chunks = list(
+            engine.generate("Count:", max_new_tokens=8, temperature=0, ignore_eos=True, stream=True)
+        )
         assert len(chunks) >= 2 and chunks[-1]["meta_info"]["completion_tokens"] == 8
         ids = engine.tokenizer.encode("The capital of France is")
         lps = engine.score(ids, engine.tokenizer.encode(" Paris"))
         assert lps and all(lp <= 0 for lp in lps)
-        RESULTS["constrained"] = {"regex": out["text"], "json": js["text"], "stream_chunks": len(chunks), "score": lps}
+        RESULTS["constrained"] = {
+            "regex": out["text"],
+            "json": js["text"],
+            "stream_chunks": len(chunks),
+            "score": lps,
+        }
         with pytest.raises(ValueError, match="max_new_tokens"):
             engine.generate("x", max_new_tokens=-1)
         _save()
@@ -86,13 +96,16 @@ class TestEngineRuntime:
         state = program.run()
         assert state["colour"] in (" red", " blue", " green")
         assert state["yn"] in ("yes", "no")
-        for method in (greedy_token_selection, unconditional_likelihood_normalized):
 
+        def make_pick(method: Any) -> Any:
             @sgl.function
             def pick(s: Any) -> None:
                 s += "The sky is" + sgl.select("c", choices=[" blue", " green"], choices_method=method)
 
-            assert pick.run()["c"] in (" blue", " green")
+            return pick
+
+        for method in (greedy_token_selection, unconditional_likelihood_normalized):
+            assert make_pick(method).run()["c"] in (" blue", " green")
         RESULTS["dsl"] = {"colour": state["colour"], "yn": state["yn"]}
         _save()
 
@@ -133,7 +146,9 @@ class TestEngineRuntime:
         engine.flush_cache()
 
         async def direct_each() -> Any:
-            return await asyncio.gather(*(engine.engine.async_generate(prompt=p, sampling_params=params) for p in prompts))
+            return await asyncio.gather(
+                *(engine.engine.async_generate(prompt=p, sampling_params=params) for p in prompts)
+            )
 
         t = time.perf_counter()
         engine._call(direct_each())
@@ -147,8 +162,13 @@ class TestEngineRuntime:
             list(pool.map(lambda p: engine.generate(p, **params), prompts))
         threads_s = time.perf_counter() - t
         RESULTS["dsl_overhead_threads_s"] = threads_s
-        RESULTS["dsl_overhead"] = {"dsl_s": dsl_s, "direct_batch_s": direct_s, "direct_256_calls_s": each_s,
-                                   "dsl_overhead": dsl_s / direct_s - 1, "vs_256_calls": dsl_s / each_s - 1}
+        RESULTS["dsl_overhead"] = {
+            "dsl_s": dsl_s,
+            "direct_batch_s": direct_s,
+            "direct_256_calls_s": each_s,
+            "dsl_overhead": dsl_s / direct_s - 1,
+            "vs_256_calls": dsl_s / each_s - 1,
+        }
         _save()
 
     def test_kv_events_mirror_prompts(self, engine: Any) -> None:
@@ -176,7 +196,10 @@ class TestEngineRuntime:
                 node = parent[node]
             paths.append(seq)
         assert any(p[: len(prompt)] == prompt for p in paths)
-        RESULTS["kv_events"] = {"published_after_coalescing": len(stored), "received": engine._subscriber.received}
+        RESULTS["kv_events"] = {
+            "published_after_coalescing": len(stored),
+            "received": engine._subscriber.received,
+        }
         try:
             from sgnb.tree_mirror import TreeMirror
 
@@ -201,7 +224,6 @@ class TestEngineRuntime:
         assert out["meta_info"]["completion_tokens"] == 4
 
 
-
 def _save() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "gpu-results.json").write_text(json.dumps(RESULTS, indent=2, default=str))
@@ -215,7 +237,7 @@ def engine() -> Any:
     from sgnb.events import EventLog
     from sgnb.runtimes.engine import EngineRuntime
 
-    free_before, total = torch.cuda.mem_get_info()
+    free_before, _ = torch.cuda.mem_get_info()
     started = time.perf_counter()
     rt = EngineRuntime(MODEL, **ENGINE_ARGS)
     RESULTS["engine_start_s"] = round(time.perf_counter() - started, 1)
@@ -246,10 +268,15 @@ def test_papermill_magics_in_a_kernel(tmp_path: Path) -> None:
     t = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "papermill", "-k", "python3", str(nb), str(out), "-p", "MODEL", MODEL],
-        capture_output=True, text=True, timeout=400,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
-    RESULTS["papermill"] = {"rc": proc.returncode, "seconds": round(time.perf_counter() - t, 1),
-                            "tail": proc.stderr[-1500:]}
+    RESULTS["papermill"] = {
+        "rc": proc.returncode,
+        "seconds": round(time.perf_counter() - t, 1),
+        "tail": proc.stderr[-1500:],
+    }
     _save()
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -270,6 +297,7 @@ def test_start_stop_start_memory() -> None:
     RESULTS["start_stop_start_mem_delta_gib"] = deltas
     _save()
     assert all(d < 1.0 for d in deltas)
+
 
 def test_memory_released_after_stop() -> None:
     assert RESULTS.get("gpu_mem_delta_after_stop_gib", 99) < 1.0, RESULTS

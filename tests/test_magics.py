@@ -109,7 +109,9 @@ def test_program_errors_raise(ip: InteractiveShell) -> None:
 
 
 def test_show_live_views(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
-    cell = "%%sglang -o ph --show tree,cache,constrained\ns += 'Phone: ' + sgl.gen('p', regex=r'\\d{3}-\\d{4}')"
+    cell = (
+        "%%sglang -o ph --show tree,cache,constrained\ns += 'Phone: ' + sgl.gen('p', regex=r'\\d{3}-\\d{4}')"
+    )
     assert run(ip, cell).error_in_exec is None
     shown = capsys.readouterr().out
     assert "RadixTreeWidget:" in shown and "CachePanel:" in shown
@@ -157,7 +159,9 @@ def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     spec = root / "kernels" / "sgnb-test"
     spec.mkdir(parents=True)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "sgnb test", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "sgnb test", "language": "python"})
+    )
     old = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = str(root)
     yield "sgnb-test"
@@ -175,15 +179,20 @@ def test_papermill_in_a_real_kernel(kernel_name: str, tmp_path: Path) -> None:
         nbformat.v4.new_code_cell("MAX_TOKENS = 8", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("%load_ext sgnb"),
         nbformat.v4.new_code_cell("%sglang start"),
-        nbformat.v4.new_code_cell("%%sglang -o st\ns += 'The capital of France is' + sgl.gen('x', max_tokens=MAX_TOKENS)"),
-        nbformat.v4.new_code_cell("assert st.get_meta_info('x')['completion_tokens'] <= MAX_TOKENS\n%sglang status"),
+        nbformat.v4.new_code_cell(
+            "%%sglang -o st\ns += 'The capital of France is' + sgl.gen('x', max_tokens=MAX_TOKENS)"
+        ),
+        nbformat.v4.new_code_cell(
+            "assert st.get_meta_info('x')['completion_tokens'] <= MAX_TOKENS\n%sglang status"
+        ),
         nbformat.v4.new_code_cell("%sglang stop"),
     ]
     nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "sgnb test", "language": "python"}
     src, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
     nbformat.write(nb, src)
-    papermill.execute_notebook(str(src), str(out), kernel_name=kernel_name, parameters={"MAX_TOKENS": 6},
-                               progress_bar=False)
+    papermill.execute_notebook(
+        str(src), str(out), kernel_name=kernel_name, parameters={"MAX_TOKENS": 6}, progress_bar=False
+    )
     executed = nbformat.read(out, as_version=4)
     texts = json.dumps([c.get("outputs", []) for c in executed.cells])
     assert "runtime: local" in texts
@@ -198,8 +207,12 @@ def test_papermill_notices_usage_errors(kernel_name: str, tmp_path: Path) -> Non
     nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "sgnb test", "language": "python"}
     nbformat.write(nb, tmp_path / "bad.ipynb")
     with pytest.raises(PapermillExecutionError) as failure:
-        papermill.execute_notebook(str(tmp_path / "bad.ipynb"), str(tmp_path / "bad.out.ipynb"),
-                                   kernel_name=kernel_name, progress_bar=False)
+        papermill.execute_notebook(
+            str(tmp_path / "bad.ipynb"),
+            str(tmp_path / "bad.out.ipynb"),
+            kernel_name=kernel_name,
+            progress_bar=False,
+        )
     assert failure.value.exec_count == 2  # papermill stopped at the bad %sglang stop
     # IPython reports a UsageError as one stderr line, no traceback, and an error reply.
     cells = nbformat.read(tmp_path / "bad.out.ipynb", as_version=4).cells

@@ -106,7 +106,9 @@ def test_connect_magic_runs_dsl_cells_on_the_server(server: Any) -> None:
     result = ip.run_cell(f"%sglang connect {server.url} --api-key {API_KEY} --timeout 30")
     assert result.error_in_exec is None
     try:
-        cell = "%%sglang -o st\ns += 'The capital of France is' + sgl.select('c', choices=[' Paris', ' Rome'])"
+        cell = (
+            "%%sglang -o st\ns += 'The capital of France is' + sgl.select('c', choices=[' Paris', ' Rome'])"
+        )
         assert ip.run_cell(cell).error_in_exec is None
         assert ip.user_ns["st"]["c"] == " Paris"
     finally:

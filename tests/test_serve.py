@@ -17,9 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 import sgnb
+from sgnb.chat_template import register
 from sgnb.events import EventLog, RequestFinished
 from sgnb.serve.app import create_app
-from sgnb.chat_template import register
 from sgnb.serve.server import ServerProcess, ServerThread, free_port
 
 PROMPT = "The capital of France is"

@@ -18,6 +18,9 @@ class Runtime(Protocol):
     @property
     def tokenizer(self) -> Any: ...
 
+    @property
+    def backend(self) -> Any: ...  # an sglang BaseBackend
+
     def generate(
         self,
         prompt: str | None = None,

@@ -111,7 +111,7 @@ def coalesce(events: Iterable[KVEvent | None]) -> Iterator[KVEvent]:
 class KVEventSubscriber:
     def __init__(self, endpoint: str, topic: str, hub: EventHub, bind: bool = False) -> None:
         self.endpoint, self.topic, self.hub = endpoint, topic, hub
-        self._ctx = zmq.Context.instance()
+        self._ctx: Any = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.RCVTIMEO, 200)
         self._sock.setsockopt_string(zmq.SUBSCRIBE, topic)

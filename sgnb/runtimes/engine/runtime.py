@@ -212,7 +212,8 @@ class EngineRuntime:
                 e2e_latency=float(meta.get("e2e_latency", time.perf_counter() - started)),
                 finish_reason=meta.get("finish_reason"),
                 output_ids=list(out.get("output_ids") or []),
-                **constraint_of(params),
+                constraint=constraint_of(params)[0],
+                constraint_source=constraint_of(params)[1],
                 prompt_ids=prompt_ids,
             )
         )

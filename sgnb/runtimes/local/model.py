@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,7 +59,7 @@ class LocalModel:
         self.vocab_size: int = cfg.vocab_size
         self.eos_token_ids = self._eos_ids(GenerationConfig, path)
 
-    def _eos_ids(self, generation_config_cls: type, path: Path) -> set[int]:
+    def _eos_ids(self, generation_config_cls: Any, path: Path) -> set[int]:
         ids: set[int] = set()
         try:
             gen = generation_config_cls.from_pretrained(path)

@@ -33,6 +33,7 @@ import torch
 from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent, block_hashes
 
 _clock = itertools.count()  # a logical clock: monotonic, and never ties (time.monotonic can)
+_node_ids = itertools.count()
 
 
 @dataclass(eq=False)
@@ -52,9 +53,6 @@ class TreeNode:
 
     def touch(self) -> None:
         self.last_access = next(_clock)
-
-
-_node_ids = itertools.count()
 
 
 class MatchResult(NamedTuple):

@@ -14,6 +14,7 @@ Only this thread touches the cache and the pool, so neither needs a lock of its 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import threading
@@ -106,10 +107,8 @@ class Scheduler:
 
     def _fail_all(self, exc: Exception) -> None:
         for req in self.running:
-            try:
+            with contextlib.suppress(Exception):  # already broken; the request still gets its error
                 self._release(req)
-            except Exception:  # already broken; the request still gets its error below
-                pass
         for req in self.running + self.waiting:
             req.error = exc
             self._finish(req, {"type": "abort", "message": f"{type(exc).__name__}: {exc}"})
@@ -319,8 +318,8 @@ class Scheduler:
         req.last_node = None
 
     def _decode(self, req: Request) -> None:
-        req.text = self.model.tokenizer.decode(
-            req.output_ids, skip_special_tokens=req.params.skip_special_tokens
+        req.text = str(
+            self.model.tokenizer.decode(req.output_ids, skip_special_tokens=req.params.skip_special_tokens)
         )
 
     def _finish(self, req: Request, reason: dict[str, Any]) -> None:
