@@ -1,7 +1,9 @@
 """A token-level KV pool, SGLang's ``token_to_kv_pool`` on CPU.
 
-One preallocated K and one V tensor per layer, shaped ``[capacity, kv_heads, head_dim]``.
-A slot is one token's key/value in every layer. The radix tree stores slot indices, so
+One preallocated K and one V tensor per layer, shaped ``[kv_heads, capacity, head_dim]``.
+A slot is one token's key/value in every layer. Head-major, so gathering a request's slots
+gives the ``[kv_heads, tokens, head_dim]`` block attention multiplies by, with no transpose
+(a strided K made each decode step's attention 2-5x slower, measured at 50-900 tokens). The radix tree stores slot indices, so
 reusing a cached prefix copies nothing: the next request's attention simply reads those slots.
 """
 
@@ -21,8 +23,8 @@ class KVPool:
         self, capacity: int, num_layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype
     ) -> None:
         self.capacity = capacity
-        self.k = [torch.zeros(capacity, kv_heads, head_dim, dtype=dtype) for _ in range(num_layers)]
-        self.v = [torch.zeros(capacity, kv_heads, head_dim, dtype=dtype) for _ in range(num_layers)]
+        self.k = [torch.zeros(kv_heads, capacity, head_dim, dtype=dtype) for _ in range(num_layers)]
+        self.v = [torch.zeros(kv_heads, capacity, head_dim, dtype=dtype) for _ in range(num_layers)]
         self._free = torch.arange(capacity, dtype=torch.int64)
         self._n_free = capacity
         self._lock = threading.Lock()
