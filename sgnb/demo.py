@@ -5,7 +5,11 @@ from __future__ import annotations
 import sgnb
 
 SYSTEM = "You are a concise assistant who answers in one sentence."
-QUESTIONS = ["What is the capital of France?", "What is the capital of Italy?", "What is the capital of Spain?"]
+QUESTIONS = [
+    "What is the capital of France?",
+    "What is the capital of Italy?",
+    "What is the capital of Spain?",
+]
 
 
 def main() -> None:
@@ -14,7 +18,9 @@ def main() -> None:
     try:
         print(f"ready in {rt.load_time:.1f} s\n")
         for q in QUESTIONS:
-            prompt = rt.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}])
+            prompt = rt.apply_chat_template(
+                [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
+            )
             out = rt.generate(prompt, max_new_tokens=32, temperature=0)
             m = out["meta_info"]
             print(f"{q}\n  -> {out['text'].strip()}")
