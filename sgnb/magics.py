@@ -135,7 +135,8 @@ class SGLangMagics(Magics):
         print("radix cache flushed")
 
     def _tree(self, args: Any) -> Any:
-        return views.tree_view(get_session().require())
+        get_session().require()
+        return views.tree_view(get_session())
 
     def _stats(self, args: Any) -> Any:
         get_session().require()

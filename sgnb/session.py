@@ -69,6 +69,7 @@ class Session:
         self.finished: collections.deque[RequestFinished] = collections.deque(maxlen=history)
         self._unsubscribe: Any = None
         self.servers: list[Any] = []
+        self.mirror: Any = None
 
     def start(self, model: str = "bundled", runtime: str | None = None, **options: Any) -> Runtime:
         if self.runtime is not None:
@@ -86,9 +87,13 @@ class Session:
     def _attach(self, rt: Runtime, reason: str) -> None:
         import sglang as sgl
 
+        from sgnb.tree_mirror import TreeMirror
+
         self.runtime, self.reason = rt, reason
         self.finished.clear()
         self._unsubscribe = rt.hub.subscribe(self._observe)
+        # Attached before the first request, so a tree opened later still shows everything.
+        self.mirror = TreeMirror(rt, decode=rt.tokenizer)
         sgl.set_default_backend(rt.backend)  # plain @sgl.function code runs here too
 
     def _observe(self, event: Event) -> None:
@@ -109,6 +114,9 @@ class Session:
         finally:
             if self._unsubscribe:
                 self._unsubscribe()
+            if self.mirror is not None:
+                self.mirror.detach()
+                self.mirror = None
             _clear_default_backend(getattr(rt, "_backend", None))
             self.runtime = None
 

@@ -126,54 +126,17 @@ class ProgramStateView:
         return f"ProgramState({len(self.state.stream_executor.text_)} chars; {summary})"
 
 
-class RequestsView:
-    def __init__(self, finished: list[Any]) -> None:
-        self.finished = finished
+def tree_view(session: Any) -> Any:
+    """The session's radix tree, from the mirror it has kept since the runtime started."""
+    from sgnb.widgets import RadixTreeWidget
 
-    def _repr_html_(self) -> str:
-        head = "<tr><th>#</th><th>prompt</th><th>cached</th><th>new</th><th>hit %</th><th>TTFT s</th><th>latency s</th></tr>"
-        rows = "".join(
-            f"<tr><td>{i}</td><td>{e.prompt_tokens}</td><td>{e.cached_tokens}</td>"
-            f"<td>{e.completion_tokens}</td><td>{100 * e.cached_tokens / max(1, e.prompt_tokens):.0f}</td>"
-            f"<td>{e.ttft:.3f}</td><td>{e.e2e_latency:.3f}</td></tr>"
-            for i, e in enumerate(self.finished)
-        )
-        return f"<table class='sgnb-requests'>{head}{rows}</table>"
-
-    def __repr__(self) -> str:
-        prompt = sum(e.prompt_tokens for e in self.finished)
-        cached = sum(e.cached_tokens for e in self.finished)
-        rate = cached / prompt if prompt else 0.0
-        return f"{len(self.finished)} requests, {cached}/{prompt} prompt tokens from cache ({rate:.0%})"
-
-
-def tree_view(runtime: Any) -> Any:
-    try:
-        from sgnb.widgets import RadixTreeWidget
-    except ImportError:
-        return TextTreeView(runtime)
-    return RadixTreeWidget(runtime)
+    return RadixTreeWidget(session.mirror if session.mirror is not None else session.require())
 
 
 def stats_view(session: Any) -> Any:
-    try:
-        from sgnb.widgets import CachePanel
-    except ImportError:
-        return RequestsView(list(session.finished))
+    from sgnb.widgets import CachePanel
+
     return CachePanel(session.require().hub, history=list(session.finished))
-
-
-class TextTreeView:
-    def __init__(self, runtime: Any) -> None:
-        cache = getattr(runtime, "cache", None)
-        decode = runtime.tokenizer.decode if runtime.tokenizer is not None else None
-        self.text = cache.pretty(decode) if cache is not None else "(tree not available for this runtime)"
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(self.text)}</pre>"
-
-    def __repr__(self) -> str:
-        return self.text
 
 
 class ConstrainedCollector:
@@ -214,7 +177,7 @@ def live_views(session: Any, shows: list[str]) -> list[Any]:
     out: list[Any] = []
     for name in shows:
         if name == "tree":
-            out.append(tree_view(session.require()))
+            out.append(tree_view(session))
         elif name == "cache":
             out.append(stats_view(session))
         elif name == "constrained":

@@ -127,6 +127,9 @@ def test_tree_stats_flush_bench(ip: InteractiveShell) -> None:
         result = run(ip, command)
         assert result.error_in_exec is None and result.result is not None
         assert " at 0x" not in repr(result.result)  # nbval compares text/plain
+    # The tree opened after the requests still holds them: the session's mirror saw every event.
+    tree = run(ip, "%sglang tree").result
+    assert tree.mirror.node_count() > 0
     assert run(ip, "%sglang flush").error_in_exec is None
     assert get_session().require().cache_state()["cached"] == 0
 

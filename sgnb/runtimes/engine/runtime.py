@@ -200,8 +200,9 @@ class EngineRuntime:
         params: dict[str, Any],
     ) -> None:
         meta = out.get("meta_info", {})
-        # Text prompts are not re-tokenized here: that cost every DSL call a tokenizer pass.
-        prompt_ids = list(input_ids) if input_ids is not None else []
+        # The tree view's "used by" and the cache panel's prompt text need the ids; the Engine's
+        # meta_info does not return them.
+        prompt_ids = list(input_ids) if input_ids is not None else self._tokenizer.encode(prompt or "")
         self.hub.publish(
             RequestFinished(
                 rid=str(meta.get("id", "")),
