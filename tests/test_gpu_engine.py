@@ -65,6 +65,7 @@ class TestEngineRuntime:
             engine.generate("Count:", max_new_tokens=8, temperature=0, ignore_eos=True, stream=True)
         )
         assert len(chunks) >= 2 and chunks[-1]["meta_info"]["completion_tokens"] == 8
+        assert chunks[-1]["meta_info"]["ttft"] > 0
         ids = engine.tokenizer.encode("The capital of France is")
         lps = engine.score(ids, engine.tokenizer.encode(" Paris"))
         assert lps and all(lp <= 0 for lp in lps)

@@ -179,10 +179,14 @@ class EngineRuntime:
         started = time.perf_counter()
         asyncio.run_coroutine_threadsafe(pump(), self._loop)
         last: dict[str, Any] | None = None
+        first = 0.0
         try:
             while (item := chunks.get()) is not done:
                 if isinstance(item, Exception):
                     raise item
+                # The Engine reports no time to first token; a stream can measure it here.
+                first = first if last is not None else time.perf_counter() - started
+                item.setdefault("meta_info", {})["ttft"] = first
                 last = item
                 yield item
         except (KeyboardInterrupt, GeneratorExit):
