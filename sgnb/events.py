@@ -68,6 +68,31 @@ def constraint_of(params: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def finished_from_result(
+    out: dict[str, Any], prompt_ids: list[int], elapsed: float, params: dict[str, Any]
+) -> RequestFinished:
+    """A RequestFinished from an SGLang result (``{"text", "output_ids", "meta_info"}``).
+
+    For runtimes whose engine reports in ``meta_info`` (sglang.Engine, an HTTP server); ``elapsed``
+    stands in for a latency the result does not carry.
+    """
+    meta = out.get("meta_info", {})
+    kind, source = constraint_of(params)
+    return RequestFinished(
+        rid=str(meta.get("id", "")),
+        prompt_tokens=int(meta.get("prompt_tokens", len(prompt_ids))),
+        cached_tokens=int(meta.get("cached_tokens", 0)),
+        completion_tokens=int(meta.get("completion_tokens", 0)),
+        ttft=float(meta.get("ttft", meta.get("e2e_latency", elapsed))),
+        e2e_latency=float(meta.get("e2e_latency", elapsed)),
+        finish_reason=meta.get("finish_reason"),
+        constraint=kind,
+        constraint_source=source,
+        output_ids=list(out.get("output_ids") or []),
+        prompt_ids=list(prompt_ids),
+    )
+
+
 Event = BlockStored | BlockRemoved | AllBlocksCleared | RequestFinished
 
 

@@ -14,14 +14,20 @@ from typing import Any
 import nbformat
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.testing.globalipapp import start_ipython
 
 from sgnb.session import get_session
 
 
+def ipython_shell() -> Any:
+    """IPython's test shell; ``start_ipython`` returns None once a shell exists in the process."""
+    from IPython.testing.globalipapp import get_ipython, start_ipython
+
+    return start_ipython() or get_ipython()
+
+
 @pytest.fixture(scope="module")
 def ip() -> Iterator[InteractiveShell]:
-    shell = start_ipython()
+    shell = ipython_shell()
     assert shell is not None
     shell.run_line_magic("load_ext", "sgnb")
     yield shell

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from IPython.testing.globalipapp import start_ipython
 
 from sgnb.events import BlockStored, EventLog, RequestFinished
 from sgnb.runtimes.kv_subscriber import free_port
@@ -18,6 +17,13 @@ from sgnb.serve.server import ServerProcess
 from sgnb.session import get_session
 
 API_KEY = "sekrit"
+
+
+def ipython_shell() -> Any:
+    """IPython's test shell; ``start_ipython`` returns None once a shell exists in the process."""
+    from IPython.testing.globalipapp import get_ipython, start_ipython
+
+    return start_ipython() or get_ipython()
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +106,7 @@ def test_flush_and_status(remote: RemoteRuntime) -> None:
 
 
 def test_connect_magic_runs_dsl_cells_on_the_server(server: Any) -> None:
-    ip = start_ipython()
+    ip = ipython_shell()
     assert ip is not None
     ip.run_line_magic("load_ext", "sgnb")
     result = ip.run_cell(f"%sglang connect {server.url} --api-key {API_KEY} --timeout 30")
@@ -118,7 +124,7 @@ def test_connect_magic_runs_dsl_cells_on_the_server(server: Any) -> None:
 
 
 def test_serve_magic_starts_and_stops_a_server() -> None:
-    ip = start_ipython()
+    ip = ipython_shell()
     assert ip is not None
     ip.run_line_magic("load_ext", "sgnb")
     port = free_port()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sgnb.backend import SgnbBackend
-from sgnb.events import EventHub, RequestFinished, constraint_of
+from sgnb.events import EventHub, finished_from_result
 from sgnb.models import resolve_model
 from sgnb.params import SamplingParams
 from sgnb.runtimes.kv_subscriber import KVEventSubscriber, free_port
@@ -203,25 +203,10 @@ class EngineRuntime:
         started: float,
         params: dict[str, Any],
     ) -> None:
-        meta = out.get("meta_info", {})
         # The tree view's "used by" and the cache panel's prompt text need the ids; the Engine's
         # meta_info does not return them.
         prompt_ids = list(input_ids) if input_ids is not None else self._tokenizer.encode(prompt or "")
-        self.hub.publish(
-            RequestFinished(
-                rid=str(meta.get("id", "")),
-                prompt_tokens=int(meta.get("prompt_tokens", 0)),
-                cached_tokens=int(meta.get("cached_tokens", 0)),
-                completion_tokens=int(meta.get("completion_tokens", 0)),
-                ttft=float(meta.get("ttft", meta.get("e2e_latency", time.perf_counter() - started))),
-                e2e_latency=float(meta.get("e2e_latency", time.perf_counter() - started)),
-                finish_reason=meta.get("finish_reason"),
-                output_ids=list(out.get("output_ids") or []),
-                constraint=constraint_of(params)[0],
-                constraint_source=constraint_of(params)[1],
-                prompt_ids=prompt_ids,
-            )
-        )
+        self.hub.publish(finished_from_result(out, prompt_ids, time.perf_counter() - started, params))
 
     def score(self, prompt_ids: list[int], continuation_ids: list[int]) -> list[float]:
         self._check_running()

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from sgnb.events import EventHub, RequestFinished, constraint_of
+from sgnb.events import EventHub, finished_from_result
 from sgnb.runtimes.kv_subscriber import KVEventSubscriber
 
 
@@ -165,21 +165,8 @@ class RemoteRuntime:
     def _finished(
         self, out: dict[str, Any], input_ids: list[int] | None, started: float, params: dict[str, Any]
     ) -> None:
-        meta = out.get("meta_info", {})
         self.hub.publish(
-            RequestFinished(
-                rid=str(meta.get("id", "")),
-                prompt_tokens=int(meta.get("prompt_tokens", 0)),
-                cached_tokens=int(meta.get("cached_tokens", 0)),
-                completion_tokens=int(meta.get("completion_tokens", 0)),
-                ttft=float(meta.get("ttft", meta.get("e2e_latency", time.perf_counter() - started))),
-                e2e_latency=float(meta.get("e2e_latency", time.perf_counter() - started)),
-                finish_reason=meta.get("finish_reason"),
-                output_ids=list(out.get("output_ids") or []),
-                constraint=constraint_of(params)[0],
-                constraint_source=constraint_of(params)[1],
-                prompt_ids=list(input_ids or []),
-            )
+            finished_from_result(out, list(input_ids or []), time.perf_counter() - started, params)
         )
 
     def score(self, prompt_ids: list[int], continuation_ids: list[int]) -> list[float]:
