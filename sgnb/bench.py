@@ -225,12 +225,17 @@ PEER_TARGETS: dict[str, tuple[str, float]] = {
 
 
 def engine_round(
-    model: str = "bundled", reps: int = 2, quick: bool = False, nocache: bool = True
+    model: str = "bundled",
+    reps: int = 2,
+    quick: bool = False,
+    nocache: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """The peer workloads on sgnb's local runtime, in a fresh process (as ``sgnb.peer_vllm`` does vLLM's)."""
     load_start = load_average()
     n = 32 if quick else DECODE_TOKENS
-    rt = sgnb.start(model)
+    options: dict[str, Any] = {} if threads is None else {"threads": threads}
+    rt = sgnb.start(model, **options)
     r: dict[str, Any] = {"engine": "sgnb", "startup_s": seconds_since_exec()}
     try:
         ready = time.perf_counter()
@@ -256,7 +261,7 @@ def engine_round(
     finally:
         rt.stop()
     if nocache:
-        off = sgnb.start(model, disable_radix_cache=True)
+        off = sgnb.start(model, disable_radix_cache=True, **options)
         try:
             r["multiturn_nocache_s"] = _median(lambda: multiturn(off), reps)
         finally:
@@ -276,19 +281,20 @@ class PeerMissingError(RuntimeError):
 
 
 def _run_json(cmd: list[str], env: dict[str, str], log: Any, timeout: float) -> dict[str, Any]:
-    """Run a round in a fresh process; its stderr goes to ``log``, its result is a JSON line on stdout."""
+    """Run a round in a fresh process; its output goes to ``log``, its result is a JSON line on stdout."""
     log.write(f"\n$ {' '.join(cmd)}\n")
     log.flush()
     proc = subprocess.run(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True, timeout=timeout, check=False
     )
-    for line in reversed(proc.stdout.splitlines()):  # vLLM logs to stdout too, even after the JSON
+    log.write(proc.stdout)  # vLLM logs to stdout too, even after the JSON
+    log.flush()
+    for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{") and proc.returncode == 0:
             with contextlib.suppress(ValueError):
                 found = json.loads(line)
                 if isinstance(found, dict) and "engine" in found:
                     return found
-    log.write(proc.stdout[-20000:])
     raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode} without a result; see {log.name}")
 
 
@@ -321,6 +327,7 @@ def peer_run(
     nocache: bool = True,
     enforce_eager: bool = False,
     log_path: str | None = None,
+    sgnb_threads: int | None = None,
 ) -> dict[str, Any]:
     """Alternate fresh-process rounds of sgnb and the peer; medians over rounds, ratios sgnb / peer."""
     if peer != "vllm":
@@ -333,6 +340,8 @@ def peer_run(
     path = str(resolve_model(model))
     common = ["--reps", str(reps), *(["--quick"] if quick else []), *([] if nocache else ["--no-nocache"])]
     ours_cmd = [sys.executable, "-m", "sgnb.bench", "--engine-round", "--model", model, *common]
+    if sgnb_threads is not None:
+        ours_cmd += ["--sgnb-threads", str(sgnb_threads)]
     theirs_cmd = [str(python), "-m", "sgnb.peer_vllm", "--json", "--model", path, *common]
     if enforce_eager:
         theirs_cmd.append("--enforce-eager")
@@ -395,11 +404,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--enforce-eager", action="store_true", help="with --peer vllm: no torch.compile")
     parser.add_argument("--log", default=None, help="with --peer: where the rounds' stderr goes")
+    parser.add_argument(
+        "--sgnb-threads",
+        type=int,
+        default=None,
+        help="with --peer: sgnb's torch threads (default: all cores)",
+    )
     # One sgnb round in this (fresh) process, printed as JSON: what --peer runs on sgnb's side.
     parser.add_argument("--engine-round", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.engine_round:
-        print(json.dumps(engine_round(args.model, args.reps, args.quick, args.nocache)), flush=True)
+        result = engine_round(args.model, args.reps, args.quick, args.nocache, args.sgnb_threads)
+        print(json.dumps(result), flush=True)
         return 0
     if args.peer:
         try:
@@ -412,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.nocache,
                 args.enforce_eager,
                 args.log,
+                args.sgnb_threads,
             )
         except PeerMissingError as exc:
             print(f"error: {exc}", file=sys.stderr)
