@@ -48,7 +48,6 @@ class Grammar:
     def __init__(self, matcher: xgr.GrammarMatcher, vocab_size: int) -> None:
         self.matcher = matcher
         self.bitmask = xgr.allocate_token_bitmask(1, vocab_size)
-        self.allowed_counts: list[int] = []
 
     def apply(self, logits: torch.Tensor) -> None:
         """Mask ``logits`` ([vocab] or [1, vocab], in place) to the tokens the grammar allows."""

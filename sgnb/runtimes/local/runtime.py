@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import time
 from collections.abc import Iterator
@@ -313,7 +312,3 @@ class RuntimeStats:
     @property
     def hit_rate(self) -> float:
         return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
-
-
-def default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)))

@@ -239,8 +239,9 @@ class Scheduler:
     def _sample(self, req: Request, logits: torch.Tensor) -> int:
         params = req.params
         # The model's logits are inference tensors: edit a normal copy in place (penalties, bans).
-        raw = logits.clone()
-        logits = raw.clone()
+        original = logits
+        logits = original.clone()
+        banned: list[int] = []
         if len(req.output_ids) < params.min_new_tokens:
             banned = list(params.stop_token_ids) + (
                 [] if params.ignore_eos else list(self.model.eos_token_ids)
@@ -249,9 +250,9 @@ class Scheduler:
         apply_penalties(logits, params, req.output_ids)
         if req.grammar is not None:
             req.grammar.apply(logits)
-            if not torch.isfinite(logits).any():
+            if banned and not torch.isfinite(logits).any():
                 # min_new_tokens banned the only tokens the grammar allows (its end): the grammar wins.
-                logits = raw
+                logits = original.clone()
                 apply_penalties(logits, params, req.output_ids)
                 req.grammar.apply(logits)
         return sample(logits, params, req.generator)
