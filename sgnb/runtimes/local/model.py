@@ -1,4 +1,4 @@
-"""The model: a transformers causal LM whose attention reads and writes the KV pool."""
+"""The model: transformers loads it; a packed forward (or transformers' own) runs it over the KV pool."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from sgnb.runtimes.local.attention import ForwardBatch, register, set_forward_batch
+from sgnb.runtimes.local.attention import ForwardBatch, Segment, register, set_forward_batch
+from sgnb.runtimes.local.llama import PackedLlama, supports
 
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
 
@@ -31,7 +32,7 @@ def _warm_numpy_finfo() -> None:
 
 
 class LocalModel:
-    def __init__(self, path: Path, dtype: torch.dtype) -> None:
+    def __init__(self, path: Path, dtype: torch.dtype, packed: bool = True) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
         from transformers.utils import logging as hf_logging
 
@@ -46,12 +47,17 @@ class LocalModel:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()  # a "Loading weights" bar in every notebook is noise
         try:
-            self.hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=register())
+            hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=register())
         finally:
             hf_logging.enable_progress_bar()
             hf_logging.set_verbosity(verbosity)
-        self.hf.eval()
-        cfg = self.hf.config
+        hf.eval()
+        cfg = hf.config
+        # Llama gets the packed forward; other architectures (and packed=False, for tests) run
+        # transformers' forward with pooled attention plugged in. The packed forward keeps its own
+        # (fused) weights, so the transformers model is dropped rather than held twice.
+        self.packed = PackedLlama(hf) if packed and supports(hf) else None
+        self.hf = None if self.packed is not None else hf
         self.num_layers: int = cfg.num_hidden_layers
         self.kv_heads: int = cfg.num_key_value_heads
         self.head_dim: int = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -85,7 +91,16 @@ class LocalModel:
         n = len(input_ids)
         if n == 1:
             input_ids, positions = input_ids * 2, positions * 2  # the copy's KV is never stored
+            # The copy attends like the original, so a lone decode step stays on the no-scatter path.
+            (seg,) = batch.segments
+            batch = ForwardBatch(batch.pool, batch.out_slots, [seg, Segment(1, 1, seg.kv_indices)])
         keep = logits_at if len(logits_at) > 1 else logits_at * 2
+        if self.packed is not None:
+            logits = self.packed.forward(
+                torch.tensor(input_ids), torch.tensor(positions), batch, torch.tensor(keep)
+            )
+            return logits[: len(logits_at)].float()
+        assert self.hf is not None
         set_forward_batch(batch)
         try:
             out = self.hf(

@@ -56,21 +56,22 @@ class LocalRuntime:
         started = time.perf_counter()
         self.model_name = model
         self.model_path = resolve_model(model)
-        self.model = LocalModel(self.model_path, torch_dtype)
+        self.hub = hub or EventHub()
+        # Every tensor operation of this runtime, loading included, runs on the scheduler thread: a
+        # thread that never starts an OpenMP team of its own keeps the scheduler's team spinning
+        # (see scheduler.pick_decode_threads).
+        self.scheduler = Scheduler(self.hub.publish)
+        try:
+            self.model, self.pool, self.cache = self.scheduler.call(
+                lambda: self._load(torch_dtype, max_total_tokens, page_size, disable_radix_cache)
+            )
+            self.scheduler.attach(self.model, self.pool, self.cache)
+        except BaseException:
+            self.scheduler.shutdown()
+            raise
         self.tokenizer = self.model.tokenizer
         self.context_length = min(context_length or self.model.context_length, self.model.context_length)
-        self.hub = hub or EventHub()
-        self.pool = KVPool(
-            max_total_tokens, self.model.num_layers, self.model.kv_heads, self.model.head_dim, torch_dtype
-        )
-        self.cache = RadixCache(
-            page_size=page_size,
-            free_slots=self.pool.free,
-            on_event=self.hub.publish,
-            disable=disable_radix_cache,
-        )
         self.grammars = GrammarCompiler(self.tokenizer, self.model.vocab_size)
-        self.scheduler = Scheduler(self.model, self.pool, self.cache, self.hub.publish)
         self.stats = RuntimeStats()
         self._unsubscribe = self.hub.subscribe(self.stats.observe)
         self.load_time = time.perf_counter() - started
@@ -79,11 +80,22 @@ class LocalRuntime:
             "page_size": page_size,
             "disable_radix_cache": disable_radix_cache,
             "dtype": str(torch_dtype).removeprefix("torch."),
-            "threads": torch.get_num_threads(),
+            "threads": self.scheduler.threads,
+            "decode_threads": self.scheduler.decode_threads,
             "context_length": self.context_length,
         }
         self._stopped = False
         self._backend: SgnbBackend | None = None
+
+    def _load(
+        self, dtype: torch.dtype, max_total_tokens: int, page_size: int, disable_radix_cache: bool
+    ) -> tuple[LocalModel, KVPool, RadixCache]:
+        model = LocalModel(self.model_path, dtype)
+        pool = KVPool(max_total_tokens, model.num_layers, model.kv_heads, model.head_dim, dtype)
+        cache = RadixCache(
+            page_size=page_size, free_slots=pool.free, on_event=self.hub.publish, disable=disable_radix_cache
+        )
+        return model, pool, cache
 
     # ---- requests ----------------------------------------------------------------------
 
