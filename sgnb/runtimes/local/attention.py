@@ -91,17 +91,24 @@ def attend(
     """Store this layer's new KV in the pool and return the attention output, ``[T, heads, head_dim]``."""
     k_pool, v_pool = batch.pool.k[layer], batch.pool.v[layer]  # [kv_heads, capacity, head_dim]
     n = int(batch.out_slots.numel())  # rows past n are padding (see LocalModel.forward)
-    k_pool[:, batch.out_slots] = key[:n].transpose(0, 1)
-    v_pool[:, batch.out_slots] = value[:n].transpose(0, 1)
+    # index_copy_/index_select, not pool[:, slots]: advanced indexing costs 4x here (53 vs 12 us to
+    # gather 960 slots, measured).
+    k_pool.index_copy_(1, batch.out_slots, key[:n].transpose(0, 1))
+    v_pool.index_copy_(1, batch.out_slots, value[:n].transpose(0, 1))
     if batch.decode is not None and not batch.prefills:  # all rows decode, in order: no scatter
-        return _decode_attention(query, k_pool, v_pool, batch.decode, scale)
+        decoding = int(batch.decode.rows.numel())
+        out = _decode_attention(query[:decoding], k_pool, v_pool, batch.decode, scale)
+        if decoding == query.shape[0]:
+            return out
+        return torch.cat([out, out.new_zeros(query.shape[0] - decoding, *out.shape[1:])])
     out = query.new_zeros(query.shape)
     if batch.decode is not None:
         plan = batch.decode
         out[plan.rows] = _decode_attention(query[plan.rows], k_pool, v_pool, plan, scale)
     for seg in batch.prefills:
         rows = slice(seg.q_start, seg.q_start + seg.q_len)
-        k, v = k_pool[:, seg.kv_indices], v_pool[:, seg.kv_indices]  # [kv_heads, L, head_dim]
+        k = k_pool.index_select(1, seg.kv_indices)  # [kv_heads, L, head_dim]
+        v = v_pool.index_select(1, seg.kv_indices)
         mask = _causal_mask(seg.q_len, int(seg.kv_indices.numel()))
         out[rows] = F.scaled_dot_product_attention(
             query[rows].transpose(0, 1).unsqueeze(0),
@@ -126,7 +133,10 @@ def _decode_attention(
     """
     batch, heads, dim = q.shape  # [B, heads, head_dim]
     kv_heads = k_pool.shape[0]
-    k, v = k_pool[:, plan.slots], v_pool[:, plan.slots]  # [kv_heads, B, L, head_dim]
+    shape = (kv_heads, *plan.slots.shape, dim)
+    flat = plan.slots.view(-1)
+    k = k_pool.index_select(1, flat).view(shape)  # [kv_heads, B, L, head_dim]
+    v = v_pool.index_select(1, flat).view(shape)
     grouped = q.view(batch, kv_heads, heads // kv_heads, dim).transpose(0, 1)  # [kv_heads, B, group, dim]
     scores = torch.matmul(grouped, k.transpose(-1, -2)).float() * scale
     if plan.mask is not None:

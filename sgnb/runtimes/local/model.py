@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from sgnb.runtimes.local.attention import ForwardBatch, Segment, register, set_forward_batch
+from sgnb.runtimes.local.attention import ForwardBatch, register, set_forward_batch
 from sgnb.runtimes.local.llama import PackedLlama, supports
 
 DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
@@ -91,9 +91,6 @@ class LocalModel:
         n = len(input_ids)
         if n == 1:
             input_ids, positions = input_ids * 2, positions * 2  # the copy's KV is never stored
-            # The copy attends like the original, so a lone decode step stays on the no-scatter path.
-            (seg,) = batch.segments
-            batch = ForwardBatch(batch.pool, batch.out_slots, [seg, Segment(1, 1, seg.kv_indices)])
         keep = logits_at if len(logits_at) > 1 else logits_at * 2
         if self.packed is not None:
             logits = self.packed.forward(
