@@ -83,6 +83,14 @@ def test_decode_plan_pads_to_a_bucket_and_masks_the_padding() -> None:
 
 def test_pick_decode_threads_answers_one_or_all() -> None:
     threads = torch.get_num_threads()
-    assert pick_decode_threads(threads) in {1, threads}
-    assert torch.get_num_threads() == threads  # the probe leaves the setting as it found it
-    assert pick_decode_threads(1) == 1
+    calls: list[int] = []
+
+    def probe() -> None:
+        calls.append(torch.get_num_threads())
+        torch.ones(1 << 16).sum()
+
+    assert pick_decode_threads(threads, probe) in {1, threads}
+    assert torch.get_num_threads() == threads  # it leaves the setting as it found it
+    if threads > 1:
+        assert set(calls) == {1, threads}
+    assert pick_decode_threads(1, probe) == 1

@@ -59,6 +59,7 @@ class LocalModel:
         self.packed = PackedLlama(hf) if packed and supports(hf) else None
         self.hf = None if self.packed is not None else hf
         self.num_layers: int = cfg.num_hidden_layers
+        self.hidden_size: int = cfg.hidden_size
         self.kv_heads: int = cfg.num_key_value_heads
         self.head_dim: int = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.context_length: int = cfg.max_position_embeddings
@@ -76,6 +77,23 @@ class LocalModel:
         if self.tokenizer.eos_token_id is not None:
             ids.add(int(self.tokenizer.eos_token_id))
         return ids
+
+    @torch.inference_mode()
+    def probe(self) -> None:
+        """One product per layer on two rows: a memory-bound slice of a decode step, for timing threads."""
+        x = torch.zeros(2, self.hidden_size, dtype=self.dtype)
+        if self.packed is not None:
+            for layer in self.packed.layers:
+                layer.gate_up(x)
+            return
+        assert self.hf is not None
+        linears = [
+            m
+            for m in self.hf.modules()
+            if isinstance(m, torch.nn.Linear) and m.in_features == self.hidden_size
+        ]
+        for linear in linears[: self.num_layers]:
+            linear(x)
 
     @torch.inference_mode()
     def forward(

@@ -39,7 +39,7 @@ MAX_PREFILL_TOKENS = 8192  # per forward; bounds activation memory when many pro
 REPICK_THREADS_S = 20.0  # between checks of pick_decode_threads, made at a decode step (~30 ms each)
 
 
-def pick_decode_threads(threads: int) -> int:
+def pick_decode_threads(threads: int, probe: Callable[[], object]) -> int:
     """How many threads a decode-only step should use: all of them, or one, whichever is faster here.
 
     A decode step is a few hundred small memory-bound products, one OpenMP region each. libgomp
@@ -47,26 +47,26 @@ def pick_decode_threads(threads: int) -> int:
     are cores; once the notebook's main thread has its own OpenMP team (any large torch op
     there), this thread's worker sleeps between regions and every product pays a futex wake-up.
     Measured on 2 cores, one decode step: 25 ms on 2 threads with spinning workers, 38 ms on 2
-    threads with sleeping ones, 32 ms on one thread. So time a few steps' worth of products both
-    ways and keep the faster; the scheduler asks again every REPICK_THREADS_S. Prefill is compute-bound and always uses every thread (500 tokens:
-    0.46 s on 2 threads, 0.82 s on one).
+    threads with sleeping ones, 32 ms on one thread. So time ``probe`` (a slice of a real decode
+    step, see ``LocalModel.probe``) both ways and keep the faster; the scheduler asks again every
+    REPICK_THREADS_S. Prefill is compute-bound and always uses every thread (500 tokens: 0.46 s on
+    2 threads, 0.82 s on one).
     """
-    if threads == 1 or not torch.backends.mkldnn.is_available():
-        return threads
-    weight = torch.ops.mkldnn._reorder_linear_weight(torch.zeros(1536, 576, dtype=torch.bfloat16), 2)
-    x = torch.zeros(2, 576, dtype=torch.bfloat16)
+    if threads == 1:
+        return 1
 
     def cost(n: int) -> float:
         torch.set_num_threads(n)
-        for _ in range(20):
-            torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
-        start = time.perf_counter()
-        for _ in range(200):
-            torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
-        return time.perf_counter() - start
+        probe()  # warm: a first call may build kernels
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            probe()
+            times.append(time.perf_counter() - start)
+        return min(times)
 
     try:
-        best = min((cost(1), 1), (cost(threads), threads))[1]
+        best = min((cost(threads), threads), (cost(1), 1))[1]
     finally:
         torch.set_num_threads(threads)
     return best
@@ -92,7 +92,7 @@ class Scheduler:
 
     def attach(self, model: LocalModel, pool: KVPool, cache: RadixCache) -> None:
         self.model, self.pool, self.cache = model, pool, cache
-        self.decode_threads = self.call(lambda: pick_decode_threads(self.threads))
+        self.decode_threads = self.call(lambda: pick_decode_threads(self.threads, model.probe))
         self._repick_at = time.monotonic() + REPICK_THREADS_S
 
     # ---- called from other threads -----------------------------------------------------
@@ -245,7 +245,7 @@ class Scheduler:
                 logits_at.append(seg.q_start + seg.q_len - 1)
         batch = ForwardBatch(pool=self.pool, out_slots=torch.cat(out_slots), segments=segments)
         if not batch.prefills and time.monotonic() > self._repick_at:
-            self.decode_threads = pick_decode_threads(self.threads)  # ~30 ms; the answer can change
+            self.decode_threads = pick_decode_threads(self.threads, self.model.probe)  # ~30 ms
             self._repick_at = time.monotonic() + REPICK_THREADS_S
         threads = self.threads if batch.prefills else self.decode_threads
         if torch.get_num_threads() != threads:
