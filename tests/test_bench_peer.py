@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sgnb import bench, bench_workloads
+from sgnb import bench, bench_peer, bench_workloads
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,7 +61,7 @@ def test_process_figures() -> None:
 def test_missing_peer_venv_exits_2(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(bench, "PEER_VENV", tmp_path / "no-such-venv")
+    monkeypatch.setattr(bench_peer, "PEER_VENV", tmp_path / "no-such-venv")
     assert bench.main(["--peer", "vllm", "--json"]) == 2
     err = capsys.readouterr().err
     assert "make peer" in err and "no-such-venv" in err
@@ -71,7 +71,7 @@ def test_peer_run_alternates_and_summarises(monkeypatch: pytest.MonkeyPatch, tmp
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").touch()
-    monkeypatch.setattr(bench, "PEER_VENV", venv)
+    monkeypatch.setattr(bench_peer, "PEER_VENV", venv)
     monkeypatch.setattr("sgnb.models.resolve_model", lambda model: tmp_path)
     order: list[str] = []
 
@@ -91,8 +91,8 @@ def test_peer_run_alternates_and_summarises(monkeypatch: pytest.MonkeyPatch, tmp
             "rss_mib": 1000.0 * slow,
         }
 
-    monkeypatch.setattr(bench, "_run_json", fake)
-    out = bench.peer_run(rounds=2, log_path=str(tmp_path / "log"))
+    monkeypatch.setattr(bench_peer, "_run_json", fake)
+    out = bench_peer.peer_run(rounds=2, log_path=str(tmp_path / "log"))
     assert order == ["sgnb", "vllm", "sgnb", "vllm"]
     assert out["ratio"]["startup_s"] == pytest.approx(0.1)
     assert out["targets"]["startup_s"]["met"] is True
