@@ -14,6 +14,10 @@ for ``fade_s`` seconds as ghosts, so a view can fade them out, then they are dro
 
 It only reads events, so it serves the local runtime and a real ``sglang.Engine`` alike. All
 methods are thread-safe: events arrive on the runtime's thread, views read on theirs.
+
+This module turns events and finished requests into tree changes and snapshots. The tree itself
+(blocks, nodes, split / merge surgery) is in ``sgnb.tree_radix``; the snapshot types it hands out
+(``TreeSnapshot``, ``MirrorNode``, ``RequestRecord``) are in ``sgnb.tree_snapshot``, re-exported here.
 """
 
 from __future__ import annotations
@@ -22,117 +26,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+from sgnb.tree_radix import Block, Node, RadixChains
+from sgnb.tree_snapshot import Decode, MirrorNode, RequestRecord, TreeSnapshot, make_decode
+
 __all__ = ["MirrorNode", "RequestRecord", "TreeMirror", "TreeSnapshot"]
 
-Decode = Callable[[list[int]], str]
 PENDING_RETRY_S = 5.0  # how long a finished request waits for KV events that arrive after it
-
-
-@dataclass(eq=False)
-class RequestRecord:
-    """A finished request as the mirror saw it; ``path`` is the block hashes its tokens cover."""
-
-    rid: str
-    prompt_ids: list[int]
-    output_ids: list[int]
-    prompt_tokens: int
-    cached_tokens: int
-    ts: float
-    path: list[int] = field(default_factory=list)
-    pos: int = 0  # tokens walked so far (the walk resumes when late KV events arrive)
-    retry_until: float = 0.0
-
-
-@dataclass
-class MirrorNode:
-    """One radix node of a snapshot. ``id`` is the hash of its first block, as a string."""
-
-    id: str
-    parent: str | None
-    children: list[str]
-    tokens: list[int]
-    text: str
-    hits: int
-    stored_at: float
-    last_used: float
-    evicted_at: float | None
-    in_flight: bool
-    on_last_path: bool
-    depth: int
-    requests: list[str]
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def evicted(self) -> bool:
-        return self.evicted_at is not None
-
-
-@dataclass
-class TreeSnapshot:
-    nodes: dict[str, MirrorNode]
-    roots: list[str]
-    version: int
-    time: float
-    last_request: RequestRecord | None = None
-
-    def live(self) -> list[MirrorNode]:
-        return [n for n in self.nodes.values() if not n.evicted]
-
-    def paths(self, include_evicted: bool = False) -> set[tuple[int, ...]]:
-        """Token sequences from the root to every leaf (a leaf: no child of the same kind)."""
-        out: set[tuple[int, ...]] = set()
-        stack: list[tuple[str, tuple[int, ...]]] = [(nid, ()) for nid in self.roots]
-        while stack:
-            nid, prefix = stack.pop()
-            node = self.nodes[nid]
-            if node.evicted and not include_evicted:
-                continue
-            path = prefix + tuple(node.tokens)
-            kids = [c for c in node.children if include_evicted or not self.nodes[c].evicted]
-            if not kids:
-                out.add(path)
-            stack.extend((c, path) for c in kids)
-        return out
-
-
-def make_decode(decode: Decode | Any) -> Decode:
-    """A tokenizer (``.decode``), a function of token ids, or None (ids joined by spaces)."""
-    if decode is None:
-        return lambda ids: " ".join(str(t) for t in ids)
-    if hasattr(decode, "decode"):
-        tok = decode
-        return lambda ids: str(tok.decode(ids))
-    return decode
-
-
-@dataclass(eq=False, slots=True)
-class _Block:
-    hash: int
-    tokens: tuple[int, ...]
-    stored_at: float
-    hits: int = 0
-    requests: deque[str] = field(default_factory=lambda: deque(maxlen=32))
-    evicted_at: float | None = None
-    claimed: bool = False  # some finished request's tokens pass through this block
-    media: set[str] = field(default_factory=set)
-
-
-@dataclass(eq=False, slots=True)
-class _Node:
-    blocks: list[_Block]
-    tokens: list[int]
-    parent: _Node | None
-    children: list[_Node] = field(default_factory=list)
-    ghost: bool = False
-    ghost_since: float = 0.0
-    last_used: float = 0.0
 
 
 def _local_runtime(source: Any) -> bool:
@@ -146,7 +48,7 @@ def _local_runtime(source: Any) -> bool:
     )
 
 
-class TreeMirror:
+class TreeMirror(RadixChains):
     """Rebuilds the radix tree from KV events. ``TreeMirror(hub_or_runtime, decode=tokenizer)``.
 
     Given sgnb's own LocalRuntime it first loads what is already cached (read on the scheduler
@@ -167,8 +69,7 @@ class TreeMirror:
         self.in_flight_timeout_s = in_flight_timeout_s
         self._clock = clock
         self._lock = threading.RLock()
-        self._root = _Node([], [], None)
-        self._node_of: dict[int, _Node] = {}  # block hash -> the node holding it
+        super().__init__()
         self._requests: deque[RequestRecord] = deque(maxlen=max_requests)
         self._by_rid: dict[str, RequestRecord] = {}
         self._pending: list[RequestRecord] = []
@@ -293,7 +194,7 @@ class TreeMirror:
         for h, chunk in zip(hashes, chunks, strict=True):
             node = self._node_of.get(h)
             if node is None:
-                block = _Block(h, tuple(chunk), now)
+                block = Block(h, tuple(chunk), now)
                 self._attach(block, parent, now)
             else:
                 i = self._index(node, h)
@@ -308,19 +209,6 @@ class TreeMirror:
             self._pending = [r for r in self._pending if r.retry_until > now]
             for rec in list(self._pending):
                 self._walk(rec, now)
-
-    def _attach(self, block: _Block, parent: int | None, now: float) -> None:
-        up = self._root if parent is None else self._node_of[parent]
-        if parent is not None and up.blocks[-1].hash != parent:
-            self._split(up, self._index(up, parent) + 1)
-        if up is not self._root and not up.children and not up.ghost:
-            up.blocks.append(block)  # the common case: a chain grows at its tail
-            up.tokens.extend(block.tokens)
-            self._node_of[block.hash] = up
-            return
-        node = _Node([block], list(block.tokens), up, last_used=now)
-        up.children.append(node)
-        self._node_of[block.hash] = node
 
     def _remove(self, ev: Any, now: float) -> None:
         medium = str(getattr(ev, "medium", None) or "GPU")
@@ -348,92 +236,6 @@ class TreeMirror:
         for node in self._walk_nodes():
             self._normalize(node)
         self._pending.clear()
-
-    # ---- node surgery ----------------------------------------------------------------------
-
-    def _index(self, node: _Node, h: int) -> int:
-        if node.blocks[-1].hash == h:
-            return len(node.blocks) - 1
-        return next(i for i, b in enumerate(node.blocks) if b.hash == h)
-
-    def _split(self, node: _Node, i: int) -> _Node:
-        """Cut ``node`` before block ``i``; the lower part becomes its only child."""
-        assert 0 < i < len(node.blocks)
-        offset = sum(len(b.tokens) for b in node.blocks[:i])
-        lower = _Node(
-            node.blocks[i:], node.tokens[offset:], node, node.children, node.ghost, node.ghost_since
-        )
-        lower.last_used = node.last_used
-        for child in lower.children:
-            child.parent = lower
-        for b in lower.blocks:
-            self._node_of[b.hash] = lower
-        node.blocks, node.tokens, node.children = node.blocks[:i], node.tokens[:offset], [lower]
-        return lower
-
-    def _flip(self, node: _Node, ghost: bool, now: float) -> None:
-        """Set a node and (when it becomes a ghost) everything below it."""
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            n.ghost, n.ghost_since = ghost, now
-            for b in n.blocks:
-                b.evicted_at = now if ghost else None
-                if ghost:
-                    b.media.clear()
-            if ghost:
-                stack.extend(c for c in n.children if not c.ghost)
-
-    def _set_state(self, node: _Node, indices: set[int], ghost: bool, now: float) -> None:
-        """Give the blocks at ``indices`` of ``node`` the new state, splitting where it changes."""
-        cuts = [i for i in range(1, len(node.blocks)) if (i in indices) != (i - 1 in indices)]
-        pieces = [node]
-        for cut in reversed(cuts):
-            pieces.insert(1, self._split(node, cut))
-        starts = [0, *cuts]
-        for piece, start in zip(pieces, starts, strict=True):
-            if start in indices:
-                self._flip(piece, ghost, now)
-        for piece in pieces:
-            self._normalize(piece)
-
-    def _normalize(self, node: _Node) -> None:
-        """Merge ``node`` with a lone parent / lone child of the same state (keeps nodes maximal)."""
-        if node.parent is None or not node.blocks:
-            return  # the root, or a node already merged away
-        while (
-            node.parent is not None
-            and node.parent is not self._root
-            and len(node.parent.children) == 1
-            and node.parent.ghost == node.ghost
-        ):
-            node = node.parent
-            self._absorb(node)
-        while len(node.children) == 1 and node.children[0].ghost == node.ghost:
-            self._absorb(node)
-
-    def _absorb(self, node: _Node) -> None:
-        (child,) = node.children
-        node.blocks += child.blocks
-        node.tokens += child.tokens
-        node.children = child.children
-        node.last_used = max(node.last_used, child.last_used)
-        node.ghost_since = max(node.ghost_since, child.ghost_since)
-        for c in node.children:
-            c.parent = node
-        for b in child.blocks:
-            self._node_of[b.hash] = node
-        child.blocks, child.parent = [], None
-
-    def _walk_nodes(self, top: _Node | None = None) -> list[_Node]:
-        """``top`` and every node below it, pre-order (default: all nodes, the root left out)."""
-        out: list[_Node] = []
-        stack = [top] if top is not None else list(reversed(self._root.children))
-        while stack:
-            node = stack.pop()
-            out.append(node)
-            stack.extend(reversed(node.children))
-        return out
 
     def _gc(self, now: float) -> None:
         """Drop ghosts whose fade-out is over, with their ghost subtrees."""
@@ -484,7 +286,7 @@ class TreeMirror:
             node, i = node_or_none, self._index(node_or_none, rec.path[-1]) + 1
         while pos < len(tokens):
             if i < len(node.blocks):
-                block: _Block | None = node.blocks[i]
+                block: Block | None = node.blocks[i]
                 if block is not None and tuple(tokens[pos : pos + len(block.tokens)]) != block.tokens:
                     block = None
             else:
@@ -524,7 +326,7 @@ class TreeMirror:
         on_path = set(self._last.path) if self._last else set()
         if len(self._text_cache) > 200_000:
             self._text_cache.clear()
-        stack: list[tuple[_Node, str | None, int]] = [(n, None, 0) for n in reversed(self._root.children)]
+        stack: list[tuple[Node, str | None, int]] = [(n, None, 0) for n in reversed(self._root.children)]
         while stack:
             node, parent_id, depth = stack.pop()
             first, last = node.blocks[0], node.blocks[-1]
