@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sgnb.models import resolve_model
-from sgnb.runtimes.local.attention import SLOT_BUCKET, DecodePlan, ForwardBatch, Segment
+from sgnb.runtimes.local.attention import SLOT_BUCKET, DecodePlan, ForwardBatch, Segment, attend
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel
 from sgnb.runtimes.local.scheduler import pick_decode_threads
@@ -94,3 +94,21 @@ def test_pick_decode_threads_answers_one_or_all() -> None:
     if threads > 1:
         assert set(calls) == {1, threads}
     assert pick_decode_threads(1, probe) == 1
+
+
+def test_attend_puts_each_row_where_its_segment_says() -> None:
+    """Decode rows listed out of order take the scatter path and still land on their own rows."""
+    torch.manual_seed(0)
+    pool = KVPool(64, 1, 3, 64, torch.float32)
+    pool.k[0].normal_()
+    pool.v[0].normal_()
+    a, b = torch.arange(0, 10), torch.arange(20, 45)
+    query, key, value = torch.randn(2, 9, 64), torch.randn(2, 3, 64), torch.randn(2, 3, 64)
+    batch = ForwardBatch(pool, torch.tensor([b[-1], a[-1]]), [Segment(1, 1, a), Segment(0, 1, b)])
+    assert not batch.decode_only
+    out = attend(batch, 0, query, key, value, 0.125)
+    for row, slots in ((1, a), (0, b)):
+        alone = ForwardBatch(pool, slots[-1:], [Segment(0, 1, slots)])
+        assert alone.decode_only
+        expected = attend(alone, 0, query[row : row + 1], key[row : row + 1], value[row : row + 1], 0.125)
+        torch.testing.assert_close(out[row], expected[0])

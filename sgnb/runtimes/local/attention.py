@@ -73,11 +73,13 @@ class ForwardBatch:
     segments: list[Segment]
     decode: DecodePlan | None = field(init=False)
     prefills: list[Segment] = field(init=False)
+    decode_only: bool = field(init=False)  # every segment decodes, and segment i is row i
 
     def __post_init__(self) -> None:
         decoding = [s for s in self.segments if s.q_len == 1]
         self.decode = DecodePlan.build(decoding) if decoding else None
         self.prefills = [s for s in self.segments if s.q_len != 1]
+        self.decode_only = not self.prefills and all(s.q_start == i for i, s in enumerate(decoding))
 
 
 def attend(
@@ -95,7 +97,7 @@ def attend(
     # gather 960 slots, measured).
     k_pool.index_copy_(1, batch.out_slots, key[:n].transpose(0, 1))
     v_pool.index_copy_(1, batch.out_slots, value[:n].transpose(0, 1))
-    if batch.decode is not None and not batch.prefills:  # all rows decode, in order: no scatter
+    if batch.decode is not None and batch.decode_only:  # rows 0..B-1 are the decode rows: no scatter
         decoding = int(batch.decode.rows.numel())
         out = _decode_attention(query[:decoding], k_pool, v_pool, batch.decode, scale)
         if decoding == query.shape[0]:
