@@ -42,12 +42,12 @@ REPICK_THREADS_S = 20.0  # between checks of pick_decode_threads, made at a deco
 def pick_decode_threads(threads: int, probe: Callable[[], object]) -> int:
     """How many threads a decode-only step should use: all of them, or one, whichever is faster here.
 
-    A decode step is a few hundred small memory-bound products, one OpenMP region each. libgomp
-    keeps its workers spinning between regions only while it manages no more threads than there
-    are cores; once the notebook's main thread has its own OpenMP team (any large torch op
-    there), this thread's worker sleeps between regions and every product pays a futex wake-up.
-    Measured on 2 cores, one decode step: 25 ms on 2 threads with spinning workers, 38 ms on 2
-    threads with sleeping ones, 32 ms on one thread. So time ``probe`` (a slice of a real decode
+    A decode step is a few hundred small memory-bound products, one OpenMP region each. Once the
+    notebook's main thread has its own OpenMP team (any large torch op there), this thread's team
+    gets slow between regions; our reading is libgomp's throttled spinning, which lets workers
+    spin only while it manages no more threads than there are cores. Measured on 2 cores, one
+    decode step: 25 ms on 2 threads before the main thread had a team, 38 ms on 2 threads after,
+    32 ms on one thread either way. So time ``probe`` (a slice of a real decode
     step, see ``LocalModel.probe``) both ways and keep the faster; the scheduler asks again every
     REPICK_THREADS_S. Prefill is compute-bound and always uses every thread (500 tokens: 0.46 s on
     2 threads, 0.82 s on one).
