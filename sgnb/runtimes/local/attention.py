@@ -50,12 +50,22 @@ class DecodePlan:
     rows: torch.Tensor  # [B] their rows in the packed sequence
     slots: torch.Tensor  # [B, L] pool slots, padded (with slot 0) to a bucket of the longest request
     mask: torch.Tensor | None  # [B, 1, L] 0 on real slots, -inf on padding; None when nothing is padded
+    # One request whose slots are one ascending run (the pool allocates so): attention reads
+    # pool[:, start : start + L] in place, padding included (masked), instead of gathering.
+    window_start: int | None = None
 
     @classmethod
-    def build(cls, segments: list[Segment]) -> DecodePlan:
+    def build(cls, segments: list[Segment], capacity: int | None = None) -> DecodePlan:
         rows = torch.tensor([s.q_start for s in segments])
         lengths = [int(s.kv_indices.numel()) for s in segments]
         width = -(-max(lengths) // SLOT_BUCKET) * SLOT_BUCKET
+        window_start = None
+        if len(segments) == 1 and capacity is not None:
+            kv = segments[0].kv_indices
+            first = int(kv[0])
+            run = int(kv[-1]) - first == lengths[0] - 1 and bool((kv.diff() == 1).all())
+            if run and first + width <= capacity:
+                window_start = first
         slots = torch.zeros(len(segments), width, dtype=torch.int64)
         for row, seg in enumerate(segments):
             slots[row, : lengths[row]] = seg.kv_indices
@@ -63,7 +73,7 @@ class DecodePlan:
         if any(n != width for n in lengths):
             padded = torch.arange(width).unsqueeze(0) >= torch.tensor(lengths).unsqueeze(1)
             mask = torch.zeros(padded.shape).masked_fill_(padded, float("-inf")).unsqueeze(1)
-        return cls(rows=rows, slots=slots, mask=mask)
+        return cls(rows=rows, slots=slots, mask=mask, window_start=window_start)
 
 
 @dataclass
@@ -77,7 +87,7 @@ class ForwardBatch:
 
     def __post_init__(self) -> None:
         decoding = [s for s in self.segments if s.q_len == 1]
-        self.decode = DecodePlan.build(decoding) if decoding else None
+        self.decode = DecodePlan.build(decoding, self.pool.capacity) if decoding else None
         self.prefills = [s for s in self.segments if s.q_len != 1]
         self.decode_only = not self.prefills and all(s.q_start == i for i, s in enumerate(decoding))
 
@@ -135,10 +145,14 @@ def _decode_attention(
     """
     batch, heads, dim = q.shape  # [B, heads, head_dim]
     kv_heads = k_pool.shape[0]
-    shape = (kv_heads, *plan.slots.shape, dim)
-    flat = plan.slots.view(-1)
-    k = k_pool.index_select(1, flat).view(shape)  # [kv_heads, B, L, head_dim]
-    v = v_pool.index_select(1, flat).view(shape)
+    if plan.window_start is not None:  # [kv_heads, 1, L, head_dim] views of the pool, no copy
+        window = slice(plan.window_start, plan.window_start + plan.slots.shape[1])
+        k, v = k_pool[:, window].unsqueeze(1), v_pool[:, window].unsqueeze(1)
+    else:
+        shape = (kv_heads, *plan.slots.shape, dim)
+        flat = plan.slots.view(-1)
+        k = k_pool.index_select(1, flat).view(shape)  # [kv_heads, B, L, head_dim]
+        v = v_pool.index_select(1, flat).view(shape)
     grouped = q.view(batch, kv_heads, heads // kv_heads, dim).transpose(0, 1)  # [kv_heads, B, group, dim]
     scores = torch.matmul(grouped, k.transpose(-1, -2)).float() * scale
     if plan.mask is not None:

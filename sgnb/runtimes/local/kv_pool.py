@@ -25,9 +25,15 @@ class KVPool:
         self.capacity = capacity
         self.k = [torch.zeros(kv_heads, capacity, head_dim, dtype=dtype) for _ in range(num_layers)]
         self.v = [torch.zeros(kv_heads, capacity, head_dim, dtype=dtype) for _ in range(num_layers)]
-        self._free = torch.arange(capacity, dtype=torch.int64)
+        self._free = self._all_slots()
         self._n_free = capacity
         self._lock = threading.Lock()
+
+    def _all_slots(self) -> torch.Tensor:
+        # A stack with slot 0 on top. alloc pops ascending runs and free pushes runs back in order,
+        # so a request's slots - its prompt, then one per decoded token, then the next turn - tend
+        # to be one ascending run, which decode attention reads as a view instead of a gather.
+        return torch.arange(self.capacity - 1, -1, -1, dtype=torch.int64)
 
     @property
     def free_slots(self) -> int:
@@ -42,7 +48,7 @@ class KVPool:
             if n > self._n_free:
                 raise OutOfSlotsError(f"need {n} KV slots, {self._n_free} free")
             self._n_free -= n
-            return self._free[self._n_free : self._n_free + n].clone()
+            return self._free[self._n_free : self._n_free + n].flip(0)
 
     def free(self, slots: torch.Tensor) -> None:
         n = int(slots.numel())
@@ -50,12 +56,12 @@ class KVPool:
             return
         with self._lock:
             assert self._n_free + n <= self.capacity, "double free of KV slots"
-            self._free[self._n_free : self._n_free + n] = slots
+            self._free[self._n_free : self._n_free + n] = slots.flip(0)
             self._n_free += n
 
     def reset(self) -> None:
         with self._lock:
-            self._free = torch.arange(self.capacity, dtype=torch.int64)
+            self._free = self._all_slots()
             self._n_free = self.capacity
 
     def nbytes(self) -> int:
