@@ -101,10 +101,11 @@ class LocalModel:
     ) -> torch.Tensor:
         """Run one packed forward; return float32 logits at the packed offsets ``logits_at``.
 
-        Every matrix product gets at least two rows. On this CPU a one-row bf16 product takes
-        the GEMV path, which is 2x slower than two rows (2.1 vs 1.1 ms for 1536x576) and rounds
-        differently, so a request decoded alone would drift from the same request in a batch.
-        With >= 2 rows every row's result is the same whatever the batch (measured up to 400).
+        Every matrix product gets at least two rows. On this CPU a one-row ``F.linear`` takes the
+        GEMV path, which is 2x slower than two rows in bf16 (2.1 vs 1.1 ms for 1536x576) and
+        rounds differently, so a request decoded alone would drift from the same request in a
+        batch. With >= 2 rows every row's result is the same whatever the batch (measured up to
+        400). The packed bf16 kernel has no GEMV path, but the float32 and transformers paths do.
         """
         n = len(input_ids)
         if n == 1:

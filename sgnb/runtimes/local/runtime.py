@@ -81,7 +81,6 @@ class LocalRuntime:
             "disable_radix_cache": disable_radix_cache,
             "dtype": str(torch_dtype).removeprefix("torch."),
             "threads": self.scheduler.threads,
-            "decode_threads": self.scheduler.decode_threads,
             "context_length": self.context_length,
         }
         self._stopped = False
@@ -264,6 +263,7 @@ class LocalRuntime:
             "device": "cpu",
             "state": "stopped" if self._stopped else "running",
             **self.options,
+            "decode_threads": self.scheduler.decode_threads,  # re-picked while running
             "kv_pool_mib": round(self.pool.nbytes() / 2**20, 1),
             "rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1),
             "cache_tokens": cache.get("cached", 0),
