@@ -69,9 +69,7 @@ def rt32() -> Iterator[Any]:
     runtime.stop()
 
 
-@pytest.fixture
-def make_runtime() -> Iterator[Callable[..., Any]]:
-    """Start extra runtimes inside one test; all are stopped when it ends."""
+def _runtime_factory() -> Iterator[Callable[..., Any]]:
     started: list[Any] = []
 
     def make(**options: Any) -> Any:
@@ -82,6 +80,18 @@ def make_runtime() -> Iterator[Callable[..., Any]]:
     yield make
     for runtime in started:
         runtime.stop()
+
+
+@pytest.fixture
+def make_runtime() -> Iterator[Callable[..., Any]]:
+    """Start extra runtimes inside one test; all are stopped when it ends."""
+    yield from _runtime_factory()
+
+
+@pytest.fixture(scope="module")
+def make_runtime_module() -> Iterator[Callable[..., Any]]:
+    """Extra runtimes shared by one module's tests, stopped at its end."""
+    yield from _runtime_factory()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,7 +19,6 @@ from conftest import (
     shared_prefix_prompts,
 )
 
-import sgnb
 from sgnb.events import BlockRemoved, BlockStored, EventLog, block_hashes
 
 MAX_NEW = 16
@@ -39,21 +37,6 @@ def run_sequential(runtime: Any, prompts: list[str], max_new_tokens: int = MAX_N
         results.append(runtime.generate(prompt, max_new_tokens=max_new_tokens, temperature=0))
         assert_idle_balanced(runtime)
     return results
-
-
-@pytest.fixture(scope="module")
-def make_runtime_module() -> Iterator[Callable[..., Any]]:
-    """Extra runtimes shared by this module's tests, stopped at its end."""
-    started: list[Any] = []
-
-    def make(**options: Any) -> Any:
-        runtime = sgnb.start(**options)
-        started.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in started:
-        runtime.stop()
 
 
 @pytest.fixture(scope="module")
