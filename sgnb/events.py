@@ -56,6 +56,8 @@ class RequestFinished:
     constraint_source: str | None = None  # the pattern, schema or grammar itself
     output_ids: list[int] = field(default_factory=list)
     prompt_ids: list[int] = field(default_factory=list)
+    # return_logprob requests only: meta_info's *_logprobs keys, in SGLang's shapes (sgnb.logprobs)
+    logprobs: dict[str, Any] | None = None
     ts: float = field(default_factory=time.time)
 
 

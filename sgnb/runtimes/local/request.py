@@ -7,11 +7,13 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from sgnb.logprobs import LogprobTrack
 from sgnb.params import SamplingParams
 from sgnb.runtimes.local.grammar import Grammar
 from sgnb.runtimes.local.radix_cache import TreeNode
@@ -28,6 +30,10 @@ class Request:
     logprob_start: int | None = None
     stream: queue.Queue[dict[str, Any] | None] | None = None
     rid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # return_logprob requests (sgnb.logprobs): what they asked for and what has been computed so far.
+    logprobs: LogprobTrack | None = None
+    input_logprob_start: int = 0  # resolved logprob_start_len; len(input_ids) means no prompt entries
+    token_text: Callable[[int], str] = str  # a token's text, for return_text_in_logprobs
     seq: int = field(default_factory=lambda: next(_seq))
 
     # --- filled in by the scheduler ---
@@ -52,6 +58,13 @@ class Request:
     @property
     def is_score(self) -> bool:
         return self.logprob_start is not None
+
+    @property
+    def input_logprob_rows(self) -> int:
+        """Prompt positions whose next-token logprob this request returns (computed at its prefill)."""
+        if self.logprobs is None:
+            return 0
+        return max(0, len(self.input_ids) - 1 - self.input_logprob_start)
 
     @property
     def kv_tokens(self) -> list[int]:
@@ -80,6 +93,8 @@ class Request:
             info["ttft"] = self.first_token_at - self.created
         if self.is_score:
             info["input_token_logprobs"] = list(self.input_logprobs)
+        if self.logprobs is not None:
+            info.update(self.logprobs.meta_info(self.token_text))
         if self.params.constraint:
             info["constraint"] = self.params.constraint[0]
         return info

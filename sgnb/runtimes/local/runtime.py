@@ -11,6 +11,7 @@ import psutil
 import torch
 
 from sgnb.events import EventHub, RequestFinished
+from sgnb.logprobs import LogprobOptions, LogprobTrack
 from sgnb.models import resolve_model
 from sgnb.params import SamplingParams
 from sgnb.runtimes.local.grammar import GrammarCompiler
@@ -83,6 +84,7 @@ class LocalRuntime:
             "threads": self.scheduler.threads,
             "context_length": self.context_length,
         }
+        self._token_texts: dict[int, str] = {}
         self._stopped = False
         self._backend: SgnbBackend | None = None
 
@@ -109,6 +111,9 @@ class LocalRuntime:
     ) -> Request:
         """Validate everything a request needs before any compute; raise ValueError on bad input."""
         self._check_running()
+        kwargs = dict(kwargs)
+        # Request-level fields of SGLang's GenerateReqInput, not sampling parameters.
+        logprobs = LogprobOptions.pop_from(kwargs, self.model.vocab_size)
         params = SamplingParams.from_dict({**(sampling_params or {}), **kwargs})
         if any(not 0 <= t < self.model.vocab_size for t in params.stop_token_ids):
             raise ValueError(
@@ -127,9 +132,20 @@ class LocalRuntime:
         if params.constraint is not None:
             grammar = self.grammars.matcher(self.grammars.compile(*params.constraint))
         req = Request(input_ids=ids, params=params, grammar=grammar, stream=queue.Queue() if stream else None)
+        if logprobs.return_logprob:
+            req.input_logprob_start = logprobs.resolve_start(len(ids))
+            req.logprobs = LogprobTrack(logprobs)
+            req.token_text = self.token_text
         if params.sampling_seed is not None:
             req.generator = torch.Generator().manual_seed(int(params.sampling_seed))
         return req
+
+    def token_text(self, token: int) -> str:
+        """One token's text, as ``return_text_in_logprobs`` shows it (memoised: the scheduler asks per token)."""
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self._token_texts[token] = str(self.tokenizer.decode([token]))
+        return text
 
     def _tokenize(self, prompt: str | None, input_ids: list[int] | None) -> list[int]:
         if (prompt is None) == (input_ids is None):
@@ -159,6 +175,13 @@ class LocalRuntime:
 
         Sampling parameters come as a dict or as keywords (``max_new_tokens=16, regex=...``).
         With ``stream=True`` returns an iterator of chunks, each holding the text so far.
+
+        Logprobs are request-level keywords, as in SGLang's ``GenerateReqInput``: ``return_logprob``,
+        ``logprob_start_len`` (-1: output tokens only), ``top_logprobs_num``, ``token_ids_logprob`` and
+        ``return_text_in_logprobs``; ``meta_info`` then holds ``input_token_logprobs``,
+        ``output_token_logprobs`` (``(logprob, token_id, text | None)`` tuples),
+        ``output_token_logprobs_length`` and, when asked, ``*_top_logprobs`` / ``*_token_ids_logprobs``
+        (see :mod:`sgnb.logprobs`). They are computed only for requests that ask.
         """
         req = self.make_request(
             prompt, input_ids=input_ids, sampling_params=sampling_params, stream=stream, **kwargs

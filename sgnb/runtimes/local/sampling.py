@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from sgnb.logprobs import LogprobRows
 from sgnb.params import SamplingParams
 
 
@@ -37,3 +38,31 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     if params.min_p > 0.0:
         probs = torch.where(probs < params.min_p * probs.max(), 0.0, probs)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def logprob_rows(
+    logits: torch.Tensor,
+    targets: list[int],
+    top_k: int = 0,
+    token_ids: tuple[int, ...] | None = None,
+    temperature: float = 1.0,
+) -> LogprobRows:
+    """Log-probabilities of ``targets`` (one per row of ``logits``, ``[rows, vocab]`` float32), plus the
+    ``top_k`` best and the ``token_ids`` asked for, as SGLang's ``Sampler.forward`` and
+    ``OutputLogprobProcessor.compute_logprobs`` give them.
+
+    Output rows pass the request's own ``temperature`` (SGLang divides by it unless the request is
+    greedy); prompt rows use 1 (``LogitsProcessor``'s input logprobs are a plain log-softmax). -inf
+    (a masked token) is clamped to float32's lowest value, as SGLang clamps.
+    """
+    scaled = logits if temperature == 1.0 else logits / temperature
+    lp = torch.log_softmax(scaled, dim=-1).clamp_(min=torch.finfo(torch.float32).min)
+    rows = LogprobRows(
+        chosen=lp.gather(1, torch.tensor(targets, dtype=torch.int64).unsqueeze(1))[:, 0].tolist()
+    )
+    if top_k > 0:
+        values, ids = lp.topk(top_k, dim=-1)
+        rows.top_values, rows.top_ids = values.tolist(), ids.tolist()
+    if token_ids:
+        rows.ids_values = lp[:, list(token_ids)].tolist()
+    return rows

@@ -31,7 +31,7 @@ from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel
 from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.runtimes.local.request import Request
-from sgnb.runtimes.local.sampling import apply_penalties, sample
+from sgnb.runtimes.local.sampling import apply_penalties, logprob_rows, sample
 
 MAX_PREFILL_TOKENS = 8192  # per forward; bounds activation memory when many prompts arrive at once
 
@@ -191,6 +191,8 @@ class Scheduler:
             # The last prompt token is always recomputed: its logits pick the first new token.
             # A scoring request needs logits from its first scored position on.
             limit = len(req.input_ids) - 1 if not req.is_score else max(0, (req.logprob_start or 0) - 1)
+            if req.logprobs is not None:  # prompt logprobs need logits from logprob_start_len on
+                limit = min(limit, req.input_logprob_start)  # SGLang's Req._compute_max_prefix_len
             match = self.cache.match_prefix(req.input_ids[:limit])
             new_tokens = len(req.input_ids) - match.length
             decode = 0 if req.is_score else req.params.max_new_tokens
@@ -242,6 +244,9 @@ class Scheduler:
                 first = max(req.logprob_start or 0, 1) - 1 - start  # logits at t predict token t+1
                 logits_at.extend(range(seg.q_start + first, seg.q_start + seg.q_len - 1))
             else:
+                if not req.output_ids and req.input_logprob_rows:
+                    first = req.input_logprob_start - start  # admission kept the prefix at most this long
+                    logits_at.extend(range(seg.q_start + first, seg.q_start + seg.q_len - 1))
                 logits_at.append(seg.q_start + seg.q_len - 1)
         batch = ForwardBatch(pool=self.pool, out_slots=torch.cat(out_slots), segments=segments)
         if not batch.prefills and time.monotonic() > self._repick_at:
@@ -264,6 +269,8 @@ class Scheduler:
                 continue
             if prefilled:
                 self._cache_unfinished(req)
+                if req.logprobs is not None:
+                    row = self._take_input_logprobs(req, logits, row)
             token = self._sample(req, logits[row])
             row += 1
             reason = self._append(req, token)
@@ -281,6 +288,18 @@ class Scheduler:
         logprobs = torch.log_softmax(rows, dim=-1).gather(1, torch.tensor(targets).unsqueeze(1))
         req.input_logprobs = [float(x) for x in logprobs.squeeze(1)]
         return row + len(targets)
+
+    def _take_input_logprobs(self, req: Request, logits: torch.Tensor, row: int) -> int:
+        """Prompt logprobs of a just-prefilled ``return_logprob`` request, from its extra logits rows."""
+        assert req.logprobs is not None
+        opts, n = req.logprobs.options, req.input_logprob_rows
+        start = req.input_logprob_start
+        rows = None
+        if n:
+            targets = req.input_ids[start + 1 :]
+            rows = logprob_rows(logits[row : row + n], targets, opts.top_logprobs_num, opts.token_ids_logprob)
+        req.logprobs.set_input(req.input_ids[start:], rows)
+        return row + n
 
     def _sample(self, req: Request, logits: torch.Tensor) -> int:
         params = req.params
@@ -301,7 +320,15 @@ class Scheduler:
                 logits = original.clone()
                 apply_penalties(logits, params, req.output_ids)
                 req.grammar.apply(logits)
-        return sample(logits, params, req.generator)
+        token = sample(logits, params, req.generator)
+        if req.logprobs is not None:  # only when asked: a log-softmax over the vocabulary per token
+            opts = req.logprobs.options
+            temperature = 1.0 if params.greedy else params.temperature
+            rows = logprob_rows(
+                logits.unsqueeze(0), [token], opts.top_logprobs_num, opts.token_ids_logprob, temperature
+            )
+            req.logprobs.add_output(token, rows)
+        return token
 
     def _append(self, req: Request, token: int) -> dict[str, Any] | None:
         """Add ``token`` to ``req``; return a finish reason when the request is done."""
@@ -386,6 +413,7 @@ class Scheduler:
                 constraint_source=req.params.constraint[1] if req.params.constraint else None,
                 output_ids=list(req.output_ids),
                 prompt_ids=list(req.input_ids),
+                logprobs=None if req.logprobs is None else {k: meta[k] for k in meta if "logprobs" in k},
             )
         )
         if req.stream is not None:
