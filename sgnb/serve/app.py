@@ -134,11 +134,12 @@ class ApiKeyMiddleware:
 
 def create_app(runtime: Any, config: ServeConfig | None = None, **kwargs: Any) -> FastAPI:
     """An app serving ``runtime`` (a LocalRuntime). Keywords are ServeConfig fields."""
-    from sgnb.serve import native, openai_api
+    from sgnb.serve import accept, native, openai_api
     from sgnb.serve.kv_events import parse_config
 
     config = config or ServeConfig(**kwargs)
     kv_cfg = parse_config(config.kv_events_config)  # a bad config fails here, at start-up
+    accept.load()
     name = served_name(runtime, config)
     ctx = ServeContext(
         runtime=runtime, engine=Engine(runtime), metrics=Metrics(name), config=config, model_name=name

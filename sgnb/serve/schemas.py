@@ -16,6 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from sgnb.params import SamplingParams
+from sgnb.serve.accept import (
+    UNSUPPORTED_CHAT,
+    UNSUPPORTED_COMPLETION,
+    UNSUPPORTED_GENERATE,
+    generate_defaults,
+    openai_defaults,
+    refuse_unsupported,
+)
 
 MAX_BATCH = 256
 # SGLang treats a temperature this small as greedy; dividing logits by it would overflow.
@@ -76,7 +84,8 @@ def describe(exc: ValidationError, where: str = "") -> str:
 
 
 class GenerateRequest(BaseModel):
-    model_config = STRICT
+    # Unknown keys are ignored, as SGLang's GenerateReqInput does; see sgnb.serve.accept.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     text: str | list[str] | None = None
     input_ids: list[int] | list[list[int]] | None = None
@@ -122,6 +131,7 @@ def parse_generate(body: Any) -> tuple[GenerateRequest, list[Item], bool]:
     """``(request, items, batched)`` for a ``/generate`` body; BadRequest on anything wrong."""
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
+    refuse_unsupported(body, UNSUPPORTED_GENERATE, generate_defaults())
     try:
         req = GenerateRequest.model_validate(body)
     except ValidationError as exc:
@@ -180,7 +190,7 @@ def parse_generate(body: Any) -> tuple[GenerateRequest, list[Item], bool]:
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
 
 class TextPart(_Lenient):
@@ -219,7 +229,8 @@ class StreamOptions(_Lenient):
 
 
 class _OpenAICommon(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # Unknown keys are ignored, as SGLang's protocol classes do; see sgnb.serve.accept.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
@@ -293,8 +304,6 @@ class _OpenAICommon(BaseModel):
 class ChatCompletionRequest(_OpenAICommon):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: Literal[False] | None = None
-    top_logprobs: Literal[0] | None = None
 
     def sampling(self) -> dict[str, Any]:
         if self.max_completion_tokens is not None and self.max_tokens is None:
@@ -304,15 +313,15 @@ class ChatCompletionRequest(_OpenAICommon):
 
 class CompletionRequest(_OpenAICommon):
     prompt: str | list[str] | list[int] | list[list[int]]
-    echo: Literal[False] | None = None
-    logprobs: Literal[0] | None = None
-    suffix: Literal[""] | None = None
-    best_of: Literal[1] | None = None
 
 
 def parse_model(model: type[BaseModel], body: Any) -> Any:
     if not isinstance(body, dict):
         raise BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
+    if model is ChatCompletionRequest:
+        refuse_unsupported(body, UNSUPPORTED_CHAT, openai_defaults("chat"))
+    else:
+        refuse_unsupported(body, UNSUPPORTED_COMPLETION, openai_defaults("completion"))
     try:
         return model.model_validate(body)
     except ValidationError as exc:
