@@ -92,6 +92,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sgnb.models import resolve_model  # "bundled" -> its folder: SGLang knows no such model
 from sgnb.session import choose_runtime
 
 KIND, WHY = choose_runtime(RUNTIME)  # "local" or "engine", the same choice %sglang start makes
@@ -121,7 +122,7 @@ def free_port() -> int:
 def server_command(port: int) -> list[str]:
     """`python -m sglang.launch_server` on a GPU; `sgnb serve` (the same HTTP API) on a CPU."""
     if KIND == "engine":
-        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", MODEL]
+        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(resolve_model(MODEL))]
         # triton attention and the pytorch sampler start without a long JIT compile (as sgnb's engine runtime)
         cmd += ["--attention-backend", "triton", "--sampling-backend", "pytorch", "--enable-metrics"]
         for key, value in start_options().items():
@@ -1122,7 +1123,8 @@ def programs() -> Any:
                 port = free_port()
                 URL = f"http://127.0.0.1:{port}"
                 server = start_server(port)
-                subprocess.run([sys.executable, "-m", "sgnb.cli", "wait-for-server", URL, "--timeout", "600"], check=True)
+                subprocess.run([sys.executable, "-m", "sgnb.cli", "wait-for-server", URL, "--timeout", "600",
+                                "--pid", str(server.pid), "--log", server.log_path], check=True)
             print("server:", URL)
             """),
             code("""
@@ -1209,8 +1211,8 @@ def serving() -> Any:
             assert nobody.returncode == 1
             """),
             code("""
-            ready = subprocess.run([sys.executable, "-m", "sgnb.cli", "wait-for-server", URL, "--timeout", str(SERVER_TIMEOUT)],
-                                   capture_output=True, text=True)
+            ready = subprocess.run([sys.executable, "-m", "sgnb.cli", "wait-for-server", URL, "--timeout", str(SERVER_TIMEOUT),
+                                    "--pid", str(server.pid), "--log", server.log_path], capture_output=True, text=True)
             print(f"exit {ready.returncode}:", (ready.stdout or ready.stderr).strip())
             if ready.returncode != 0:
                 print(server_log(server)[-3000:])

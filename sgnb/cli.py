@@ -1,7 +1,7 @@
 """The ``sgnb`` command: serve the local runtime, wait for a server, check the pin, write a Dockerfile, gate benchmarks.
 
     sgnb serve --model bundled --port 30000
-    sgnb wait-for-server http://127.0.0.1:30000 --timeout 120
+    sgnb wait-for-server http://127.0.0.1:30000 --timeout 120 [--pid PID --log server.log]
     sgnb check-version
     sgnb dockerfile --model-path HuggingFaceTB/SmolLM2-135M-Instruct -o deploy/
     sgnb bench --baseline bench-baseline.json --tolerance 0.2
@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -49,9 +52,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def wait_for_server(
-    url: str, timeout: float, api_key: str | None = None, interval: float = 0.5
+    url: str,
+    timeout: float,
+    api_key: str | None = None,
+    interval: float = 0.5,
+    process: subprocess.Popen[Any] | int | None = None,
+    log: str | Path | None = None,
 ) -> tuple[bool, str]:
-    """Poll ``url/health`` until it answers 200: ``(ready, what happened last)``."""
+    """Poll ``url/health`` until it answers 200: ``(ready, what happened last)``.
+
+    ``process`` (a Popen or a pid) is the server's process, when the caller started it: once it has
+    exited, the wait stops at once and says so, with its exit code and the last lines of ``log``
+    (SGLang's ``launch_server`` exits when it cannot load its model; nothing will answer after that).
+    """
     health = url.rstrip("/") + "/health"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     deadline = time.monotonic() + timeout
@@ -66,18 +79,69 @@ def wait_for_server(
             last = f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:
             last = str(getattr(exc, "reason", exc))
+        if process is not None and (ended := process_exit(process)) is not None:
+            pid = process if isinstance(process, int) else process.pid
+            return False, f"the server process {pid} {ended}" + log_tail(log)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False, last
         time.sleep(min(interval, remaining))
 
 
+def process_exit(process: subprocess.Popen[Any] | int) -> str | None:
+    """None while ``process`` runs; else how it ended ("exited with code 1", "was killed by SIGKILL").
+
+    For a pid that is not our child the exit status is read from ``/proc/PID/stat`` (field 52,
+    exit_code) while the process is a zombie; once its parent has reaped it, it is unknown.
+    """
+    if not isinstance(process, int):
+        code = process.poll()
+        return None if code is None else _describe(code)
+    import psutil
+
+    try:
+        proc = psutil.Process(process)
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.NoSuchProcess:
+        return "exited (exit code unknown: its parent has already collected it)"
+    try:
+        with open(f"/proc/{process}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        status = int(fields[49])  # field 52; fields[0] is field 3 (state)
+    except (OSError, IndexError, ValueError):
+        return "exited (exit code unknown)"
+    return _describe(os.waitstatus_to_exitcode(status))
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        with_name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        return f"was killed by {with_name} (exit code {code})"
+    return f"exited with code {code}"
+
+
+def log_tail(log: str | Path | None, lines: int = 15) -> str:
+    """The last ``lines`` lines of the server's log, as a block to append to a message ("" if none)."""
+    if log is None:
+        return ""
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError as exc:
+        return f"; its log {log} cannot be read ({exc.strerror})"
+    tail = text.rstrip().splitlines()[-lines:]
+    return f"; last lines of {log}:\n" + "\n".join(tail) if tail else f"; its log {log} is empty"
+
+
 def _wait(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    ready, last = wait_for_server(args.url, args.timeout, args.api_key, args.interval)
+    ready, last = wait_for_server(args.url, args.timeout, args.api_key, args.interval, args.pid, args.log)
     if ready:
         print(f"{args.url} is ready ({time.monotonic() - started:.1f} s)")
         return 0
+    if args.pid is not None and process_exit(args.pid) is not None:
+        print(f"sgnb wait-for-server: {args.url}/health never answered 200: {last}", file=sys.stderr)
+        return 1
     print(
         f"sgnb wait-for-server: {args.url}/health did not answer 200 within {args.timeout:g} s (last: {last})",
         file=sys.stderr,
@@ -157,11 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("wait-for-server", help="exit 0 once URL/health answers 200, 1 on timeout")
+    p = sub.add_parser(
+        "wait-for-server", help="exit 0 once URL/health answers 200; 1 on timeout or once --pid has exited"
+    )
     p.add_argument("url")
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--interval", type=float, default=0.5)
     p.add_argument("--api-key", default=None)
+    p.add_argument("--pid", type=int, default=None, help="the server's process: stop waiting once it exits")
+    p.add_argument("--log", default=None, help="the server's log: its last lines are shown if it exits")
     p.set_defaults(func=_wait)
 
     p = sub.add_parser("check-version", help="exit 0 if the installed sglang is the version sgnb pins")

@@ -82,6 +82,56 @@ def test_wait_for_server_keeps_waiting_on_503(health_server: str, monkeypatch: p
     assert not ready and last == "HTTP 503"
 
 
+def start_serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """A real ``sgnb serve`` child with its log in a file, as the tutorials start a server."""
+    port, log = free_port(), tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*SGNB, "serve", "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT
+        )
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+def test_wait_for_server_stops_when_the_server_it_waits_for_is_killed(tmp_path: Path) -> None:
+    """A server killed while loading: the wait ends at once with how it ended, not after --timeout."""
+    proc, url, log = start_serve(tmp_path, "--model", "bundled")
+    waiter = subprocess.Popen(
+        [*SGNB, "wait-for-server", url, "--timeout", "900", "--pid", str(proc.pid), "--log", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        proc.kill()  # long before it can load the model; left unreaped, as a notebook's Popen is
+        _, err = waiter.communicate(timeout=120)  # far below --timeout 900: it noticed the death
+    finally:
+        waiter.kill()
+        proc.wait()
+    assert waiter.returncode == 1
+    assert f"the server process {proc.pid} was killed by SIGKILL (exit code -9)" in err, err
+    assert "never answered 200" in err
+    assert f"last lines of {log}" in err or f"its log {log} is empty" in err  # killed before writing any
+
+
+def test_wait_for_server_shows_the_exit_code_and_log_of_a_server_that_failed(tmp_path: Path) -> None:
+    proc, url, log = start_serve(tmp_path, "--model", str(tmp_path / "no-such-model"))
+    try:
+        ready, last = cli.wait_for_server(url, timeout=900, interval=0.2, process=proc, log=log)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not ready
+    assert last.startswith(f"the server process {proc.pid} exited with code 2; last lines of {log}:"), last
+    assert "sgnb serve: model path does not exist" in last  # the server's own last line
+
+
+def test_wait_for_server_pid_of_a_process_already_collected() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # reaped: its exit code is gone, the wait still stops
+    ready, last = cli.wait_for_server(f"http://127.0.0.1:{free_port()}", timeout=900, process=proc.pid)
+    assert not ready and "exit code unknown" in last
+
+
 # ---- check-version -------------------------------------------------------------------------------
 
 

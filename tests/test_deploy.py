@@ -7,12 +7,17 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from dockerfile_parse import DockerfileParser
 
 from sgnb.deploy import dockerfile, entrypoint, write_files
 from sgnb.version_check import SGLANG_PIN
+
+if TYPE_CHECKING:
+    from dockerfile_parse import DockerfileParser
+else:  # a CPU-only test dependency: `pytest -m gpu` on the GPU image collects this module without it
+    DockerfileParser = pytest.importorskip("dockerfile_parse").DockerfileParser
 
 
 def parse(text: str) -> DockerfileParser:
