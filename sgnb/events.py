@@ -58,6 +58,27 @@ class RequestFinished:
     prompt_ids: list[int] = field(default_factory=list)
     # return_logprob requests only: meta_info's *_logprobs keys, in SGLang's shapes (sgnb.logprobs)
     logprobs: dict[str, Any] | None = None
+    # traced requests only (return_logprob, or a token view asked): per output token, what
+    # meta_info does not carry (sgnb.token_trace.TokenTrace.steps)
+    token_trace: list[dict[str, Any]] | None = None
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass
+class TokenStep:
+    """One sampled token of a traced request, published as it is sampled: the token view's live feed.
+
+    ``step`` is the wire dict of :class:`sgnb.token_trace.TokenTrace` (token, logprob, top-k, the
+    grammar's allowed count and unconstrained top-k, latency). The first step of a request also
+    carries its prompt ids and ``cached_tokens``.
+    """
+
+    rid: str
+    step: dict[str, Any]
+    prompt_ids: list[int] | None = None
+    cached_tokens: int = 0
+    constraint: str | None = None
+    constraint_source: str | None = None
     ts: float = field(default_factory=time.time)
 
 
@@ -92,10 +113,11 @@ def finished_from_result(
         constraint_source=source,
         output_ids=list(out.get("output_ids") or []),
         prompt_ids=list(prompt_ids),
+        logprobs={k: v for k, v in meta.items() if "logprobs" in k} or None,
     )
 
 
-Event = BlockStored | BlockRemoved | AllBlocksCleared | RequestFinished
+Event = BlockStored | BlockRemoved | AllBlocksCleared | RequestFinished | TokenStep
 
 
 def block_hashes(token_ids: Sequence[int], parent_hash: int | None, page_size: int) -> list[int]:

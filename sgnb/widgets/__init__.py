@@ -1,6 +1,6 @@
 """Live notebook widgets for SGLang's cache and decoding (anywidget; no JS build).
 
-    from sgnb.widgets import RadixTreeWidget, CachePanel, ConstrainedView, ProgramView
+    from sgnb.widgets import RadixTreeWidget, CachePanel, ConstrainedView, ProgramView, TokenView
 
 Every widget displays live in JupyterLab / Notebook 7 / VS Code / Colab, and carries a static
 ``text/html`` snapshot and a short ``text/plain`` summary for exports (see ``_static``).
@@ -11,6 +11,15 @@ from sgnb.widgets._static import static_snapshots
 from sgnb.widgets.cache_panel import CachePanel
 from sgnb.widgets.constrained import ConstrainedView
 from sgnb.widgets.program import ProgramView
+from sgnb.widgets.tokens import TokenView
 from sgnb.widgets.tree import RadixTreeWidget
 
-__all__ = ["CachePanel", "ConstrainedView", "ProgramView", "RadixTreeWidget", "static_snapshots", "sync_all"]
+__all__ = [
+    "CachePanel",
+    "ConstrainedView",
+    "ProgramView",
+    "RadixTreeWidget",
+    "TokenView",
+    "static_snapshots",
+    "sync_all",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
 import torch
 import xgrammar as xgr
 
@@ -47,12 +48,29 @@ class Grammar:
 
     def __init__(self, matcher: xgr.GrammarMatcher, vocab_size: int) -> None:
         self.matcher = matcher
+        self.vocab_size = vocab_size
         self.bitmask = xgr.allocate_token_bitmask(1, vocab_size)
+
+    def fill(self) -> None:
+        """Compute the next-token bitmask (what ``apply`` masks with) from the grammar's state."""
+        self.matcher.fill_next_token_bitmask(self.bitmask)
 
     def apply(self, logits: torch.Tensor) -> None:
         """Mask ``logits`` ([vocab] or [1, vocab], in place) to the tokens the grammar allows."""
-        self.matcher.fill_next_token_bitmask(self.bitmask)
+        self.fill()
         xgr.apply_token_bitmask_inplace(logits.view(1, -1), self.bitmask)
+
+    # The token view's questions about the last filled mask (sgnb.token_trace); not on the decode path.
+
+    def allowed_count(self) -> int:
+        """How many tokens of the vocabulary the last filled bitmask allows."""
+        bits = np.unpackbits(self.bitmask.numpy().view(np.uint8), bitorder="little")[: self.vocab_size]
+        return int(bits.sum())
+
+    def allows(self, ids: list[int]) -> list[bool]:
+        """Whether the last filled bitmask allows each of ``ids``."""
+        words = self.bitmask[0].tolist()
+        return [bool((words[i >> 5] >> (i & 31)) & 1) for i in ids]
 
     def accept(self, token: int) -> bool:
         return bool(self.matcher.accept_token(token))

@@ -17,6 +17,7 @@ from sgnb.logprobs import LogprobTrack
 from sgnb.params import SamplingParams
 from sgnb.runtimes.local.grammar import Grammar
 from sgnb.runtimes.local.radix_cache import TreeNode
+from sgnb.token_trace import TokenTrace
 
 _seq = itertools.count()
 
@@ -34,6 +35,7 @@ class Request:
     logprobs: LogprobTrack | None = None
     input_logprob_start: int = 0  # resolved logprob_start_len; len(input_ids) means no prompt entries
     token_text: Callable[[int], str] = str  # a token's text, for return_text_in_logprobs
+    trace: TokenTrace | None = None  # per-step grammar facts and latency, for the token view
     seq: int = field(default_factory=lambda: next(_seq))
 
     # --- filled in by the scheduler ---

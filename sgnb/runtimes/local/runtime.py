@@ -20,6 +20,7 @@ from sgnb.runtimes.local.model import LocalModel, parse_dtype
 from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.runtimes.local.request import Request
 from sgnb.runtimes.local.scheduler import Scheduler
+from sgnb.token_trace import TRACE_TOP_K, TokenTrace
 from sgnb.version_check import installed_sglang
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class LocalRuntime:
             "context_length": self.context_length,
         }
         self._token_texts: dict[int, str] = {}
+        self.trace_top_k = 0  # > 0: trace every request (sgnb.token_trace.tracing, the token view)
         self._stopped = False
         self._backend: SgnbBackend | None = None
 
@@ -136,6 +138,8 @@ class LocalRuntime:
             req.input_logprob_start = logprobs.resolve_start(len(ids))
             req.logprobs = LogprobTrack(logprobs)
             req.token_text = self.token_text
+        if logprobs.return_logprob or self.trace_top_k:  # sgnb.token_trace: only when asked
+            req.trace = TokenTrace(logprobs.top_logprobs_num or self.trace_top_k or TRACE_TOP_K)
         if params.sampling_seed is not None:
             req.generator = torch.Generator().manual_seed(int(params.sampling_seed))
         return req

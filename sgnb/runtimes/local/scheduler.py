@@ -313,7 +313,10 @@ class Scheduler:
             )
             logits[banned] = float("-inf")
         apply_penalties(logits, params, req.output_ids)
+        trace, unconstrained = req.trace, None
         if req.grammar is not None:
+            if trace is not None:  # the token view: what the model wanted before the grammar masks it
+                unconstrained = trace.before_grammar(logits, 1.0 if params.greedy else params.temperature)
             req.grammar.apply(logits)
             if banned and not torch.isfinite(logits).any():
                 # min_new_tokens banned the only tokens the grammar allows (its end): the grammar wins.
@@ -328,6 +331,8 @@ class Scheduler:
                 logits.unsqueeze(0), [token], opts.top_logprobs_num, opts.token_ids_logprob, temperature
             )
             req.logprobs.add_output(token, rows)
+        if trace is not None:
+            self.publish(trace.after_sample(req, token, logits, unconstrained))
         return token
 
     def _append(self, req: Request, token: int) -> dict[str, Any] | None:
@@ -414,6 +419,7 @@ class Scheduler:
                 output_ids=list(req.output_ids),
                 prompt_ids=list(req.input_ids),
                 logprobs=None if req.logprobs is None else {k: meta[k] for k in meta if "logprobs" in k},
+                token_trace=None if req.trace is None else list(req.trace.steps),
             )
         )
         if req.stream is not None:

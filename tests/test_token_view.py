@@ -1,0 +1,202 @@
+"""The token view on the bundled model: chip kinds, numbers and the trace hook behind them.
+
+The numbers a chip shows must be SGLang's: ``output_token_logprobs`` / ``output_top_logprobs``
+(``TokenizerManager.add_logprob_to_meta_info``), ``cached_tokens`` (``Scheduler`` reports
+``len(req.prefix_indices)``, the radix match) and the grammar's next-token bitmask (xgrammar's
+``GrammarMatcher.fill_next_token_bitmask``, as ``XGrammarGrammar.fill_vocab_mask`` uses it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from typing import Any
+
+import pytest
+from conftest import assert_idle_balanced, chat
+
+from sgnb.events import EventLog, RequestFinished, TokenStep
+from sgnb.token_trace import GrammarReplay
+from sgnb.widgets import TokenView
+from sgnb.widgets._static import MARK, WIDGET_VIEW
+
+PHONE = r"\(\d{3}\) \d{3}-\d{4}"
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+}
+
+
+def kinds(row: dict[str, Any]) -> list[str]:
+    return [c["k"] for c in row["out"]]
+
+
+def test_regex_forced_tokens_are_forced(rt: Any) -> None:
+    """``(`` and ``)`` of a phone-number regex are the only tokens the grammar allows there: *forced*.
+    The hook's allowed counts equal a replay of the grammar over the output (one xgrammar, two paths)."""
+    view = TokenView.from_request(
+        rt, chat(rt, "Give me a phone number."), regex=PHONE, max_new_tokens=20, temperature=0
+    )
+    (row,) = view.rows
+    out = view.result["output_ids"]
+    assert row["out"][0]["t"] == "("
+    assert row["out"][0]["k"] == "forced" and row["out"][0]["n"] == 1
+    assert "constrained" in kinds(row)  # the digits: several allowed, one sampled
+    assert row["counts"]["forced"] == sum(1 for c in row["out"] if c.get("n") == 1) >= 3
+    replay = GrammarReplay(rt, "regex", PHONE)
+    assert [c["n"] for c in row["out"]] == [replay.feed(t) for t in out]
+    assert row["done"] and row["constraint"] == "regex"
+    assert_idle_balanced(rt)
+
+
+def test_repeated_prompt_shows_cached_tokens_as_cached(rt: Any) -> None:
+    """The second run of a prompt shows exactly ``cached_tokens`` cached chips, first in the prompt,
+    and that is the radix tree's match of the prompt (all but its last token, which is recomputed)."""
+    prompt = chat(rt, "Name three rivers in Europe, please.")
+    ids = rt.tokenizer.encode(prompt, add_special_tokens=False)
+    rt.flush_cache()
+    first = TokenView.from_request(rt, prompt, max_new_tokens=4, temperature=0)
+    assert first.rows[0]["counts"]["cached"] == 0
+    assert {c["k"] for c in first.rows[0]["prompt"]} == {"prefilled"}
+    match = rt.scheduler.call(lambda: rt.cache.match_prefix(ids[:-1]).length)
+    view = TokenView.from_request(rt, prompt, max_new_tokens=4, temperature=0)
+    (row,) = view.rows
+    cached = view.result["meta_info"]["cached_tokens"]
+    assert cached == match == len(ids) - 1
+    assert [c["k"] for c in row["prompt"]] == ["cached"] * cached + ["prefilled"] * (len(ids) - cached)
+    assert "".join(c["t"] for c in row["prompt"]) == rt.tokenizer.decode(ids)
+    assert_idle_balanced(rt)
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 0.8, "sampling_seed": 7}])
+def test_probabilities_and_top_k_are_meta_info_logprobs(rt: Any, sampling: dict[str, Any]) -> None:
+    """Each chip's probability is exp of its ``output_token_logprobs`` entry and its top-k is
+    ``output_top_logprobs`` (same ids, same order, exp of the same values), greedy and sampled."""
+    view = TokenView.from_request(
+        rt, chat(rt, "Tell me a fact about owls."), max_new_tokens=10, top_k=4, **sampling
+    )
+    meta = view.result["meta_info"]
+    (row,) = view.rows
+    entries, tops = meta["output_token_logprobs"], meta["output_top_logprobs"]
+    assert len(row["out"]) == len(entries) == meta["completion_tokens"]
+    for chip, (lp, token, _), top in zip(row["out"], entries, tops, strict=True):
+        assert chip["t"] == rt.tokenizer.decode([token])
+        assert chip["p"] == pytest.approx(math.exp(lp), rel=1e-5, abs=1e-9)
+        assert [t for t, _ in chip["top"]] == [rt.tokenizer.decode([i]) for _, i, _ in top]
+        assert [p for _, p in chip["top"]] == pytest.approx(
+            [math.exp(v) for v, _, _ in top], rel=1e-5, abs=1e-9
+        )
+        ids = [i for _, i, _ in top]
+        assert chip["r"] == (ids.index(token) + 1 if token in ids else 0)
+        assert chip["k"] == "generated" and chip["ms"] >= 0
+    if sampling["temperature"] == 0:
+        # greedy picks a top token (bf16 logits tie often; argmax and topk may order ties differently)
+        assert all(c["p"] == c["top"][0][1] for c in row["out"])
+
+
+def test_json_schema_shows_masked_unconstrained_choice(rt: Any) -> None:
+    """On a JSON-schema request some step's unconstrained top choice was masked out by the grammar
+    (the model wanted prose, the grammar sent it to ``{``); every allowed flag agrees with the bitmask."""
+    view = TokenView.from_request(
+        rt, chat(rt, "Describe a person."), json_schema=json.dumps(SCHEMA), max_new_tokens=40, temperature=0
+    )
+    (row,) = view.rows
+    json.loads(view.result["text"])
+    constrained = [c for c in row["out"] if c["k"] in ("forced", "constrained")]
+    assert len(constrained) == len(row["out"])  # the grammar covers the whole output
+    masked = [c for c in constrained if c["unc"][0][2] == 0]
+    assert masked, "no step where the model's own first choice was masked out"
+    for chip in constrained:
+        # masking renormalises: a token allowed by the grammar has the same probability ratio
+        # (masked / unconstrained = 1 / allowed mass) as every other allowed token of that step
+        top = dict((t, p) for t, p in chip["top"])
+        ratios = [top[t] / p for t, p, a in chip["unc"] if a and t in top and p > 1e-4]
+        assert all(r == pytest.approx(ratios[0], rel=2e-3) for r in ratios), chip
+        assert all(r >= 1 - 1e-3 for r in ratios)
+        assert not [t for t, p, a in chip["unc"] if not a and top.get(t, 0) > 0], chip
+    html = view._static_html()
+    assert "model wanted (masked out)" in html
+
+
+def test_untraced_requests_publish_no_steps(rt: Any) -> None:
+    """The hook costs nothing unless asked: no ``TokenStep``, no trace on ``RequestFinished``."""
+    log = EventLog(rt.hub)
+    try:
+        rt.generate(chat(rt, "Hi"), max_new_tokens=3, temperature=0, regex=r"[a-z]+")
+        assert not log.of_type(TokenStep)
+        (done,) = log.of_type(RequestFinished)
+        assert done.token_trace is None and done.logprobs is None
+        rt.generate(chat(rt, "Hi"), max_new_tokens=3, temperature=0, return_logprob=True)
+        assert len(log.of_type(TokenStep)) == log.of_type(RequestFinished)[-1].completion_tokens
+    finally:
+        assert log.unsubscribe is not None
+        log.unsubscribe()
+
+
+def test_from_finished_without_trace_replays_the_grammar(rt: Any) -> None:
+    """``%sglang tokens`` on a request that asked for nothing: kinds from ``cached_tokens`` and the
+    grammar replayed over its output, no probabilities claimed."""
+    log = EventLog(rt.hub)
+    try:
+        rt.generate(chat(rt, "Give me a phone number."), max_new_tokens=20, temperature=0, regex=PHONE)
+    finally:
+        assert log.unsubscribe is not None
+        log.unsubscribe()
+    (event,) = log.of_type(RequestFinished)
+    view = TokenView.from_finished(event, rt)
+    (row,) = view.rows
+    assert row["out"][0]["k"] == "forced" and not row["probs"]
+    assert all("p" not in c for c in row["out"])
+    assert len(row["prompt"]) == event.prompt_tokens and row["counts"]["cached"] == event.cached_tokens
+
+
+def test_live_view_grows_and_static_snapshot(rt: Any) -> None:
+    """A following view grows as ``TokenStep`` events arrive (chip counts seen only ever increase and
+    end at the output length); its mimebundle carries the widget and a static snapshot with a
+    ``title`` per chip."""
+    view = TokenView(rt, interval=0.0)
+    seen: list[int] = []
+    view.observe(
+        lambda ch: seen.append(len(json.loads(ch["new"]).get("rows", [{}])[-1].get("out", []))), "view_json"
+    )
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result.update(
+            rt.generate(
+                chat(rt, "Count from one to ten."), max_new_tokens=24, temperature=0, return_logprob=True
+            )
+        )
+        done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(120)
+    assert done.is_set()
+    rows = view.rows
+    assert len(rows[-1]["out"]) == result["meta_info"]["completion_tokens"]
+    assert seen == sorted(seen) and len(set(seen)) > 2, seen
+    data, _ = view._repr_mimebundle_()
+    assert WIDGET_VIEW in data and MARK in data["text/html"]
+    assert data["text/html"].count('<span data-kind="') == len(rows[-1]["prompt"]) + len(rows[-1]["out"])
+    assert data["text/html"].count('title="generated: ') == len(rows[-1]["out"])
+    assert "TokenView: 1 request" in data["text/plain"]
+    view.color_by = "latency"
+    assert "colour: latency" in view._static_html()
+    view.close()
+
+
+def test_select_choices_and_bad_input(rt: Any) -> None:
+    view = TokenView(rt, follow=False)
+    view.set_choices("answer", {"yes": -0.2, "no": -1.9})
+    assert "select <b>answer</b>" in view._static_html()
+    with pytest.raises(ValueError, match="color_by"):
+        TokenView(rt, color_by="rainbow")
+    with pytest.raises(ValueError, match="top_k"):
+        view.generate("hello", top_k=0)
+    with pytest.raises(ValueError):
+        view.generate("hello", max_new_tokens=-3)
+    assert_idle_balanced(rt)
