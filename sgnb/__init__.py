@@ -21,6 +21,7 @@ __all__ = [
     "SGLANG_PIN",
     "__version__",
     "check_sglang_version",
+    "cluster",
     "get_session",
     "load_ipython_extension",
     "start",
@@ -41,6 +42,20 @@ def start(model: str = "bundled", runtime: str = "local", **options: Any) -> Any
     from sgnb.session import start_runtime
 
     return start_runtime(model, runtime, **options)
+
+
+def cluster(
+    workers: int = 2, policy: str = "cache_aware", model: str = "bundled", runtime: str = "auto", **options: Any
+) -> Any:
+    """Start ``workers`` SGLang workers behind SGLang's real router (``sglang-router``) on 127.0.0.1.
+
+    Returns a handle with ``.url`` (the router), ``.workers`` (each worker's URL, state and its own
+    metrics), ``.runtime`` (a remote runtime through the router), ``.view()`` (a tree per worker)
+    and ``.stop()``. See :func:`sgnb.scaleout.cluster` for the options.
+    """
+    from sgnb.scaleout import cluster as start_cluster
+
+    return start_cluster(workers, policy, model, runtime, **options)
 
 
 def get_session() -> Any:
