@@ -246,7 +246,19 @@ def engine_round(
 
 
 def main(argv: list[str] | None = None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--workload", choices=["notebook", "router"], default="notebook")
+    if pre.parse_known_args(argv)[0].workload == "router":  # sgnb.bench_router: the router's policies
+        from sgnb.bench_router import main as router_main
+
+        return router_main(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m sgnb.bench", description=__doc__)
+    parser.add_argument(
+        "--workload",
+        choices=["notebook", "router"],
+        default="notebook",
+        help="router: the router's policies over two workers (python -m sgnb.bench --workload router -h)",
+    )
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(

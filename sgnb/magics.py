@@ -74,7 +74,16 @@ class SGLangMagics(Magics):
         %sglang connect http://127.0.0.1:30000 [--api-key K]
         %sglang status | stats | tree | flush | bench | stop
         %sglang serve [--port N] [--model M] ...   (SGLang's HTTP API on 127.0.0.1; `%sglang serve stop`)
+        %sglang cluster start --workers 2 --policy cache_aware | status | kill N | stop   (sgnb.cluster)
         """
+        command, _, rest = line.strip().partition(" ")
+        if command == "cluster":  # its own flags: sgnb.scaleout.magic
+            from sgnb.scaleout.magic import run
+
+            try:
+                return run(rest)
+            except (ValueError, SessionError) as exc:
+                raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         args = parse_argstring(self.sglang, line)
         try:
             return getattr(self, f"_{args.command}")(args)

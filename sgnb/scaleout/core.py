@@ -11,6 +11,7 @@ whose events show it served it (:mod:`sgnb.scaleout.attribution`), and each work
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import os
 import tempfile
@@ -140,6 +141,7 @@ class Cluster:
         self._events_ports: list[int] = []
         self._runtime: Any = None
         self._pids: set[int] = set()
+        self.finished: collections.deque[RequestFinished] = collections.deque(maxlen=1000)
         self.attributor = Attributor(self.indexes, self._tagged)
         self.started = False
 
@@ -317,6 +319,7 @@ class Cluster:
         return self.attributor.served_by.get(rid)
 
     def _tagged(self, event: RequestFinished, worker: int | None) -> None:
+        self.finished.append(event)
         if worker is not None:
             self.hubs[worker].publish(event)  # the worker's tree counts the hit
         if self._runtime is not None:

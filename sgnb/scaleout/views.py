@@ -1,0 +1,174 @@
+"""Cluster views: one radix tree per worker side by side, the workers' own figures, tagged requests.
+
+``ClusterView(cluster)`` shows a table (per worker: state, the router's view, requests, cache hit
+rate, load; and the whole cluster), each worker's :class:`~sgnb.widgets.RadixTreeWidget` fed by
+that worker's KV events, and a :class:`WorkerCachePanel` whose rows name the worker that served
+each request. Like every sgnb view it carries a static ``text/html`` snapshot for exports.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from typing import Any
+
+from sgnb.widgets import CachePanel, RadixTreeWidget
+from sgnb.widgets._static import WIDGET_VIEW
+
+REFRESH_S = 1.0  # the table and tree titles follow worker state (a killed worker turns dead)
+
+
+def worker_label(index: int | None) -> str:
+    return "w?" if index is None else f"w{index}"
+
+
+class WorkerCachePanel(CachePanel):
+    """The cache panel with each row's prompt prefixed by the worker that served it (``w0 ▸ ...``).
+
+    Tags come from ``cluster.served_by(rid)`` (the workers' KV events); ``w?`` means their events
+    do not say (a full cache hit stores nothing new).
+    """
+
+    def __init__(self, cluster: Any, **kwargs: Any) -> None:
+        self.cluster = cluster
+        kwargs.setdefault("title", "Prefix cache hits, by worker")
+        kwargs.setdefault("history", list(cluster.finished))
+        super().__init__(cluster.runtime, **kwargs)
+
+    def _row(self, ev: Any) -> dict[str, Any]:
+        row = super()._row(ev)
+        row["prompt"] = f"{worker_label(self.cluster.served_by(ev.rid))} ▸ {row['prompt']}"
+        return row
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def workers_table(cluster: Any, workers: list[Any] | None = None) -> str:
+    """The workers' figures as an HTML table (every number from the worker's own ``/metrics``)."""
+    workers = cluster.workers if workers is None else workers
+    head = (
+        "<tr><th>worker</th><th>URL</th><th>PID</th><th>state</th><th>in router</th><th>requests</th>"
+        "<th>prompt tok</th><th>cached tok</th><th>hit rate</th><th>running</th><th>queued</th></tr>"
+    )
+    rows = []
+    for w in workers:
+        dead = w.state != "alive"
+        style = " style='color:#b00;text-decoration:line-through'" if dead else ""
+        state = "<b style='color:#b00'>dead</b>" if dead else "alive"
+        router = {True: "yes", False: "dropped", None: "?"}[w.in_router]
+        rows.append(
+            f"<tr><td{style}>{worker_label(w.index)}</td><td>{html.escape(w.url)}</td><td>{w.pid}</td>"
+            f"<td>{state}</td><td>{router}</td><td>{w.requests}</td><td>{w.prompt_tokens}</td>"
+            f"<td>{w.cached_tokens}</td><td>{_pct(w.hit_rate)}</td><td>{w.running}</td><td>{w.queued}</td></tr>"
+        )
+    alive = [w for w in workers if w.state == "alive"]
+    prompt = sum(w.prompt_tokens for w in alive)
+    cached = sum(w.cached_tokens for w in alive)
+    rows.append(
+        f"<tr style='font-weight:600'><td>all</td><td>{html.escape(cluster.url)} (router, "
+        f"{html.escape(cluster.policy)})</td><td></td><td>{len(alive)}/{len(workers)} alive</td><td></td>"
+        f"<td>{sum(w.requests for w in alive)}</td><td>{prompt}</td><td>{cached}</td>"
+        f"<td>{_pct(cached / prompt if prompt else 0.0)}</td><td>{sum(w.running for w in alive)}</td>"
+        f"<td>{sum(w.queued for w in alive)}</td></tr>"
+    )
+    return (
+        "<table class='sgnb-table' data-sgnb-static='cluster'><caption style='text-align:left'>"
+        "<b>SGLang workers behind sglang-router</b> (figures: each worker's own /metrics)</caption>"
+        f"{head}{''.join(rows)}</table>"
+    )
+
+
+def tree_title(w: Any) -> str:
+    if w.state != "alive":
+        return f"{worker_label(w.index)} · DEAD (pid {w.pid})"
+    return f"{worker_label(w.index)} · {w.requests} requests · hit rate {_pct(w.hit_rate)} · load {w.load}"
+
+
+class ClusterView:
+    """Per-worker trees side by side, the workers table and (``panel=True``) the tagged cache panel."""
+
+    def __init__(self, cluster: Any, *, panel: bool = True, budget: int = 120) -> None:
+        self.cluster = cluster
+        workers = cluster.workers
+        self.trees = [
+            RadixTreeWidget(m, budget=budget, title=tree_title(w))
+            for m, w in zip(cluster.mirrors, workers, strict=True)
+        ]
+        self.panel = WorkerCachePanel(cluster) if panel and cluster.started else None
+        self._workers = workers
+        self._box: Any = None
+        self._header: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        """Re-read every worker's state and figures; update the table and the tree titles."""
+        self._workers = self.cluster.workers
+        for tree, w in zip(self.trees, self._workers, strict=True):
+            tree.title = tree_title(w)
+            tree.request_update()
+            tree._throttle.flush()
+        if self._header is not None:
+            self._header.value = workers_table(self.cluster, self._workers)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            if not any(p.alive() for p in self.cluster.procs):
+                break
+            try:
+                self.refresh()
+            except Exception:  # a worker going away mid-read: try again next tick
+                continue
+
+    def widget(self) -> Any:
+        """The live ipywidgets box (built once; a thread refreshes it every second)."""
+        if self._box is None:
+            import ipywidgets as w
+
+            self._header = w.HTML(workers_table(self.cluster, self._workers))
+            row = w.HBox(self.trees, layout=w.Layout(width="100%", align_items="flex-start"))
+            for tree in self.trees:
+                tree.layout = w.Layout(flex="1 1 0", min_width="0")
+            parts: list[Any] = [self._header, row, *([self.panel] if self.panel is not None else [])]
+            self._box = w.VBox(parts)
+            self._thread = threading.Thread(target=self._follow, name="sgnb-cluster-view", daemon=True)
+            self._thread.start()
+        return self._box
+
+    def static_html(self) -> str:
+        cells = "".join(
+            f"<div style='flex:1 1 0;min-width:0'>{tree._static_html()}</div>" for tree in self.trees
+        )
+        panel = self.panel._static_html() if self.panel is not None else ""
+        return (
+            f"<div data-sgnb-static='cluster'>{workers_table(self.cluster, self._workers)}"
+            f"<div style='display:flex;gap:8px;align-items:flex-start'>{cells}</div>{panel}</div>"
+        )
+
+    def summary(self) -> str:
+        alive = sum(w.state == "alive" for w in self._workers)
+        trees = ", ".join(
+            f"{worker_label(w.index)}: {t.mirror.node_count()} nodes"
+            for w, t in zip(self._workers, self.trees, strict=True)
+        )
+        return f"ClusterView: {alive}/{len(self._workers)} workers alive ({trees})"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        self.refresh()
+        data: dict[str, Any] = {"text/plain": self.summary(), "text/html": self.static_html()}
+        box = self.widget()
+        if getattr(box, "comm", None) is not None:
+            data[WIDGET_VIEW] = {"version_major": 2, "version_minor": 0, "model_id": box.model_id}
+        return data
+
+    def close(self) -> None:
+        self._stop.set()
+        for tree in self.trees:
+            tree.close()
+        if self.panel is not None:
+            self.panel.close()
+
+    def __repr__(self) -> str:
+        return self.summary()
