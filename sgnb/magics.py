@@ -20,7 +20,7 @@ from traitlets import Bool, Int, Unicode
 from sgnb import views
 from sgnb.session import NoRuntimeError, SessionError, get_session
 
-COMMANDS = ("start", "stop", "status", "connect", "flush", "tree", "stats", "bench", "serve")
+COMMANDS = ("start", "stop", "status", "connect", "flush", "tree", "stats", "tokens", "bench", "serve")
 ENGINE_ONLY = ("mem_fraction_static", "tp_size")
 LOCAL_ONLY = ("threads",)
 
@@ -72,7 +72,7 @@ class SGLangMagics(Magics):
 
         %sglang start [--model M] [--runtime local|engine|URL] [options]
         %sglang connect http://127.0.0.1:30000 [--api-key K]
-        %sglang status | stats | tree | flush | bench | stop
+        %sglang status | stats | tree | tokens | flush | bench | stop
         %sglang serve [--port N] [--model M] ...   (SGLang's HTTP API on 127.0.0.1; `%sglang serve stop`)
         %sglang cluster start --workers 2 --policy cache_aware | status | kill N | stop   (sgnb.cluster)
         """
@@ -151,6 +151,9 @@ class SGLangMagics(Magics):
         get_session().require()
         return views.stats_view(get_session())
 
+    def _tokens(self, args: Any) -> Any:
+        return views.tokens_view(get_session())
+
     def _serve(self, args: Any) -> None:
         session = get_session()
         if args.target == "stop":
@@ -177,7 +180,7 @@ class SGLangMagics(Magics):
 
     @magic_arguments()
     @argument("-o", "--output", default=None, help="store the program state in this variable")
-    @argument("--show", default=None, help="live views: tree, cache, constrained (comma-separated)")
+    @argument("--show", default=None, help="live views: tree, cache, constrained, tokens (comma-separated)")
     @argument("--no-stream", action="store_true", help="show the result only when the program ends")
     @argument("--temperature", type=float, default=None, help="default temperature for gen calls")
     @argument("--max-tokens", type=int, default=None, help="default max_tokens for gen calls")
@@ -205,6 +208,7 @@ class SGLangMagics(Magics):
                 f"unknown view(s) {', '.join(sorted(unknown))}; choose from {', '.join(views.LIVE_VIEWS)}"
             )
         live = views.live_views(session, shows)
+        state = None
         try:
             if "@sgl.function" in cell or "@function" in cell or "sgl.function(" in cell:
                 result = self.shell.run_cell(cell)  # type: ignore[union-attr]
@@ -213,7 +217,7 @@ class SGLangMagics(Magics):
             state = self._run_program(cell, args)
             self.shell.user_ns[args.output or "_state"] = state  # type: ignore[union-attr]
         finally:
-            views.finish_views(live)
+            views.finish_views(live, state)
         return None
 
     def _run_program(self, cell: str, args: Any) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-LIVE_VIEWS = ("tree", "cache", "constrained")
+LIVE_VIEWS = ("tree", "cache", "constrained", "tokens")
 MAX_UPDATES_PER_S = 10
 
 
@@ -139,6 +139,34 @@ def stats_view(session: Any) -> Any:
     return CachePanel(session.require().hub, history=list(session.finished))
 
 
+def tokens_view(session: Any) -> Any:
+    """``%sglang tokens``: the token view of the session's last request that generated tokens."""
+    from sgnb.widgets import TokenView
+
+    rt = session.require()
+    finished = [e for e in session.finished if e.completion_tokens > 0]
+    if not finished:
+        raise ValueError("no request has generated tokens yet in this session")
+    return TokenView.from_finished(finished[-1], rt)
+
+
+class TokenTracer:
+    """``--show tokens``: a live TokenView, with every request of the cell traced (local runtime)."""
+
+    def __init__(self, runtime: Any) -> None:
+        from sgnb.token_trace import tracing
+        from sgnb.widgets import TokenView
+
+        self.view = TokenView(runtime, title="Tokens of this cell")
+        self._tracing = tracing(runtime)
+        self._tracing.__enter__()
+
+    def finish(self, state: Any = None) -> None:
+        self._tracing.__exit__(None, None, None)
+        if state is not None:
+            self.view.add_program_state(state)
+
+
 class ConstrainedCollector:
     """Collects the constrained requests of one cell; shows a ConstrainedView for each when it ends."""
 
@@ -182,13 +210,20 @@ def live_views(session: Any, shows: list[str]) -> list[Any]:
             out.append(stats_view(session))
         elif name == "constrained":
             out.append(ConstrainedCollector(session.require()))
+        elif name == "tokens":
+            out.append(TokenTracer(session.require()))
     for view in out:
-        if not isinstance(view, ConstrainedCollector):
+        if isinstance(view, TokenTracer):
+            display(view.view)
+        elif not isinstance(view, ConstrainedCollector):
             display(view)
     return out
 
 
-def finish_views(views: list[Any]) -> None:
+def finish_views(views: list[Any], state: Any = None) -> None:
+    """End the cell's views; ``state`` (the program state, if the cell ran one) adds its selects."""
     for view in views:
         if isinstance(view, ConstrainedCollector):
             view.finish()
+        elif isinstance(view, TokenTracer):
+            view.finish(state)

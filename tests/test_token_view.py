@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -200,3 +201,51 @@ def test_select_choices_and_bad_input(rt: Any) -> None:
     with pytest.raises(ValueError):
         view.generate("hello", max_new_tokens=-3)
     assert_idle_balanced(rt)
+
+
+@pytest.fixture
+def ip_on_rt(rt: Any) -> Iterator[Any]:
+    """IPython's test shell with sgnb loaded and the session on the shared runtime (not stopped after)."""
+    from IPython.testing.globalipapp import get_ipython, start_ipython
+
+    from sgnb.session import _clear_default_backend, get_session
+
+    shell = start_ipython() or get_ipython()
+    shell.run_line_magic("load_ext", "sgnb")
+    session = get_session()
+    assert session.runtime is None
+    session._attach(rt, "the test session's shared runtime")
+    yield shell
+    session._unsubscribe()
+    session.mirror.detach()
+    session.mirror = session.runtime = None
+    _clear_default_backend(rt.backend)
+
+
+def test_magics_show_tokens_and_last_request(ip_on_rt: Any, rt: Any) -> None:
+    """``%%sglang --show tokens`` traces the cell's requests (and only while it runs) into a live
+    view, with the ``select``'s normalised logprobs; ``%sglang tokens`` shows the last request."""
+    from sgnb.widgets._base import SgnbWidget
+
+    ip = ip_on_rt
+    result = ip.run_cell(
+        "%%sglang -o st --show tokens\n"
+        "s += 'Phone: ' + sgl.gen('p', regex=r'\\(\\d{3}\\) \\d{3}-\\d{4}', max_tokens=16, temperature=0)\n"
+        "s += ' Happy? ' + sgl.select('a', choices=['yes', 'no'])\n"
+    )
+    result.raise_error()
+    assert rt.trace_top_k == 0  # tracing ends with the cell
+    (view,) = [w for w in SgnbWidget._live if isinstance(w, TokenView) and w.title == "Tokens of this cell"]
+    (row,) = view.rows
+    assert row["out"][0]["t"] == "(" and row["out"][0]["k"] == "forced" and "p" in row["out"][0]
+    assert set(view._choices) == {"a"}
+    assert {o["option"].strip() for o in view._choices["a"]} == {"yes", "no"}  # as scored: " yes"
+    picked = [o["option"].strip() for o in view._choices["a"] if o["picked"]]
+    assert picked == [ip.user_ns["st"]["a"]]
+    last = ip.run_cell("%sglang tokens")
+    last.raise_error()
+    shown = last.result
+    assert isinstance(shown, TokenView)
+    assert [c["t"] for c in shown.rows[0]["out"]] == [c["t"] for c in row["out"]]
+    view.close()
+    shown.close()

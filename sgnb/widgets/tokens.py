@@ -207,8 +207,12 @@ class TokenView(SgnbWidget):
             options = (meta or {}).get("input_token_logprobs")
             if not normalized or not options:
                 continue
+            # the scored tokens' text: a choice as the model saw it, token healing included (" yes")
             labels = ["".join(str(e[2] or "") for e in opt) for opt in options]
-            picked = executor.variables.get(var)
+            decision = str(executor.variables.get(var, ""))
+            picked = next((lb for lb in labels if lb == decision), None) or next(
+                (lb for lb in labels if decision and lb.endswith(decision)), None
+            )
             self.set_choices(var, dict(zip(labels, normalized, strict=False)), picked)
 
     def _new_row(self, rid: str) -> Row:
