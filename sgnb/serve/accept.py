@@ -32,7 +32,6 @@ UNSUPPORTED_GENERATE: dict[str, str] = {
     "audio_data": "audio input",
     "mm_hashes": "multimodal input",
     "mm_content_hashes": "multimodal input",
-    "token_ids_logprob": "logprobs of chosen token ids",
     "return_sampling_mask": "sampling masks",
     "sampling_logprobs_mode": "sampling-support logprobs",
     "return_flat_raw_top_logprobs": "flat raw top logprobs",
@@ -61,7 +60,6 @@ UNSUPPORTED_GENERATE: dict[str, str] = {
 # Fields common to SGLang's ChatCompletionRequest and CompletionRequest.
 _UNSUPPORTED_OPENAI: dict[str, str] = {
     "logit_bias": "logit_bias",
-    "logprobs": "logprobs",
     "return_hidden_states": "hidden states",
     "return_routed_experts": "routed experts (MoE)",
     "return_cached_tokens_details": "cached token details",
@@ -77,7 +75,6 @@ _UNSUPPORTED_OPENAI: dict[str, str] = {
 
 UNSUPPORTED_CHAT: dict[str, str] = {
     **_UNSUPPORTED_OPENAI,
-    "top_logprobs": "logprobs",
     "tools": "tool calling",
     "continue_final_message": "continue_final_message",
     "return_prompt_token_ids": "prompt token ids in the response",

@@ -12,7 +12,6 @@ import asyncio
 import functools
 import threading
 import time
-import uuid
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -31,7 +30,6 @@ class Engine:
         self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sgnb-serve")
         self.inflight = 0
         self.streams: dict[str, str] = {}  # client rid -> runtime rid, for /abort_request
-        self._decode_cache: dict[int, str] = {}
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -48,65 +46,49 @@ class Engine:
         assert item.text is not None
         return list(self.rt.tokenizer.encode(item.text, add_special_tokens=False))
 
-    def token_text(self, token: int) -> str:
-        text = self._decode_cache.get(token)
-        if text is None:
-            text = str(self.rt.tokenizer.decode([token]))
-            if len(self._decode_cache) < 200_000:
-                self._decode_cache[token] = text
-        return text
-
-    def _entries(self, values: list[float | None], ids: list[int], with_text: bool) -> list[list[Any]]:
-        return [[v, t, self.token_text(t) if with_text else None] for v, t in zip(values, ids, strict=True)]
-
     # ---- blocking work (runs on worker threads) ----------------------------------------------
+
+    @staticmethod
+    def logprob_kwargs(item: Item) -> dict[str, Any]:
+        """The item's request-level logprob fields for ``rt.generate`` (see ``sgnb.logprobs``); none unless asked."""
+        if not item.return_logprob:
+            return {}
+        return {
+            "return_logprob": True,
+            "logprob_start_len": item.logprob_start_len,
+            "top_logprobs_num": item.top_logprobs_num,
+            "token_ids_logprob": item.token_ids_logprob,
+            "return_text_in_logprobs": item.text_in_logprobs,
+        }
 
     def validate(self, item: Item) -> None:
         """Everything the runtime checks before compute, without submitting anything."""
         params = {**item.params, "max_new_tokens": max(1, int(item.params.get("max_new_tokens", 1)))}
-        self.rt.make_request(item.text, input_ids=item.input_ids, sampling_params=params)
-        if item.return_logprob and item.logprob_start_len >= len(self.prompt_ids(item)):
-            raise ValueError(
-                f"logprob_start_len ({item.logprob_start_len}) must be less than the prompt length "
-                f"({len(self.prompt_ids(item))} tokens)"
-            )
-
-    def _logprobs(self, item: Item, ids: list[int], output_ids: list[int]) -> dict[str, Any]:
-        """SGLang's ``input_token_logprobs`` / ``output_token_logprobs``: ``[logprob, id, text]``.
-
-        The first prompt entry has no logprob (None), as in SGLang; ``logprob_start_len`` -1 means
-        output tokens only.
-        """
-        start = item.logprob_start_len
-        first = len(ids) if start < 0 else start + 1  # the first position that gets a logprob
-        continuation = ids[first:] + output_ids
-        values = self.rt.score(ids[:first], continuation) if continuation else []
-        n_in = len(ids) - first
-        input_entries = (
-            [] if start < 0 else self._entries([None, *values[:n_in]], ids[start:], item.text_in_logprobs)
+        self.rt.make_request(
+            item.text, input_ids=item.input_ids, sampling_params=params, **self.logprob_kwargs(item)
         )
-        return {
-            "input_token_logprobs": input_entries,
-            "output_token_logprobs": self._entries(list(values[n_in:]), output_ids, item.text_in_logprobs),
-        }
 
     def _prefill_only(self, item: Item) -> dict[str, Any]:
-        """``max_new_tokens: 0``: prefill (caching the prompt) and return no text, as SGLang."""
+        """``max_new_tokens: 0``: prefill (caching the prompt) and return no text, as SGLang.
+
+        Runs as a one-token greedy request whose token is dropped: the same prompt KV is cached and
+        the prompt logprobs (``logprob_start_len``) come from the same prefill.
+        """
         started = time.perf_counter()
-        self.validate(item)
-        ids = self.prompt_ids(item)
-        meta: dict[str, Any] = {"id": item.rid or uuid.uuid4().hex, "cached_tokens": 0}
-        if item.return_logprob:
-            meta.update(self._logprobs(item, ids, []))
-        else:
-            params = {**item.params, "max_new_tokens": 1, "temperature": 0.0}
-            params.pop("min_new_tokens", None)
-            for key in ("regex", "json_schema", "ebnf"):
-                params.pop(key, None)
-            out = self.rt.generate(input_ids=ids, sampling_params=params)
-            meta["cached_tokens"] = out["meta_info"].get("cached_tokens", 0)
+        params = {**item.params, "max_new_tokens": 1, "temperature": 0.0}
+        params.pop("min_new_tokens", None)
+        for key in ("regex", "json_schema", "ebnf"):
+            params.pop(key, None)
+        out = self.rt.generate(item.text, params, input_ids=item.input_ids, **self.logprob_kwargs(item))
+        meta = dict(out["meta_info"])
+        meta.pop("ttft", None)
+        for key in ("output_token_logprobs", "output_top_logprobs", "output_token_ids_logprobs"):
+            if key in meta:
+                meta[key] = []
+        if "output_token_logprobs_length" in meta:
+            meta["output_token_logprobs_length"] = 0
         meta.update(
-            prompt_tokens=len(ids),
+            id=item.rid or meta["id"],
             completion_tokens=0,
             finish_reason={"type": "length", "length": 0},
             e2e_latency=time.perf_counter() - started,
@@ -116,17 +98,15 @@ class Engine:
     def _generate(self, item: Item) -> dict[str, Any]:
         if item.prefill_only:
             return self._prefill_only(item)
-        if item.return_logprob:
-            self.validate(item)
-        out = dict(self.rt.generate(item.text, item.params, input_ids=item.input_ids))
+        out = dict(
+            self.rt.generate(item.text, item.params, input_ids=item.input_ids, **self.logprob_kwargs(item))
+        )
         return self._finish(item, out)
 
     def _finish(self, item: Item, out: dict[str, Any]) -> dict[str, Any]:
         meta = out["meta_info"]
         if item.rid:
             meta["id"] = item.rid
-        if item.return_logprob:
-            meta.update(self._logprobs(item, self.prompt_ids(item), list(out["output_ids"])))
         return out
 
     # ---- async API ---------------------------------------------------------------------------
@@ -150,10 +130,13 @@ class Engine:
         """
         if item.prefill_only:
             return _once(await self.generate(item))
-        if item.return_logprob:
-            await self.call(self.validate, item)
         chunks = await self.call(
-            self.rt.generate, item.text, item.params, input_ids=item.input_ids, stream=True
+            self.rt.generate,
+            item.text,
+            item.params,
+            input_ids=item.input_ids,
+            stream=True,
+            **self.logprob_kwargs(item),
         )
         return self._pump(item, chunks)
 

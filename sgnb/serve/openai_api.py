@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from sgnb.serve.app import ServeContext, ctx_of, json_response, read_json
 from sgnb.serve.engine import stable_text
 from sgnb.serve.native import DONE, sse, stream_error
+from sgnb.serve.openai_logprobs import chat_logprobs, completion_logprobs
 from sgnb.serve.schemas import (
     MAX_BATCH,
     BadRequest,
@@ -101,7 +102,16 @@ async def chat_completions(request: Request) -> Response:
         prompt = await ctx.engine.call(ctx.runtime.apply_chat_template, messages)
     except Exception as exc:  # the template rejected the conversation (a jinja error)
         raise BadRequest(f"the chat template rejected the messages: {exc}") from None
-    item = Item(text=prompt, input_ids=None, params=params, constraint=constraint_of(params))
+    # OpenAIServingChat._convert_to_internal_request: logprobs -> return_logprob, output tokens only.
+    item = Item(
+        text=prompt,
+        input_ids=None,
+        params=params,
+        constraint=constraint_of(params),
+        return_logprob=bool(req.logprobs),
+        top_logprobs_num=req.top_logprobs or 0,
+        text_in_logprobs=True,
+    )
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     if req.stream:
         chunks = await ctx.engine.open_stream(item)
@@ -128,7 +138,7 @@ async def chat_completions(request: Request) -> Response:
                         "reasoning_content": None,
                         "tool_calls": None,
                     },
-                    "logprobs": None,
+                    "logprobs": _chat_logprobs(ctx, meta) if req.logprobs else None,
                     "finish_reason": reason,
                     "matched_stop": matched,
                 }
@@ -143,8 +153,10 @@ async def _sse_chat(
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
 
-    def event(delta: dict[str, Any], reason: str | None = None, matched: Any = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+    def event(
+        delta: dict[str, Any], reason: str | None = None, matched: Any = None, logprobs: Any = None
+    ) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
         if reason is not None:
             choice["matched_stop"] = matched
         return sse(
@@ -158,14 +170,23 @@ async def _sse_chat(
         )
 
     sent = ""
+    seen = 0  # output tokens whose logprobs were considered (OpenAIServingChat's n_prev_token)
     try:
         yield event({"role": "assistant", "content": ""})
         async for chunk in chunks:
             meta = chunk["meta_info"]
             final = meta.get("finish_reason") is not None
+            logprobs = None
+            if item.return_logprob:
+                # As SGLang: this step's new tokens ride on this step's content delta (and are
+                # dropped with an empty delta, e.g. the EOS token).
+                total = meta["output_token_logprobs_length"]
+                if seen < total:
+                    logprobs = _chat_logprobs(ctx, meta, seen, total)
+                seen = total
             text = stable_text(chunk["text"], item.params.get("stop"), final)
             if len(text) > len(sent) and text.startswith(sent):
-                yield event({"content": text[len(sent) :]})
+                yield event({"content": text[len(sent) :]}, logprobs=logprobs)
                 sent = text
             if final:
                 ctx.metrics.observe(meta, streaming=True, constraint=item.constraint)
@@ -190,17 +211,49 @@ async def _sse_chat(
     yield DONE
 
 
-def completion_items(prompt: Any, params: dict[str, Any], constraint: str | None) -> list[Item]:
-    """One Item per prompt: a string, a list of strings, a list of token ids, or a list of those."""
+def _chat_logprobs(ctx: ServeContext, meta: dict[str, Any], start: int = 0, end: int | None = None) -> Any:
+    """``choices[i].logprobs`` of a chat response from ``meta_info`` (tokens ``start:end``)."""
+    tops = meta.get("output_top_logprobs")
+    return chat_logprobs(
+        ctx.runtime.tokenizer, meta["output_token_logprobs"][start:end], tops[start:end] if tops else None
+    )
+
+
+def _completion_logprobs(
+    ctx: ServeContext, meta: dict[str, Any], start: int = 0, end: int | None = None
+) -> Any:
+    """``choices[i].logprobs`` of a completion from ``meta_info`` (tokens ``start:end``)."""
+    return completion_logprobs(
+        ctx.runtime.tokenizer,
+        meta.get("output_token_logprobs", [])[start:end],
+        meta.get("output_top_logprobs", [])[start:end],
+    )
+
+
+def completion_items(
+    prompt: Any, params: dict[str, Any], constraint: str | None, logprobs: int | None = None
+) -> list[Item]:
+    """One Item per prompt: a string, a list of strings, a list of token ids, or a list of those.
+
+    ``logprobs`` is the completions API's: an int, how many top logprobs per token
+    (``OpenAIServingCompletion._convert_to_internal_request``: ``return_logprob`` when it is set).
+    """
+    lp: dict[str, Any] = {}
+    if logprobs is not None:
+        lp = {"return_logprob": True, "top_logprobs_num": logprobs, "text_in_logprobs": True}
     if isinstance(prompt, str):
-        return [Item(text=prompt, input_ids=None, params=params, constraint=constraint)]
+        return [Item(text=prompt, input_ids=None, params=params, constraint=constraint, **lp)]
     if isinstance(prompt, list) and prompt:
         if all(isinstance(p, str) for p in prompt):
-            return [Item(text=str(p), input_ids=None, params=params, constraint=constraint) for p in prompt]
+            return [
+                Item(text=str(p), input_ids=None, params=params, constraint=constraint, **lp) for p in prompt
+            ]
         if all(isinstance(p, list) for p in prompt):
-            return [Item(text=None, input_ids=list(p), params=params, constraint=constraint) for p in prompt]
+            return [
+                Item(text=None, input_ids=list(p), params=params, constraint=constraint, **lp) for p in prompt
+            ]
         if all(isinstance(p, int) for p in prompt):
-            return [Item(text=None, input_ids=list(prompt), params=params, constraint=constraint)]
+            return [Item(text=None, input_ids=list(prompt), params=params, constraint=constraint, **lp)]
     raise BadRequest("prompt must be a string, a list of strings, a list of token ids or a list of those")
 
 
@@ -210,7 +263,7 @@ async def completions(request: Request) -> Response:
     req: CompletionRequest = parse_model(CompletionRequest, await read_json(request))
     params = req.sampling()
     constraint = constraint_of(params)
-    items = completion_items(req.prompt, params, constraint)
+    items = completion_items(req.prompt, params, constraint, req.logprobs)
     if len(items) > MAX_BATCH:
         raise BadRequest(f"at most {MAX_BATCH} prompts per request, got {len(items)}")
     rid = f"cmpl-{uuid.uuid4().hex}"
@@ -231,7 +284,7 @@ async def completions(request: Request) -> Response:
             {
                 "index": i,
                 "text": out["text"],
-                "logprobs": None,
+                "logprobs": _completion_logprobs(ctx, out["meta_info"]) if req.logprobs is not None else None,
                 "finish_reason": reason,
                 "matched_stop": matched,
             }
@@ -253,8 +306,8 @@ async def _sse_completion(
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
 
-    def event(text: str, reason: str | None = None, matched: Any = None) -> bytes:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+    def event(text: str, reason: str | None = None, matched: Any = None, logprobs: Any = None) -> bytes:
+        choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
         if reason is not None:
             choice["matched_stop"] = matched
         return sse(
@@ -268,19 +321,28 @@ async def _sse_completion(
         )
 
     sent = ""
+    seen = 0  # output tokens whose logprobs were sent (OpenAIServingCompletion's n_prev_token)
     try:
         async for chunk in chunks:
             meta = chunk["meta_info"]
             final = meta.get("finish_reason") is not None
             text = stable_text(chunk["text"], item.params.get("stop"), final)
             piece = text[len(sent) :] if text.startswith(sent) else ""
+            logprobs = None
+            if item.return_logprob and (piece or final):
+                # SGLang sends every step's new tokens with that step's chunk; a step sgnb holds
+                # back sends them with the next chunk instead, so none is lost.
+                total = meta["output_token_logprobs_length"]
+                if seen < total:
+                    logprobs = _completion_logprobs(ctx, meta, seen, total)
+                seen = total
             if piece and not final:
-                yield event(piece)
+                yield event(piece, logprobs=logprobs)
                 sent = text
             if final:
                 ctx.metrics.observe(meta, streaming=True, constraint=item.constraint)
                 reason, matched = finish(meta)
-                yield event(piece, reason, matched)
+                yield event(piece, reason, matched, logprobs)
                 if include_usage:
                     body = {
                         "id": rid,

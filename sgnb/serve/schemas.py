@@ -95,6 +95,7 @@ class GenerateRequest(BaseModel):
     return_logprob: bool | list[bool] | None = None
     logprob_start_len: int | list[int] | None = None
     top_logprobs_num: int | list[int] | None = None
+    token_ids_logprob: list[int] | list[list[int]] | None = None
     return_text_in_logprobs: bool = False
     log_metrics: bool = True
 
@@ -110,6 +111,7 @@ class Item:
     return_logprob: bool = False
     logprob_start_len: int = -1
     top_logprobs_num: int = 0
+    token_ids_logprob: list[int] | None = None
     text_in_logprobs: bool = False
     log_metrics: bool = True
     constraint: str | None = field(default=None)
@@ -165,11 +167,16 @@ def parse_generate(body: Any) -> tuple[GenerateRequest, list[Item], bool]:
     want = _per_item(req.return_logprob, n, "return_logprob", batched)
     start = _per_item(req.logprob_start_len, n, "logprob_start_len", batched)
     top = _per_item(req.top_logprobs_num, n, "top_logprobs_num", batched)
+    # GenerateReqInput._normalize_logprob_params: a flat list is every prompt's, a list of lists one each.
+    token_ids = req.token_ids_logprob or None
+    per_ids: list[Any] = (
+        _per_item(token_ids, n, "token_ids_logprob", batched)
+        if token_ids and isinstance(token_ids[0], list)
+        else [token_ids] * n
+    )
     items = []
     for i in range(n):
         clean = check_sampling(params[i])
-        if top[i]:
-            raise BadRequest("top_logprobs_num is not supported by the sgnb local runtime")
         items.append(
             Item(
                 text=texts[i],
@@ -178,6 +185,8 @@ def parse_generate(body: Any) -> tuple[GenerateRequest, list[Item], bool]:
                 rid=rids[i],
                 return_logprob=bool(want[i]),
                 logprob_start_len=-1 if start[i] is None else int(start[i]),
+                top_logprobs_num=int(top[i] or 0),
+                token_ids_logprob=per_ids[i],
                 text_in_logprobs=req.return_text_in_logprobs,
                 log_metrics=req.log_metrics,
                 constraint=next((k for k in ("regex", "json_schema", "ebnf") if k in clean), None),
@@ -304,6 +313,8 @@ class _OpenAICommon(BaseModel):
 class ChatCompletionRequest(_OpenAICommon):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
     def sampling(self) -> dict[str, Any]:
         if self.max_completion_tokens is not None and self.max_tokens is None:
@@ -313,6 +324,7 @@ class ChatCompletionRequest(_OpenAICommon):
 
 class CompletionRequest(_OpenAICommon):
     prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = None
 
 
 def parse_model(model: type[BaseModel], body: Any) -> Any:
