@@ -19,6 +19,7 @@ from sglang.lang.interpreter import StreamExecutor
 from sglang.lang.ir import REGEX_BOOL, REGEX_FLOAT, REGEX_INT, REGEX_STR, SglSamplingParams
 
 from sgnb.chat_template import register as register_smollm2
+from sgnb.logprobs import LOGPROB_FIELDS
 from sgnb.runtimes.base import Runtime, model_path_hint
 
 _DTYPE_REGEX = {"int": REGEX_INT, "float": REGEX_FLOAT, "str": REGEX_STR, "bool": REGEX_BOOL}
@@ -74,21 +75,40 @@ class SgnbBackend(BaseBackend):
             del params["stop"]
         return params
 
+    @staticmethod
+    def _request_fields(sampling_params: SglSamplingParams) -> dict[str, Any]:
+        """The logprob fields ``gen`` carries, sent beside the sampling parameters when set, as
+        ``RuntimeEndpoint.generate`` / ``generate_stream`` send them (request-level, see sgnb.logprobs)."""
+        fields = {name: getattr(sampling_params, name, None) for name in LOGPROB_FIELDS}
+        return {name: value for name, value in fields.items() if value is not None}
+
     def generate(self, s: StreamExecutor, sampling_params: SglSamplingParams) -> tuple[str, dict[str, Any]]:
-        out = self.runtime.generate(s.text_, self._params(sampling_params))
+        fields = self._request_fields(sampling_params)
+        out = self.runtime.generate(s.text_, self._params(sampling_params), **fields)
         assert isinstance(out, dict)
         return out["text"], out["meta_info"]
 
     def generate_stream(
         self, s: StreamExecutor, sampling_params: SglSamplingParams
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        chunks = self.runtime.generate(s.text_, self._params(sampling_params), stream=True)
+        """``(new text, meta_info)`` per runtime chunk, as ``RuntimeEndpoint.generate_stream`` yields a
+        server's: ``meta_info`` is the chunk's own, with the logprobs so far (``output_token_logprobs``,
+        cumulative as SGLang's default server sends them) and ``output_token_logprobs_length`` their count;
+        ``ProgramState.text_async_iter(return_meta_data=True)`` passes it on.
+
+        A chunk that adds no text is not yielded unless it is the last: the interpreter's
+        ``_merge_stream_meta_info`` would prepend its lists to the next chunk's (it is written for
+        incremental lists), repeating entries; the next chunk carries them anyway.
+        """
+        fields = self._request_fields(sampling_params)
+        chunks = self.runtime.generate(s.text_, self._params(sampling_params), stream=True, **fields)
         assert not isinstance(chunks, dict)
         pos = 0
         for chunk in chunks:
             text = chunk["text"]
-            yield text[pos:], chunk["meta_info"]
-            pos = len(text)
+            if len(text) > pos or chunk["meta_info"].get("finish_reason") is not None:
+                yield text[pos:], chunk["meta_info"]
+                pos = len(text)
 
     # ---- select ----------------------------------------------------------------------------
 

@@ -174,3 +174,23 @@ def test_request_finished_carries_logprobs(rt: Any) -> None:
     assert event.logprobs["output_token_logprobs"] == out["meta_info"]["output_token_logprobs"]
     assert event.logprobs["output_top_logprobs"] == out["meta_info"]["output_top_logprobs"]
     assert done[plain["meta_info"]["id"]].logprobs is None
+
+
+def test_dsl_gen_return_logprob(rt: Any) -> None:
+    """``sgl.gen(..., return_logprob=True, top_logprobs_num=k)`` reaches the runtime as request-level
+    fields, as ``RuntimeEndpoint.generate`` sends them, and ``get_meta_info`` holds the logprobs."""
+    import sglang as sgl
+
+    @sgl.function
+    def complete(s: Any) -> None:
+        s += "The capital of France is" + sgl.gen(
+            "a", max_tokens=4, temperature=0, ignore_eos=True, return_logprob=True, top_logprobs_num=2
+        )
+
+    state = complete.run(backend=rt.backend)
+    meta = state.get_meta_info("a")
+    assert meta["output_token_logprobs_length"] == len(meta["output_token_logprobs"]) == 4
+    assert all(
+        len(row) == 2 and row[0][1] == t
+        for row, (_, t, _) in zip(meta["output_top_logprobs"], meta["output_token_logprobs"], strict=True)
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -222,3 +223,57 @@ def test_byte_level_helpers_match_sglang(rt: Any) -> None:
         text = tok.decode([token_id])
         assert token_bytes(tok, token_id) == token_id_to_bytes(tok, token_id), token_id
         assert lossless_text(tok, token_id, text) == _lossless_token_text(tok, token_id, text), token_id
+
+
+# ---- the DSL: sgl.gen(return_logprob=True) on rt.backend and on SGLang's RuntimeEndpoint ------------
+
+
+def _stream_with_meta(backend: Any, prompt: str) -> tuple[list[tuple[str, dict[str, Any]]], Any]:
+    import sglang as sgl
+
+    @sgl.function
+    def complete(s: Any, text: str) -> None:
+        s += text + sgl.gen(
+            "a", max_tokens=8, temperature=0, ignore_eos=True, return_logprob=True, top_logprobs_num=2
+        )
+
+    async def collect(state: Any) -> list[tuple[str, dict[str, Any]]]:
+        return [(out, meta) async for out, meta in state.text_async_iter("a", return_meta_data=True)]
+
+    state = complete.run(text=prompt, stream=True, backend=backend)
+    chunks = asyncio.run(collect(state))
+    state.sync()
+    return chunks, state
+
+
+def test_dsl_stream_logprobs_as_runtime_endpoint(http: httpx.Client, rt: Any) -> None:
+    """``gen(..., return_logprob=True)`` streamed: every chunk of ``text_async_iter(return_meta_data=True)``
+    carries the logprobs so far with ``output_token_logprobs_length`` their count (what
+    ``RuntimeEndpoint.generate_stream`` yields from the server's chunks), on ``rt.backend`` as on
+    SGLang's own ``RuntimeEndpoint`` in front of ``sgnb serve``; the final values are the same.
+
+    Through ``RuntimeEndpoint`` a chunk that added no text is held by the interpreter
+    (``_merge_stream_meta_info``) and its list prepended to the next one, so there only the last
+    ``output_token_logprobs_length`` entries are the list so far; ``rt.backend`` yields no such chunk."""
+    from sglang import RuntimeEndpoint
+
+    prompt = "The three primary colors are"
+    results = {}
+    for name, backend in (("local", rt.backend), ("endpoint", RuntimeEndpoint(str(http.base_url)))):
+        rt.flush_cache()
+        chunks, state = _stream_with_meta(backend, prompt)
+        final = state.get_meta_info("a")
+        assert final["output_token_logprobs_length"] == final["completion_tokens"] == 8
+        ids = [t for _, t, _ in final["output_token_logprobs"]]
+        assert "".join(out for out, _ in chunks) == state["a"]
+        previous = 0
+        for out, meta in chunks:
+            length = meta["output_token_logprobs_length"]
+            entries = meta["output_token_logprobs"]
+            assert out and length > previous
+            if name == "local":
+                assert len(entries) == len(meta["output_top_logprobs"]) == length
+            assert [t for _, t, _ in entries[len(entries) - length :]] == ids[:length]
+            previous = length
+        results[name] = as_json(final["output_token_logprobs"]), as_json(final["output_top_logprobs"])
+    assert results["local"] == results["endpoint"]
