@@ -249,3 +249,43 @@ def test_magics_show_tokens_and_last_request(ip_on_rt: Any, rt: Any) -> None:
     assert [c["t"] for c in shown.rows[0]["out"]] == [c["t"] for c in row["out"]]
     view.close()
     shown.close()
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``sgnb serve`` (SGLang's HTTP API) in a child process, reached as a remote runtime."""
+    from sgnb.runtimes.remote import RemoteRuntime
+    from sgnb.serve.server import ServerProcess
+
+    log = (tmp_path_factory.mktemp("tokens-remote") / "server.log").open("wb")
+    with ServerProcess("--model", "bundled", log=log) as proc:
+        runtime = RemoteRuntime(proc.url, timeout=60)
+        yield runtime
+        runtime.stop()
+    log.close()
+
+
+def test_remote_runtime_from_meta_info(remote: Any) -> None:
+    """Over SGLang's HTTP API the view has only what ``/generate`` returns: streamed
+    ``output_token_logprobs`` / ``output_top_logprobs`` and ``cached_tokens``; the allowed counts come
+    from replaying the grammar. A repeated prompt shows exactly ``cached_tokens`` cached chips."""
+    prompt = chat(remote, "Give me a phone number.")
+    remote.flush_cache()
+    first = TokenView.from_request(remote, prompt, regex=PHONE, max_new_tokens=20, temperature=0)
+    view = TokenView.from_request(remote, prompt, regex=PHONE, max_new_tokens=20, temperature=0)
+    (row,) = view.rows
+    meta = view.result["meta_info"]
+    assert first.rows[0]["counts"]["cached"] == 0
+    assert row["counts"]["cached"] == meta["cached_tokens"] > 0
+    assert [c["k"] for c in row["prompt"]][: meta["cached_tokens"]] == ["cached"] * meta["cached_tokens"]
+    assert row["out"][0]["t"] == "(" and row["out"][0]["k"] == "forced"
+    entries, tops = meta["output_token_logprobs"], meta["output_top_logprobs"]
+    assert len(row["out"]) == len(entries) == meta["completion_tokens"]
+    for chip, (lp, token, _), top in zip(row["out"], entries, tops, strict=True):
+        assert chip["t"] == remote.tokenizer.decode([token])
+        assert chip["p"] == pytest.approx(math.exp(lp), rel=1e-5, abs=1e-9)
+        assert [p for _, p in chip["top"]] == pytest.approx(
+            [math.exp(v) for v, _, _ in top], rel=1e-5, abs=1e-9
+        )
+        assert "unc" not in chip  # SGLang returns the masked distribution only
+    assert row["done"] and row["constraint"] == "regex"

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from sgnb.backend import SgnbBackend
 from sgnb.events import EventHub, finished_from_result
+from sgnb.logprobs import LOGPROB_FIELDS
 from sgnb.models import resolve_model
 from sgnb.params import SamplingParams
 from sgnb.runtimes.kv_subscriber import KVEventSubscriber, free_port
@@ -249,6 +250,8 @@ class EngineRuntime:
     ) -> Any:
         self._check_running()
         raw = {**(sampling_params or {}), **kwargs}
+        # Request-level fields of SGLang's GenerateReqInput (sgnb.logprobs), not sampling parameters.
+        logprob = {k: raw.pop(k) for k in LOGPROB_FIELDS if k in raw}
         # The local runtime's one-line ValueErrors for the parameters both know; the Engine
         # judges the rest (it has more, e.g. logit_bias).
         SamplingParams.from_dict({k: v for k, v in raw.items() if k in SamplingParams.names()})
@@ -257,7 +260,7 @@ class EngineRuntime:
         if prompt is not None and not prompt:
             raise ValueError("the prompt is empty")
         rid = f"sgnb-{time.monotonic_ns()}"
-        request = {"prompt": prompt, "input_ids": input_ids, "sampling_params": raw, "rid": rid}
+        request = {"prompt": prompt, "input_ids": input_ids, "sampling_params": raw, "rid": rid, **logprob}
         if stream:
             return self._stream(request)
         started = time.perf_counter()

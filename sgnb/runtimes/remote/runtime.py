@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from sgnb.events import EventHub, finished_from_result
+from sgnb.logprobs import LOGPROB_FIELDS
 from sgnb.runtimes.kv_subscriber import KVEventSubscriber
 
 
@@ -138,7 +139,10 @@ class RemoteRuntime:
         self._check_running()
         if (prompt is None) == (input_ids is None):
             raise ValueError("pass exactly one of prompt (text) or input_ids")
-        body: dict[str, Any] = {"sampling_params": {**(sampling_params or {}), **kwargs}, "stream": stream}
+        params = {**(sampling_params or {}), **kwargs}
+        # Request-level fields of SGLang's GenerateReqInput (sgnb.logprobs), not sampling parameters.
+        logprob = {k: params.pop(k) for k in LOGPROB_FIELDS if k in params}
+        body: dict[str, Any] = {"sampling_params": params, "stream": stream, **logprob}
         body["text" if prompt is not None else "input_ids"] = prompt if prompt is not None else input_ids
         started = time.perf_counter()
         if stream:
