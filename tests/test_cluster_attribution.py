@@ -106,3 +106,25 @@ def test_attributor_says_unknown_rather_than_guess() -> None:
     w0.handle(stored([4, 4], [1, 2, 3]))
     w1.handle(stored([4, 4], [1, 2, 3]))
     assert tag([w0, w1], finished([1, 2, 3, 4], [4], cached=0, rid="r2"), old) == [None]
+
+
+def test_union_stream_removes_a_block_only_when_no_worker_holds_it() -> None:
+    from sglang.srt.disaggregation.kv_events import AllBlocksCleared
+
+    from sgnb.scaleout.union import UnionStream
+
+    out: list[object] = []
+    union = UnionStream(2, out.append)
+    shared = stored([1, 2, 3])
+    union.handle(0, shared)
+    union.handle(1, shared)
+    union.handle(1, stored([9], [1, 2, 3]))
+    assert len(out) == 3  # every store passes (the mirror keys blocks by hash)
+    union.handle(0, BlockRemoved(block_hashes=shared.block_hashes, medium="GPU"))
+    assert len(out) == 3  # worker 1 still holds the prefix
+    union.handle(1, AllBlocksCleared())
+    removed = out[-1]
+    assert type(removed).__name__ == "BlockRemoved"
+    assert sorted(removed.block_hashes) == sorted(
+        [*shared.block_hashes, *stored([9], [1, 2, 3]).block_hashes]
+    )

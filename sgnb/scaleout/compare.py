@@ -1,9 +1,16 @@
 """The router's policies compared on a multi-tenant workload, through the real router.
 
 Several tenants each have a long system prompt with few-shot examples (the shared prefix); their
-users' questions arrive interleaved (a seeded shuffle). Each worker's KV budget holds about half
-the tenants' prefixes: the regime where data parallelism multiplies cache capacity only if the
-router keeps each tenant on one worker. ``compare_policies(cluster)`` replays the same workload
+users' questions arrive interleaved: in ``rounds`` (each round, every tenant's next user, tenants
+in a fixed order, as a fair-share queue in front of the service sends them) or ``shuffled`` (a
+seeded shuffle). Each worker's KV budget holds about half the tenants' prefixes: the regime where
+data parallelism multiplies cache capacity only if the router keeps each tenant on one worker.
+
+What to expect with two workers: in rounds with an odd number of tenants, ``round_robin`` sends
+each tenant to the workers in turn, every worker sees every tenant and LRU eviction leaves it
+almost no prefix hits; shuffled, a worker keeping C of N prefixes hits about C/N of the time, so
+with C just over N/2 (what ``cache_aware`` needs) round-robin keeps a bit over half of what
+cache-aware caches. ``compare_policies(cluster)`` replays the same workload
 under each policy (the router restarted with it, every worker's cache flushed first) and measures,
 from the workers' own responses (``meta_info``): the cached-token fraction, the mean time to first
 token and the throughput (completion tokens per second of wall time).
@@ -67,23 +74,31 @@ QUESTIONS = (
 
 @dataclass(frozen=True)
 class Workload:
-    tenants: int = 8
-    requests_per_tenant: int = 4
+    tenants: int = 7
+    requests_per_tenant: int = 5
     max_new_tokens: int = 16
     concurrency: int = 4
+    order: str = "rounds"  # or "shuffled"
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.order not in ("rounds", "shuffled"):
+            raise ValueError(f"order must be 'rounds' or 'shuffled', got {self.order!r}")
+        if not 1 <= self.tenants <= len(TENANTS):
+            raise ValueError(f"tenants must be 1..{len(TENANTS)}, got {self.tenants}")
+
     def prompts(self) -> list[tuple[int, str]]:
-        """``(tenant, prompt)`` in arrival order: every tenant's users, interleaved by a seeded shuffle."""
+        """``(tenant, prompt)`` in arrival order: every tenant's users, interleaved (see ``order``)."""
         out = [
             (
                 t,
                 f"{system_prompt(t)}\n\nCustomer: {QUESTIONS[u % len(QUESTIONS)]} (ticket {t}-{u})\nAssistant:",
             )
-            for t in range(self.tenants)
             for u in range(self.requests_per_tenant)
+            for t in range(self.tenants)
         ]
-        random.Random(self.seed).shuffle(out)
+        if self.order == "shuffled":
+            random.Random(self.seed).shuffle(out)
         return out
 
 

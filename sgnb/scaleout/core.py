@@ -182,11 +182,14 @@ class Cluster:
 
     def _subscribe(self) -> None:
         from sgnb.runtimes.kv_subscriber import KVEventSubscriber
+        from sgnb.scaleout.union import UnionStream
         from sgnb.tree_mirror import TreeMirror
 
         tokenizer = self._tokenizer()
+        union = UnionStream(self.n, self._to_session)
         for i, port in enumerate(self._events_ports):
             self.hubs[i].subscribe(self.indexes[i].handle)
+            self.hubs[i].subscribe(union.subscriber(i))
             self.mirrors.append(TreeMirror(self.hubs[i], decode=tokenizer))
             self._subscribers.append(KVEventSubscriber(f"tcp://{HOST}:{port}", "kv-events", self.hubs[i]))
 
@@ -317,6 +320,11 @@ class Cluster:
     def served_by(self, rid: str) -> int | None:
         """The worker index a request was tagged with (None: unknown or not yet tagged)."""
         return self.attributor.served_by.get(rid)
+
+    def _to_session(self, event: Any) -> None:
+        """The union of the workers' KV events, for the runtime's hub (``%sglang tree``)."""
+        if self._runtime is not None:
+            self._runtime.hub.publish(event)
 
     def _tagged(self, event: RequestFinished, worker: int | None) -> None:
         self.finished.append(event)

@@ -51,7 +51,10 @@ def worker_command(
     """
     events = kv_events_config(events_port)
     if kind == "engine":
-        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", model]
+        from sgnb.models import BUNDLED, bundled_model_dir
+
+        path = str(bundled_model_dir()) if model == BUNDLED else model  # SGLang knows no "bundled"
+        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", path]
         cmd += ["--host", HOST, "--port", str(port), "--base-gpu-id", str(index), "--enable-metrics"]
         cmd += ["--kv-events-config", events, *args]
         return cmd, {}

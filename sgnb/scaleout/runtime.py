@@ -6,6 +6,8 @@ SGLang's HTTP API), with two differences:
 - each finished request is published (``RequestFinished``) only once the cluster's attributor has
   tagged it with the worker whose KV events show it served it (``cluster.served_by(rid)``), so the
   cache panel can say which worker ran what;
+- its hub also carries the union of the workers' KV events (:mod:`sgnb.scaleout.union`), so the
+  session's tree (``%sglang tree``) is the whole cluster's cache;
 - its DSL backend is sgnb's :class:`~sgnb.backend.SgnbBackend` over this runtime (SGLang's
   ``RuntimeEndpoint`` semantics), so DSL programs' requests pass through ``generate`` and are
   tagged too.

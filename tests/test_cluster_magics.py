@@ -1,0 +1,79 @@
+"""``%sglang cluster``: start, a DSL cell, stats, tree, status, stop, in a real IPython shell.
+
+One worker keeps it short: the router in front of it is still SGLang's real one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from sgnb.scaleout.magic import current
+from sgnb.scaleout.procs import pids_alive
+from sgnb.session import get_session
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def ip() -> Iterator[InteractiveShell]:
+    from IPython.testing.globalipapp import get_ipython, start_ipython
+
+    shell = start_ipython() or get_ipython()
+    assert shell is not None
+    shell.run_line_magic("load_ext", "sgnb")
+    yield shell
+    if current() is not None:
+        shell.run_line_magic("sglang", "cluster stop")
+
+
+def usage_error(ip: InteractiveShell, line: str) -> str:
+    result = ip.run_cell(line)
+    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+    assert "\n" not in str(result.error_in_exec).strip()
+    return str(result.error_in_exec)
+
+
+def value(ip: InteractiveShell, line: str) -> Any:
+    result = ip.run_cell(line)
+    assert result.error_in_exec is None, result.error_in_exec
+    return result.result
+
+
+def test_bad_input_is_one_line(ip: InteractiveShell) -> None:
+    assert "no cluster is running" in usage_error(ip, "%sglang cluster status")
+    assert "invalid choice" in usage_error(ip, "%sglang cluster frobnicate")
+    assert "invalid choice" in usage_error(ip, "%sglang cluster start --policy fastest")
+    assert "workers must be a positive integer" in usage_error(ip, "%sglang cluster start --workers 0")
+
+
+def test_start_run_inspect_stop(ip: InteractiveShell) -> None:
+    view = value(ip, "%sglang cluster start --workers 1 --policy round_robin")
+    assert "1/1 workers alive" in repr(view)
+    cluster = current()
+    assert get_session().runtime is cluster.runtime  # the session goes through the router
+    assert "already running" in usage_error(ip, "%sglang cluster start --workers 1")
+    program = (
+        "%%sglang -o state\n"
+        's += sgl.user("What is the capital of France?")\n'
+        's += sgl.assistant(sgl.gen("answer", max_tokens=12, temperature=0))'
+    )
+    assert ip.run_cell(program).error_in_exec is None
+    assert "Paris" in ip.user_ns["state"]["answer"]
+    assert cluster.runtime.wait_tagged(10)
+    assert [cluster.served_by(ev.rid) for ev in cluster.finished] == [0]  # one worker: it served it
+    stats = value(ip, "%sglang stats")
+    assert "1 request" in repr(stats)
+    tree = value(ip, "%sglang tree")  # the union of the workers' trees
+    assert tree.mirror.node_count() >= 1
+    status = value(ip, "%sglang cluster status")
+    assert "w0" in status.static_html()
+    status.close()
+    pids = cluster.pids()
+    assert value(ip, "%sglang cluster stop") is None
+    assert current() is None and get_session().runtime is None
+    assert pids_alive(pids) == []
