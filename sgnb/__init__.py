@@ -45,7 +45,11 @@ def start(model: str = "bundled", runtime: str = "local", **options: Any) -> Any
 
 
 def cluster(
-    workers: int = 2, policy: str = "cache_aware", model: str = "bundled", runtime: str = "auto", **options: Any
+    workers: int = 2,
+    policy: str = "cache_aware",
+    model: str = "bundled",
+    runtime: str = "auto",
+    **options: Any,
 ) -> Any:
     """Start ``workers`` SGLang workers behind SGLang's real router (``sglang-router``) on 127.0.0.1.
 
