@@ -15,6 +15,7 @@ from typing import Any
 from sglang.lang.backend.base_backend import BaseBackend
 from sglang.lang.chat_template import ChatTemplate, get_chat_template, get_chat_template_by_model_path
 from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod, token_length_normalized
+from sglang.lang.global_config import global_config
 from sglang.lang.interpreter import StreamExecutor
 from sglang.lang.ir import REGEX_BOOL, REGEX_FLOAT, REGEX_INT, REGEX_STR, SglSamplingParams
 
@@ -70,9 +71,15 @@ class SgnbBackend(BaseBackend):
             sp.regex = _DTYPE_REGEX[name]
             if name in ("int", "float"):
                 sp.stop = [*([sp.stop] if isinstance(sp.stop, str) else list(sp.stop or [])), " ", "\n"]
-        params = {k: v for k, v in sp.to_srt_kwargs().items() if v is not None and v != ()}
-        if params.get("stop") == []:
-            del params["stop"]
+        # What RuntimeEndpoint.generate sends: the global detokenization flags, then the gen()
+        # parameters. A null max_new_tokens means "up to the context length" there, so it is kept.
+        params: dict[str, Any] = {
+            "skip_special_tokens": global_config.skip_special_tokens_in_output,
+            "spaces_between_special_tokens": global_config.spaces_between_special_tokens_in_out,
+        }
+        for key, value in sp.to_srt_kwargs().items():
+            if (value is not None or key == "max_new_tokens") and value != () and value != []:
+                params[key] = value
         return params
 
     @staticmethod
@@ -98,7 +105,8 @@ class SgnbBackend(BaseBackend):
 
         A chunk that adds no text is not yielded unless it is the last: the interpreter's
         ``_merge_stream_meta_info`` would prepend its lists to the next chunk's (it is written for
-        incremental lists), repeating entries; the next chunk carries them anyway.
+        incremental lists), repeating entries; the next chunk carries them anyway. The runtime holds
+        text back as SGLang's server does (``sgnb.detokenize``), so no piece ends in half a character.
         """
         fields = self._request_fields(sampling_params)
         chunks = self.runtime.generate(s.text_, self._params(sampling_params), stream=True, **fields)

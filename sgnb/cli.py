@@ -34,6 +34,8 @@ def _serve(args: argparse.Namespace) -> int:
             options[name] = value
     if args.disable_radix_cache:
         options["disable_radix_cache"] = True
+    if args.allow_auto_truncate:
+        options["allow_auto_truncate"] = True
     try:
         run_server(
             args.model,
@@ -217,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable-radix-cache", action="store_true")
     p.add_argument("--dtype", default=None, help="bfloat16 (default), float16 or float32")
     p.add_argument("--context-length", type=int, default=None)
+    p.add_argument(
+        "--allow-auto-truncate",
+        action="store_true",
+        help="truncate a too-long prompt / max_new_tokens instead of refusing it (as SGLang's flag)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)

@@ -1,4 +1,9 @@
-"""Sampling parameters with SGLang's ``/generate`` names, checked before any compute."""
+"""Sampling parameters with SGLang's ``/generate`` names, checked before any compute.
+
+:meth:`SamplingParams.verify` refuses what SGLang 0.5.23's ``SamplingParams.verify`` and
+``normalize`` refuse (``sglang/srt/sampling/sampling_params.py``), with the same meaning in each
+message; every sgnb entry point (``rt.generate``, the DSL backend, ``sgnb serve``) goes through it.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,11 @@ TOP_K_ALL = 1 << 30
 _ALIASES = {"seed": "sampling_seed", "random_seed": "sampling_seed"}
 # Below this a temperature is greedy, as in SGLang (dividing logits by ~0 overflows to inf/nan).
 _SAMPLING_EPS = 1e-6
-_INT_FIELDS = ("max_new_tokens", "min_new_tokens", "top_k", "n")
+_INT_FIELDS = ("min_new_tokens", "top_k", "n")
+# sampling_params.py: MAX_STOP_COUNT, MAX_STOP_REGEX_COUNT, MAX_STOP_REGEX_LEN
+MAX_STOP_COUNT = 32
+MAX_STOP_REGEX_COUNT = 32
+MAX_STOP_REGEX_LEN = 256
 _REAL_FIELDS = (
     "temperature",
     "top_p",
@@ -45,7 +54,8 @@ def _int_list(key: str, value: Any) -> list[int]:
 
 @dataclass
 class SamplingParams:
-    max_new_tokens: int = 128
+    # None: no cap but the context length (SGLang's scheduler, init_req_max_new_tokens).
+    max_new_tokens: int | None = 128
     min_new_tokens: int = 0
     temperature: float = 1.0
     top_p: float = 1.0
@@ -79,8 +89,11 @@ class SamplingParams:
             name = _ALIASES.get(key, key)
             if name not in known:
                 raise ValueError(f"unknown sampling parameter {key!r}; known: {', '.join(sorted(known))}")
-            if value is not None:
+            if value is not None or name == "max_new_tokens":  # other nulls mean "default", as SGLang
                 clean[name] = value
+        for key in ("regex", "json_schema", "ebnf"):
+            if clean.get(key) == "":  # SGLang: an empty grammar means unset
+                del clean[key]
         for key in ("stop", "stop_regex"):
             if key in clean:
                 clean[key] = _str_list(key, clean[key])
@@ -111,10 +124,23 @@ class SamplingParams:
             self.sampling_seed is None or isinstance(self.sampling_seed, numbers.Integral),
             f"sampling_seed must be an int, got {self.sampling_seed!r}",
         )
-        need(self.max_new_tokens > 0, f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         need(
-            0 <= self.min_new_tokens <= self.max_new_tokens,
+            self.max_new_tokens is None or isinstance(self.max_new_tokens, numbers.Integral),
+            f"max_new_tokens must be an int, got {self.max_new_tokens!r}",
+        )
+        need(
+            self.min_new_tokens >= 0,
             f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}",
+        )
+        if self.max_new_tokens is not None:
+            need(self.max_new_tokens >= 0, f"max_new_tokens must be at least 0, got {self.max_new_tokens}")
+            need(
+                self.min_new_tokens <= self.max_new_tokens,
+                f"min_new_tokens must be in [0, max_new_tokens({self.max_new_tokens})], got {self.min_new_tokens}",
+            )
+        need(
+            self.sampling_seed is None or -(2**63) <= self.sampling_seed <= 2**63 - 1,
+            f"sampling_seed must be in [-2**63, 2**63 - 1], got {self.sampling_seed}",
         )
         need(
             isinstance(self.temperature, int | float)
@@ -140,17 +166,30 @@ class SamplingParams:
             f"repetition_penalty must be in (0, 2], got {self.repetition_penalty}",
         )
         need(self.n == 1, "n > 1 is not supported; send the request n times (or use fork in a program)")
+        need(all(isinstance(s, str) for s in self.stop), "stop must be a string or a list of strings")
         need(
-            all(isinstance(s, str) and s for s in self.stop),
-            "stop must be a string or a list of non-empty strings",
+            len(self.stop) <= MAX_STOP_COUNT,
+            f"at most {MAX_STOP_COUNT} stop strings are allowed, got {len(self.stop)}",
+        )
+        need(
+            len(self.stop_regex) <= MAX_STOP_REGEX_COUNT,
+            f"at most {MAX_STOP_REGEX_COUNT} stop_regex patterns are allowed, got {len(self.stop_regex)}",
         )
         for pattern in self.stop_regex:
             try:
                 re.compile(pattern)
             except (re.error, TypeError) as exc:
                 raise ValueError(f"invalid stop_regex {pattern!r}: {exc}") from None
+            size = len(pattern.encode("utf-8"))
+            need(
+                size <= MAX_STOP_REGEX_LEN,
+                f"stop_regex is {size} bytes, over the {MAX_STOP_REGEX_LEN}-byte limit",
+            )
         constraints = [c for c in ("regex", "json_schema", "ebnf") if getattr(self, c) is not None]
-        need(len(constraints) <= 1, f"only one of regex, json_schema, ebnf may be set, got {constraints}")
+        need(
+            len(constraints) <= 1,
+            f"Only one of json_schema, regex, ebnf, or structural_tag can be set, got {constraints}",
+        )
         if self.json_schema is not None:
             try:
                 json.loads(self.json_schema)

@@ -48,10 +48,9 @@ BAD_REQUESTS = [
     ({"json_schema": {"type": "strange"}}, GrammarError, 'invalid json_schema.*Unsupported type "strange"'),
     ({"ebnf": "root ::= "}, GrammarError, "invalid ebnf"),
     ({"ebnf": 'start ::= "a"'}, GrammarError, "invalid ebnf.*root"),
-    ({"regex": "a", "ebnf": 'root ::= "a"'}, ValueError, "only one of"),
+    ({"regex": "a", "ebnf": 'root ::= "a"'}, ValueError, "Only one of json_schema, regex, ebnf"),
     ({"bogus_param": 1}, ValueError, "unknown sampling parameter 'bogus_param'"),
-    ({"max_new_tokens": 0}, ValueError, "max_new_tokens must be at least 1"),
-    ({"max_new_tokens": -5}, ValueError, "max_new_tokens must be at least 1"),
+    ({"max_new_tokens": -5}, ValueError, "max_new_tokens must be at least 0"),
     ({"temperature": -1}, ValueError, "temperature"),
     ({"top_p": "high"}, ValueError, "top_p"),
     ({"stop": 7}, ValueError, "stop must be"),
@@ -97,31 +96,45 @@ def test_bad_prompt_types_and_ids(rt: Any, no_compute: EventLog) -> None:
 
 
 def test_prompt_longer_than_context(rt: Any, no_compute: EventLog) -> None:
+    """SGLang's message (TokenizerManager._validate_one_request)."""
     n = rt.context_length
-    with pytest.raises(ValueError, match=f"prompt is {n} tokens; the context length is {n}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"The input \({n} tokens\) is longer than the model's context length \({n} tokens\)",
+    ):
         rt.generate(input_ids=[42] * n, max_new_tokens=4)
     with pytest.raises(ValueError, match="context length"):
         rt.generate("word " * (n + 10), max_new_tokens=4)
 
 
 def test_context_length_option(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lengths as SGLang judges them: TokenizerManager._validate_one_request, then the scheduler's
+    init_req_max_new_tokens (max_req_len = min(context, pool) - 1) and validate_input_length."""
     small = make_runtime(context_length=48, max_total_tokens=64)
     assert small.context_length == 48 and small.options["context_length"] == 48
     steps = small.scheduler.steps
-    with pytest.raises(ValueError, match="prompt is 50 tokens; the context length is 48"):
-        small.generate(input_ids=list(range(100, 150)), max_new_tokens=4)
-    assert small.scheduler.steps == steps
-    # A prompt that fits gets max_new_tokens clamped to the context.
-    r = small.generate(input_ids=list(range(100, 140)), max_new_tokens=50, temperature=0, ignore_eos=True)
-    assert r["meta_info"]["finish_reason"] == {"type": "length", "length": 8}
-    # With a context longer than the KV pool (64 tokens), prompt + max_new_tokens must fit the pool.
-    monkeypatch.setattr(small, "context_length", 1000)
-    steps = small.scheduler.steps
     with pytest.raises(
-        ValueError, match=r"prompt \(40 tokens\) \+ max_new_tokens \(30\) exceeds the KV pool"
+        ValueError, match="The input \\(50 tokens\\) is longer than the model's context length"
     ):
-        small.generate(input_ids=list(range(100, 140)), max_new_tokens=30)
+        small.generate(input_ids=list(range(100, 150)), max_new_tokens=4)
+    with pytest.raises(
+        ValueError, match="a total of 90 tokens: 40 tokens from the input messages and 50 tokens"
+    ):
+        small.generate(input_ids=list(range(100, 140)), max_new_tokens=50)
+    with pytest.raises(
+        ValueError, match=r"Input length \(43 tokens\) exceeds the maximum allowed length \(42 tokens\)"
+    ):
+        small.generate(input_ids=list(range(100, 143)))
     assert small.scheduler.steps == steps
+    # Without max_new_tokens (or with None) the scheduler clamps it to what the context leaves:
+    # max_req_len (47) - prompt (40) - 1.
+    for params in ({}, {"max_new_tokens": None}):
+        r = small.generate(input_ids=list(range(100, 140)), temperature=0, ignore_eos=True, **params)
+        assert r["meta_info"]["finish_reason"] == {"type": "length", "length": 6}
+    # With a context longer than the KV pool (64 tokens), the pool bounds max_req_len instead.
+    monkeypatch.setattr(small, "context_length", 1000)
+    r = small.generate(input_ids=list(range(100, 140)), max_new_tokens=30, temperature=0, ignore_eos=True)
+    assert r["meta_info"]["finish_reason"] == {"type": "length", "length": 22}
     assert_idle_balanced(small)
 
 
@@ -168,7 +181,7 @@ def test_errors_do_not_disturb_a_running_request(rt: Any) -> None:
     rt.flush_cache()
     stream = rt.generate(prompt, max_new_tokens=24, temperature=0, stream=True)
     first = next(stream)
-    for params in ({"regex": "("}, {"max_new_tokens": 0}, {"json_schema": "{"}):
+    for params in ({"regex": "("}, {"max_new_tokens": -1}, {"json_schema": "{"}):
         with pytest.raises(ValueError):
             rt.generate("hello", params)
     chunks = [first, *stream]

@@ -51,7 +51,6 @@ def test_greedy(params: dict[str, Any], greedy: bool) -> None:
     [
         ({"max_tokens": 5}, "max_tokens"),  # OpenAI's name is not SGLang's
         ({"bogus": 1}, "bogus"),
-        ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"max_new_tokens": -3}, "max_new_tokens"),
         ({"max_new_tokens": 2.5}, "max_new_tokens"),
         ({"max_new_tokens": "8"}, "max_new_tokens"),
@@ -72,13 +71,14 @@ def test_greedy(params: dict[str, Any], greedy: bool) -> None:
         ({"presence_penalty": -2.5}, "presence_penalty"),
         ({"repetition_penalty": 0}, "repetition_penalty"),
         ({"n": 2}, "n > 1"),
-        ({"stop": ""}, "stop"),
-        ({"stop": ["ok", ""]}, "stop"),
+        ({"stop": ["x"] * 33}, "at most 32 stop strings"),
+        ({"stop_regex": "a" * 257}, "256-byte limit"),
+        ({"sampling_seed": 2**63}, "sampling_seed"),
         ({"stop": 5}, "stop"),
         ({"stop_token_ids": ["a"]}, "stop_token_ids"),
         ({"stop_token_ids": 5}, "stop_token_ids"),
         ({"sampling_seed": "abc"}, "sampling_seed"),
-        ({"regex": "a", "json_schema": "{}"}, "only one of"),
+        ({"regex": "a", "json_schema": "{}"}, "Only one of json_schema, regex, ebnf"),
         ({"json_schema": "{not json"}, "json_schema"),
     ],
 )
@@ -86,6 +86,27 @@ def test_rejected_with_a_message_naming_the_problem(params: dict[str, Any], name
     with pytest.raises(ValueError, match=names.replace(">", "\\>")) as info:
         SamplingParams.from_dict(params)
     assert not isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"max_new_tokens": 0},  # prefill only
+        {"max_new_tokens": None},  # no cap but the context length
+        {"stop": ""},
+        {"stop": ["ok", ""]},
+        {"regex": "", "json_schema": ""},  # an empty grammar means unset
+        {"top_k": -1, "min_new_tokens": 0, "max_new_tokens": 0},
+    ],
+)
+def test_accepted_as_sglang_accepts(params: dict[str, Any]) -> None:
+    """What SGLang's ``SamplingParams.__post_init__`` + ``verify`` (sampling_params.py) accept, sgnb accepts."""
+    from sglang.srt.sampling.sampling_params import SamplingParams as SGLangParams
+
+    SGLangParams(**params).verify(vocab_size=49152)  # the oracle accepts it
+    sp = SamplingParams.from_dict(params)
+    assert sp.max_new_tokens == params.get("max_new_tokens", 128)
+    assert sp.constraint is None
 
 
 # ---- effects in the runtime -------------------------------------------------------------------------

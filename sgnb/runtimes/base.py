@@ -28,6 +28,7 @@ class Runtime(Protocol):
         *,
         input_ids: list[int] | None = None,
         stream: bool = False,
+        rid: str | None = None,
         **kwargs: Any,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]: ...
 

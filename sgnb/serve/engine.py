@@ -3,7 +3,12 @@
 Every runtime call runs on a worker thread, so the event loop keeps serving while requests
 wait for the scheduler. A stream is pumped by one worker thread into an asyncio queue; when the
 consumer goes away (the client disconnected) the pump closes the runtime's iterator, which
-aborts the request at the scheduler's next step.
+aborts the request at the scheduler's next step. A non-streaming request runs under its ``rid``
+(the client's, or a fresh one), so ``/abort_request`` and a client disconnect abort it too, as
+SGLang's ``TokenizerManager`` does (``abort_request``, ``_wait_one_response``).
+
+The text the runtime returns is already SGLang's (``sgnb.detokenize``): the matched stop trimmed,
+streams held back while they end in an incomplete character or part of a stop string.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sgnb.serve.schemas import Item
 
 T = TypeVar("T")
+DISCONNECT_POLL_S = 0.5  # how often a waiting non-streaming request checks its client
 _END = object()
 
 
@@ -29,7 +36,6 @@ class Engine:
         self.rt = runtime
         self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="sgnb-serve")
         self.inflight = 0
-        self.streams: dict[str, str] = {}  # client rid -> runtime rid, for /abort_request
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -63,7 +69,7 @@ class Engine:
 
     def validate(self, item: Item) -> None:
         """Everything the runtime checks before compute, without submitting anything."""
-        params = {**item.params, "max_new_tokens": max(1, int(item.params.get("max_new_tokens", 1)))}
+        params = dict(item.params)
         self.rt.make_request(
             item.text, input_ids=item.input_ids, sampling_params=params, **self.logprob_kwargs(item)
         )
@@ -95,11 +101,13 @@ class Engine:
         )
         return {"text": "", "output_ids": [], "meta_info": meta}
 
-    def _generate(self, item: Item) -> dict[str, Any]:
-        if item.prefill_only:
+    def _generate(self, item: Item, rid: str) -> dict[str, Any]:
+        if item.prefill_only and item.return_logprob:
             return self._prefill_only(item)
         out = dict(
-            self.rt.generate(item.text, item.params, input_ids=item.input_ids, **self.logprob_kwargs(item))
+            self.rt.generate(
+                item.text, item.params, input_ids=item.input_ids, rid=rid, **self.logprob_kwargs(item)
+            )
         )
         return self._finish(item, out)
 
@@ -111,10 +119,26 @@ class Engine:
 
     # ---- async API ---------------------------------------------------------------------------
 
-    async def generate(self, item: Item) -> dict[str, Any]:
+    async def generate(
+        self, item: Item, is_disconnected: Callable[[], Awaitable[bool]] | None = None
+    ) -> dict[str, Any]:
+        """Run one request to its end. If ``is_disconnected`` (Starlette's ``request.is_disconnected``)
+        turns true first, abort the request (its KV is freed) and raise ValueError, as SGLang does."""
+        rid = item.rid or uuid.uuid4().hex
         self.inflight += 1
         try:
-            return await self.call(self._generate, item)
+            job = asyncio.ensure_future(self.call(self._generate, item, rid))
+            while True:
+                done, _ = await asyncio.wait({job}, timeout=DISCONNECT_POLL_S)
+                if done:
+                    return job.result()
+                if is_disconnected is not None and await is_disconnected():
+                    self.rt.abort(rid)
+                    await asyncio.wait({job})  # the runtime retires it at its next step
+                    raise ValueError(f"Request is disconnected from the client side. Abort request {rid}")
+        except asyncio.CancelledError:
+            self.rt.abort(rid)
+            raise
         finally:
             self.inflight -= 1
 
@@ -137,6 +161,7 @@ class Engine:
             input_ids=item.input_ids,
             stream=True,
             **self.logprob_kwargs(item),
+            rid=item.rid or uuid.uuid4().hex,
         )
         return self._pump(item, chunks)
 
@@ -174,9 +199,6 @@ class Engine:
                 if isinstance(value, BaseException):
                     raise value
                 last = value
-                if item.rid:
-                    self.streams[item.rid] = last["meta_info"]["id"]
-                    last["meta_info"]["id"] = item.rid
                 if last["meta_info"].get("finish_reason") is not None:
                     break
                 yield last
@@ -186,24 +208,15 @@ class Engine:
         finally:
             gone.set()
             self.inflight -= 1
-            if item.rid:
-                self.streams.pop(item.rid, None)
 
     def abort(self, rid: str) -> None:
-        self.rt.abort(self.streams.get(rid, rid))
+        """``/abort_request {"rid"}``: every request whose rid starts with ``rid``, as SGLang's scheduler."""
+        self.rt.abort(rid)
+
+    def abort_all(self) -> None:
+        """``/abort_request {"abort_all": true}``: every waiting and running request."""
+        self.rt.abort_all()
 
 
 async def _once(value: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     yield value
-
-
-def stable_text(text: str, stop: Any = None, final: bool = False) -> str:
-    """The part of a growing text that can no longer change: held back are a trailing partial
-    UTF-8 character and as much as a stop string could still match (it is cut when it does)."""
-    if final:
-        return text
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    hold = max((len(s) - 1 for s in stops), default=0)
-    if hold > 0:
-        text = text[: max(0, len(text) - hold)]
-    return text.rstrip("\ufffd")

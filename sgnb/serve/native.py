@@ -20,7 +20,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from sgnb.serve.app import ServeContext, ctx_of, dumps, json_response, read_json
-from sgnb.serve.engine import stable_text
 from sgnb.serve.metrics import CONTENT_TYPE
 from sgnb.serve.schemas import BadRequest, Item, parse_generate
 
@@ -50,7 +49,7 @@ async def generate(request: Request) -> Response:
     if batched:
         outs = await ctx.engine.generate_batch(items)
     else:
-        outs = [await ctx.engine.generate(items[0])]
+        outs = [await ctx.engine.generate(items[0], request.is_disconnected)]
     for item, out in zip(items, outs, strict=True):
         if item.log_metrics:
             ctx.metrics.observe(out["meta_info"], streaming=False, constraint=item.constraint)
@@ -60,12 +59,9 @@ async def generate(request: Request) -> Response:
 async def _sse_generate(
     ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None]
 ) -> AsyncIterator[bytes]:
-    stop = item.params.get("stop")
     try:
-        async for chunk in chunks:
+        async for chunk in chunks:  # text already held back as SGLang's stream (sgnb.detokenize)
             final = chunk["meta_info"].get("finish_reason") is not None
-            if not final:
-                chunk = {**chunk, "text": stable_text(chunk["text"], stop)}
             yield sse(chunk)
             if final and item.log_metrics:
                 ctx.metrics.observe(chunk["meta_info"], streaming=True, constraint=item.constraint)
@@ -84,8 +80,7 @@ async def abort_request(request: Request) -> Response:
     if not isinstance(body, dict) or not isinstance(body.get("rid", ""), str):
         raise BadRequest('send {"rid": "<request id>"} or {"abort_all": true}')
     if body.get("abort_all") is True:
-        for rid in list(ctx.engine.streams.values()):
-            ctx.runtime.abort(rid)
+        ctx.engine.abort_all()
     elif body.get("rid"):
         ctx.engine.abort(body["rid"])
     else:

@@ -18,7 +18,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from sgnb.serve.app import ServeContext, ctx_of, json_response, read_json
-from sgnb.serve.engine import stable_text
 from sgnb.serve.native import DONE, sse, stream_error
 from sgnb.serve.openai_logprobs import chat_logprobs, completion_logprobs
 from sgnb.serve.schemas import (
@@ -119,7 +118,7 @@ async def chat_completions(request: Request) -> Response:
         return StreamingResponse(
             _sse_chat(ctx, item, chunks, rid, include_usage), media_type="text/event-stream"
         )
-    out = await ctx.engine.generate(item)
+    out = await ctx.engine.generate(item, request.is_disconnected)
     meta = out["meta_info"]
     ctx.metrics.observe(meta, streaming=False, constraint=item.constraint)
     reason, matched = finish(meta)
@@ -184,7 +183,7 @@ async def _sse_chat(
                 if seen < total:
                     logprobs = _chat_logprobs(ctx, meta, seen, total)
                 seen = total
-            text = stable_text(chunk["text"], item.params.get("stop"), final)
+            text = chunk["text"]  # already held back as SGLang's stream (sgnb.detokenize)
             if len(text) > len(sent) and text.startswith(sent):
                 yield event({"content": text[len(sent) :]}, logprobs=logprobs)
                 sent = text
@@ -326,7 +325,7 @@ async def _sse_completion(
         async for chunk in chunks:
             meta = chunk["meta_info"]
             final = meta.get("finish_reason") is not None
-            text = stable_text(chunk["text"], item.params.get("stop"), final)
+            text = chunk["text"]  # already held back as SGLang's stream (sgnb.detokenize)
             piece = text[len(sent) :] if text.startswith(sent) else ""
             logprobs = None
             if item.return_logprob and (piece or final):

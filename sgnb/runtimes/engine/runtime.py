@@ -246,6 +246,7 @@ class EngineRuntime:
         *,
         input_ids: list[int] | None = None,
         stream: bool = False,
+        rid: str | None = None,
         **kwargs: Any,
     ) -> Any:
         self._check_running()
@@ -259,7 +260,7 @@ class EngineRuntime:
             raise ValueError("pass exactly one of prompt (text) or input_ids")
         if prompt is not None and not prompt:
             raise ValueError("the prompt is empty")
-        rid = f"sgnb-{time.monotonic_ns()}"
+        rid = rid or f"sgnb-{time.monotonic_ns()}"
         request = {"prompt": prompt, "input_ids": input_ids, "sampling_params": raw, "rid": rid, **logprob}
         if stream:
             return self._stream(request)

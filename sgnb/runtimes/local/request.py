@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from sgnb.detokenize import IncrementalDetokenizer, StopChecker
 from sgnb.logprobs import LogprobTrack
 from sgnb.params import SamplingParams
 from sgnb.runtimes.local.grammar import Grammar
@@ -47,8 +48,10 @@ class Request:
     reserved: int = 0  # KV slots promised for future decode steps
     input_logprobs: list[float] = field(default_factory=list)
     generator: torch.Generator | None = None
+    # Text as SGLang's detokenizer builds it: appended step by step, the matched stop trimmed.
+    detok: IncrementalDetokenizer | None = None
+    stops: StopChecker | None = None
     text: str = ""
-    stop_at: int | None = None  # text offset to cut at, when a stop string matched
 
     created: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
@@ -78,8 +81,14 @@ class Request:
         """Tokens this request feeds to its next forward pass."""
         return (self.input_ids + self.output_ids)[int(self.kv_indices.numel()) :]
 
-    def visible_text(self) -> str:
-        return self.text if self.stop_at is None else self.text[: self.stop_at]
+    def stops_held(self) -> bool:
+        """SGLang holds a streamed step back while the text ends in part of a stop string."""
+        return self.stops is not None and self.stops.holds_stop_prefix(self.output_ids)
+
+    def emit(self, finished: bool = False) -> None:
+        """Append the text SGLang's detokenizer would send now (the finishing step trims the stop)."""
+        if self.detok is not None:
+            self.text += self.detok.step(self.output_ids, self.finish_reason if finished else None)
 
     def meta_info(self) -> dict[str, Any]:
         now = time.perf_counter()
@@ -103,7 +112,7 @@ class Request:
 
     def result(self) -> dict[str, Any]:
         return {
-            "text": self.visible_text(),
+            "text": self.text,
             "output_ids": list(self.output_ids),
             "meta_info": self.meta_info(),
         }

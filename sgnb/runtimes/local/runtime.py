@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import torch
 
+from sgnb.detokenize import IncrementalDetokenizer, StopChecker
 from sgnb.events import EventHub, RequestFinished
 from sgnb.logprobs import LogprobOptions, LogprobTrack
 from sgnb.models import resolve_model
@@ -44,6 +45,7 @@ class LocalRuntime:
         dtype: str | torch.dtype = "bfloat16",
         threads: int | None = None,
         context_length: int | None = None,
+        allow_auto_truncate: bool = False,
         hub: EventHub | None = None,
     ) -> None:
         if not isinstance(max_total_tokens, int) or max_total_tokens < 16:
@@ -73,6 +75,7 @@ class LocalRuntime:
             raise
         self.tokenizer = self.model.tokenizer
         self.context_length = min(context_length or self.model.context_length, self.model.context_length)
+        self.allow_auto_truncate = bool(allow_auto_truncate)
         self.grammars = GrammarCompiler(self.tokenizer, self.model.vocab_size)
         self.stats = RuntimeStats()
         self._unsubscribe = self.hub.subscribe(self.stats.observe)
@@ -84,6 +87,7 @@ class LocalRuntime:
             "dtype": str(torch_dtype).removeprefix("torch."),
             "threads": self.scheduler.threads,
             "context_length": self.context_length,
+            "allow_auto_truncate": self.allow_auto_truncate,
         }
         self._token_texts: dict[int, str] = {}
         self.trace_top_k = 0  # > 0: trace every request (sgnb.token_trace.tracing, the token view)
@@ -109,27 +113,32 @@ class LocalRuntime:
         input_ids: list[int] | None = None,
         sampling_params: dict[str, Any] | None = None,
         stream: bool = False,
+        rid: str | None = None,
         **kwargs: Any,
     ) -> Request:
-        """Validate everything a request needs before any compute; raise ValueError on bad input."""
+        """Validate everything a request needs before any compute; raise ValueError on bad input.
+
+        Lengths are judged as SGLang's: ``TokenizerManager._validate_one_request`` (the prompt must be
+        shorter than the context length; an explicit ``max_new_tokens`` must fit beside it), then the
+        scheduler's ``init_req_max_new_tokens`` / ``validate_input_length`` (``max_req_len`` is one
+        less than the context length or the KV pool, the prompt must stay 5 tokens short of it, and
+        ``max_new_tokens`` - None meaning no cap - is clamped to what is left). With
+        ``allow_auto_truncate`` the prompt and ``max_new_tokens`` are cut instead, as SGLang's
+        ``--allow-auto-truncate``. ``rid`` names the request for :meth:`abort`.
+        """
         self._check_running()
         kwargs = dict(kwargs)
         # Request-level fields of SGLang's GenerateReqInput, not sampling parameters.
         logprobs = LogprobOptions.pop_from(kwargs, self.model.vocab_size)
-        params = SamplingParams.from_dict({**(sampling_params or {}), **kwargs})
+        raw = {**(sampling_params or {}), **kwargs}
+        params = SamplingParams.from_dict(raw)
         if any(not 0 <= t < self.model.vocab_size for t in params.stop_token_ids):
             raise ValueError(
                 f"stop_token_ids must be in [0, {self.model.vocab_size}), got {params.stop_token_ids}"
             )
-        ids = self._tokenize(prompt, input_ids)
-        if len(ids) >= self.context_length:
-            raise ValueError(f"prompt is {len(ids)} tokens; the context length is {self.context_length}")
-        params.max_new_tokens = min(params.max_new_tokens, self.context_length - len(ids))
-        if len(ids) + params.max_new_tokens > self.pool.capacity:
-            raise ValueError(
-                f"prompt ({len(ids)} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds the KV pool "
-                f"({self.pool.capacity} tokens); raise max_total_tokens"
-            )
+        if rid is not None and not isinstance(rid, str):
+            raise ValueError(f"rid must be a string, got {type(rid).__name__}")
+        ids = self._fit_context(self._tokenize(prompt, input_ids), params, raw.get("max_new_tokens"))
         grammar = None
         if params.constraint is not None:
             grammar = self.grammars.matcher(self.grammars.compile(*params.constraint))
@@ -140,6 +149,24 @@ class LocalRuntime:
             req.token_text = self.token_text
         if logprobs.return_logprob or self.trace_top_k:  # sgnb.token_trace: only when asked
             req.trace = TokenTrace(logprobs.top_logprobs_num or self.trace_top_k or TRACE_TOP_K)
+        if rid is not None:
+            req.rid = rid
+        req.stops = StopChecker(
+            self.tokenizer,
+            stop=params.stop,
+            stop_regex=params.stop_regex,
+            stop_token_ids=params.stop_token_ids,
+            eos_token_ids=self.model.eos_token_ids,
+            ignore_eos=params.ignore_eos,
+            max_new_tokens=params.max_new_tokens,
+        )
+        req.detok = IncrementalDetokenizer(
+            self.tokenizer,
+            ids,
+            skip_special_tokens=params.skip_special_tokens,
+            spaces_between_special_tokens=params.spaces_between_special_tokens,
+            no_stop_trim=params.no_stop_trim,
+        )
         if params.sampling_seed is not None:
             req.generator = torch.Generator().manual_seed(int(params.sampling_seed))
         return req
@@ -150,6 +177,39 @@ class LocalRuntime:
         if text is None:
             text = self._token_texts[token] = str(self.tokenizer.decode([token]))
         return text
+
+    def _fit_context(self, ids: list[int], params: SamplingParams, asked: Any) -> list[int]:
+        """SGLang's length rules (see :meth:`make_request`); sets ``params.max_new_tokens`` to an int."""
+        ctx, truncate = self.context_length, self.allow_auto_truncate
+        if len(ids) >= ctx:
+            if not truncate:
+                raise ValueError(
+                    f"The input ({len(ids)} tokens) is longer than the model's context length ({ctx} tokens)."
+                )
+            ids = ids[:ctx]
+        if asked is not None and params.max_new_tokens is not None and params.max_new_tokens + len(ids) > ctx:
+            if not truncate:
+                raise ValueError(
+                    "Requested token count exceeds the model's maximum context length "
+                    f"of {ctx} tokens. You requested a total of {params.max_new_tokens + len(ids)} "
+                    f"tokens: {len(ids)} tokens from the input messages and "
+                    f"{params.max_new_tokens} tokens for the completion. Please reduce the number "
+                    "of tokens in the input messages or the completion to fit within the limit."
+                )
+            params.max_new_tokens = max(0, ctx - len(ids))
+        max_req_len = min(ctx - 1, self.pool.capacity - 1)
+        max_req_input_len = max_req_len - 5
+        wanted = params.max_new_tokens if params.max_new_tokens is not None else 1 << 30
+        params.max_new_tokens = max(0, min(wanted, max_req_len - len(ids) - 1))
+        params.min_new_tokens = min(params.min_new_tokens, params.max_new_tokens)
+        if len(ids) >= max_req_input_len:
+            if not truncate:
+                raise ValueError(
+                    f"Input length ({len(ids)} tokens) exceeds the maximum allowed length "
+                    f"({max_req_input_len} tokens). Use a shorter input or enable --allow-auto-truncate."
+                )
+            ids = ids[:max_req_input_len]
+        return ids
 
     def _tokenize(self, prompt: str | None, input_ids: list[int] | None) -> list[int]:
         if (prompt is None) == (input_ids is None):
@@ -173,6 +233,7 @@ class LocalRuntime:
         *,
         input_ids: list[int] | None = None,
         stream: bool = False,
+        rid: str | None = None,
         **kwargs: Any,
     ) -> Any:
         """Generate like SGLang's ``Engine.generate``: ``{"text", "output_ids", "meta_info"}``.
@@ -186,9 +247,15 @@ class LocalRuntime:
         ``output_token_logprobs`` (``(logprob, token_id, text | None)`` tuples),
         ``output_token_logprobs_length`` and, when asked, ``*_top_logprobs`` / ``*_token_ids_logprobs``
         (see :mod:`sgnb.logprobs`). They are computed only for requests that ask.
+        With ``stream=True`` returns an iterator of chunks, each holding the text so far (held
+        back while it ends in an incomplete character or part of a stop string, as SGLang's
+        stream). ``rid`` names the request for :meth:`abort`. The text is SGLang's: the matched
+        stop string / stop token / EOS trimmed unless ``no_stop_trim``. ValueError on bad input,
+        before any compute; an interrupted call (KeyboardInterrupt, a closed stream) aborts the
+        request and frees its KV.
         """
         req = self.make_request(
-            prompt, input_ids=input_ids, sampling_params=sampling_params, stream=stream, **kwargs
+            prompt, input_ids=input_ids, sampling_params=sampling_params, stream=stream, rid=rid, **kwargs
         )
         self.scheduler.submit(req)
         if stream:
@@ -200,7 +267,7 @@ class LocalRuntime:
             while not req.done.wait(0.05):  # short waits keep KeyboardInterrupt responsive
                 pass
         except KeyboardInterrupt:
-            self.abort(req.rid)
+            self.scheduler.abort(req.rid, exact=True)
             req.done.wait(30)
             raise
         if req.error is not None:
@@ -217,7 +284,7 @@ class LocalRuntime:
                 yield chunk
         finally:
             if not req.done.is_set():  # the consumer stopped early or was interrupted
-                self.abort(req.rid)
+                self.scheduler.abort(req.rid, exact=True)
         if req.error is not None:
             raise RuntimeError(f"request failed: {req.error}") from req.error
 
@@ -234,9 +301,16 @@ class LocalRuntime:
         return list(self._wait(req)["meta_info"]["input_token_logprobs"])
 
     def abort(self, rid: str) -> None:
+        """Abort the requests whose rid starts with ``rid``, as SGLang's ``/abort_request``.
+
+        A request aborted while waiting finishes with ``{"type": "abort", "message": "Abort in
+        waiting queue"}``, a running one with ``FINISH_ABORT()``'s ``{"type": "abort", "message":
+        "Aborted", ...}`` and the text so far; either way its KV is released.
+        """
         self.scheduler.abort(rid)
 
     def abort_all(self) -> None:
+        """Abort every waiting and running request (``/abort_request {"abort_all": true}``)."""
         self.scheduler.abort(None)
 
     # ---- cache and lifecycle ---------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 
 import torch
 
+from sgnb.detokenize import abort_reason
 from sgnb.events import RequestFinished
 from sgnb.runtimes.local.attention import ForwardBatch, Segment
 from sgnb.runtimes.local.kv_pool import KVPool
@@ -33,6 +33,9 @@ from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.runtimes.local.request import Request
 from sgnb.runtimes.local.sampling import apply_penalties, logprob_rows, sample
 
+# SGLang's output streamer sends a non-streaming request's progress to its detokenizer every
+# SGLANG_FORCE_STREAM_INTERVAL tokens; the text is built from those steps, so sgnb steps alike.
+FORCE_STREAM_INTERVAL = 50
 MAX_PREFILL_TOKENS = 8192  # per forward; bounds activation memory when many prompts arrive at once
 
 
@@ -106,16 +109,19 @@ class Scheduler:
         self.inbox.put((fn, fut))
         return fut.result()
 
-    def abort(self, rid: str | None) -> None:
-        """Abort one request, or every request when ``rid`` is None.
+    def abort(self, rid: str | None, exact: bool = False) -> None:
+        """Abort every request whose rid starts with ``rid`` (SGLang's ``Scheduler.abort_request``
+        matches so), only the one named ``rid`` with ``exact``, or every request when ``rid`` is None.
 
         The marking runs on the scheduler thread, after everything submitted earlier has reached
         the waiting list (the inbox is FIFO), so a request aborted right after ``submit`` is not missed.
         """
+        if rid == "":  # SGLang ignores an empty rid: it would prefix-match every request
+            return
 
         def mark() -> None:
             for req in self.waiting + self.running:
-                if rid is None or req.rid == rid:
+                if rid is None or req.rid == rid or (not exact and req.rid.startswith(rid)):
                     req.aborted = True
 
         self.inbox.put((mark, Future()))  # also wakes the loop
@@ -143,7 +149,7 @@ class Scheduler:
             except Exception as exc:  # a bug must not kill the runtime: fail the batch, go on
                 self._fail_all(exc)
         for req in self.running + self.waiting:
-            self._finish(req, {"type": "abort", "message": "runtime stopped"})
+            self._finish(req, abort_reason("runtime stopped"))
 
     def _fail_all(self, exc: Exception) -> None:
         for req in self.running:
@@ -151,7 +157,7 @@ class Scheduler:
                 self._release(req)
         for req in self.running + self.waiting:
             req.error = exc
-            self._finish(req, {"type": "abort", "message": f"{type(exc).__name__}: {exc}"})
+            self._finish(req, abort_reason(f"{type(exc).__name__}: {exc}", 500, "InternalServerError"))
         self.running, self.waiting = [], []
 
     def _drain_inbox(self, block: bool) -> None:
@@ -176,11 +182,12 @@ class Scheduler:
     def _retire_aborted(self) -> None:
         for req in [r for r in self.waiting if r.aborted]:
             self.waiting.remove(req)
-            self._finish(req, {"type": "abort", "message": "aborted"})
+            # SGLang's reply for a request aborted before it ran (TokenizerManager._handle_abort_req).
+            self._finish(req, {"type": "abort", "message": "Abort in waiting queue"})
         for req in [r for r in self.running if r.aborted]:
             self.running.remove(req)
             self._release(req)
-            self._finish(req, {"type": "abort", "message": "aborted"})
+            self._finish(req, abort_reason())  # FINISH_ABORT(): "Aborted"
 
     # ---- admission -----------------------------------------------------------------------
 
@@ -195,7 +202,7 @@ class Scheduler:
                 limit = min(limit, req.input_logprob_start)  # SGLang's Req._compute_max_prefix_len
             match = self.cache.match_prefix(req.input_ids[:limit])
             new_tokens = len(req.input_ids) - match.length
-            decode = 0 if req.is_score else req.params.max_new_tokens
+            decode = 0 if req.is_score else req.params.max_new_tokens or 0  # an int after make_request
             if self.running and new_tokens > prefill_budget:
                 return
             # Lock the matched prefix first: making room must not evict the KV this request reuses.
@@ -267,6 +274,14 @@ class Scheduler:
                 self._release(req)
                 self._finish(req, {"type": "length", "length": 0})
                 continue
+            if prefilled and req.params.max_new_tokens == 0:  # prefill only, as SGLang
+                if req.logprobs is not None:
+                    row = self._take_input_logprobs(req, logits, row)
+                row += 1
+                self.running.remove(req)
+                self._release(req)
+                self._finish(req, {"type": "length", "length": 0})
+                continue
             if prefilled:
                 self._cache_unfinished(req)
                 if req.logprobs is not None:
@@ -278,8 +293,11 @@ class Scheduler:
                 self.running.remove(req)
                 self._release(req)
                 self._finish(req, reason)
-            elif req.stream is not None:
+            elif req.stream is not None and not req.stops_held():
+                req.emit()
                 req.stream.put(req.result())
+            elif req.stream is None and len(req.output_ids) % FORCE_STREAM_INTERVAL == 0:
+                req.emit()  # SGLang sends a non-streaming request's text every 50 tokens too
 
     def _take_scores(self, req: Request, logits: torch.Tensor, row: int) -> int:
         start = max(req.logprob_start or 0, 1)
@@ -336,32 +354,21 @@ class Scheduler:
         return token
 
     def _append(self, req: Request, token: int) -> dict[str, Any] | None:
-        """Add ``token`` to ``req``; return a finish reason when the request is done."""
+        """Add ``token`` to ``req``; return a finish reason when the request is done.
+
+        The checks and their order are SGLang's ``Req.update_finish_state`` (see
+        :meth:`sgnb.detokenize.StopChecker.finish_reason_after`); grammar termination comes last.
+        """
         if req.first_token_at is None:
             req.first_token_at = time.perf_counter()
         req.output_ids.append(token)
-        params = req.params
         if req.grammar is not None and not req.grammar.accept(token):
-            return {"type": "abort", "message": f"grammar rejected token {token}"}
-        if params.stop or params.stop_regex or req.stream is not None:  # else decode once, at the end
-            self._decode(req)
-        if token in params.stop_token_ids or (not params.ignore_eos and token in self.model.eos_token_ids):
-            return {"type": "stop", "matched": token}
-        if req.grammar is not None and req.grammar.is_terminated():
-            return {"type": "stop", "matched": token}
-        for stop in params.stop:
-            at = req.text.find(stop, max(0, len(req.text) - len(stop) - 16))
-            if at >= 0:
-                req.stop_at = len(req.text) if params.no_stop_trim else at
-                return {"type": "stop", "matched": stop}
-        for pattern in params.stop_regex:
-            found = re.search(pattern, req.text)
-            if found:
-                req.stop_at = len(req.text) if params.no_stop_trim else found.start()
-                return {"type": "stop", "matched": found.group(0)}
-        if len(req.output_ids) >= params.max_new_tokens:
-            return {"type": "length", "length": len(req.output_ids)}
-        return None
+            return abort_reason(f"grammar rejected token {token}")
+        assert req.stops is not None
+        reason = req.stops.finish_reason_after(req.output_ids)
+        if reason is None and req.grammar is not None and req.grammar.is_terminated():
+            reason = {"type": "stop", "matched": token}
+        return reason
 
     # ---- putting KV into the tree --------------------------------------------------------
 
@@ -396,14 +403,9 @@ class Scheduler:
         self.cache.dec_lock_ref(req.last_node)
         req.last_node = None
 
-    def _decode(self, req: Request) -> None:
-        req.text = str(
-            self.model.tokenizer.decode(req.output_ids, skip_special_tokens=req.params.skip_special_tokens)
-        )
-
     def _finish(self, req: Request, reason: dict[str, Any]) -> None:
-        self._decode(req)
         req.finish_reason = reason
+        req.emit(finished=True)
         meta = req.meta_info()
         self.publish(
             RequestFinished(

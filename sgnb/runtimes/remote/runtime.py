@@ -134,6 +134,7 @@ class RemoteRuntime:
         *,
         input_ids: list[int] | None = None,
         stream: bool = False,
+        rid: str | None = None,
         **kwargs: Any,
     ) -> Any:
         self._check_running()
@@ -144,6 +145,8 @@ class RemoteRuntime:
         logprob = {k: params.pop(k) for k in LOGPROB_FIELDS if k in params}
         body: dict[str, Any] = {"sampling_params": params, "stream": stream, **logprob}
         body["text" if prompt is not None else "input_ids"] = prompt if prompt is not None else input_ids
+        if rid is not None:
+            body["rid"] = rid
         started = time.perf_counter()
         if stream:
             return self._stream(body, started)
