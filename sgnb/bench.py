@@ -171,22 +171,37 @@ def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[st
     return results
 
 
-def quick_bench(rt: Any) -> dict[str, Any]:
-    """A short benchmark of a running runtime (``%sglang bench``); flushes its cache."""
+def quick_bench(rt: Any, progress: Any = None) -> dict[str, Any]:
+    """A short benchmark of a running runtime (``%sglang bench``); flushes its cache.
+
+    ``progress(done, total, next_step)`` is called before each step and at the end (``%sglang
+    bench`` draws a bar with it and removes it when the table is shown); without it, a tqdm bar.
+    """
     from tqdm.auto import tqdm
+
+    steps = ("one-stream decode", "8-stream decode", "first token with and without a cached prefix")
+    bar = tqdm(total=len(steps), desc="sgnb bench") if progress is None else None
+
+    def step(done: int) -> None:
+        if progress is not None:
+            progress(done, len(steps), steps[done] if done < len(steps) else "done")
+        elif done:
+            assert bar is not None
+            bar.update()
 
     prompt = rt.apply_chat_template(DECODE_MESSAGES)
     prompts = [rt.apply_chat_template(m) for m in BATCH_MESSAGES]
-    steps = tqdm(total=3, desc="sgnb bench")
     figures: dict[str, Any] = {"runtime": rt.kind, "model": rt.model_name}
+    step(0)
     figures["decode_tok_s_1"] = decode_rate(rt, prompt, 32)
-    steps.update()
+    step(1)
     figures["decode_tok_s_8"] = concurrent_rate(rt, prompts, 32)
-    steps.update()
+    step(2)
     cold, warm = prefix_ttft(rt)
     figures.update(prefix_ttft_cold_s=cold, prefix_ttft_s=warm, prefix_ttft_speedup=cold / warm)
-    steps.update()
-    steps.close()
+    step(3)
+    if bar is not None:
+        bar.close()
     return figures
 
 

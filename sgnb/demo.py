@@ -28,8 +28,12 @@ def main() -> None:
                 f"     prompt {m['prompt_tokens']} tokens, {m['cached_tokens']} from the radix cache, "
                 f"TTFT {m['ttft'] * 1000:.0f} ms\n"
             )
-        out = rt.generate("Is Paris in France? Answer:", max_new_tokens=4, temperature=0, regex=" (yes|no)")
-        print(f"constrained to ' (yes|no)': {out['text']!r}\n")
+        # A chat model answers best in its chat template (a bare "Question? Answer:" made it say "no").
+        yes_no = rt.apply_chat_template(
+            [{"role": "user", "content": "Is Paris in France? Answer yes or no."}]
+        )
+        out = rt.generate(yes_no, max_new_tokens=4, temperature=0, regex="(yes|no)")
+        print(f"Is Paris in France? constrained to '(yes|no)': {out['text']!r}\n")
         print("The radix tree now (shared prefixes are shared nodes):")
         print(rt.cache.pretty(rt.tokenizer.decode))
         print(f"\nhit rate so far: {rt.stats.hit_rate:.0%}")

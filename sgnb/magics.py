@@ -7,8 +7,13 @@ traceback, and a red cell that papermill and nbval notice.
 
 from __future__ import annotations
 
+import ast
+import difflib
+import inspect
+import re
 import textwrap
 import time
+import warnings
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -17,7 +22,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Bool, Int, Unicode
 
-from sgnb import views
+from sgnb import cells, views
 from sgnb.session import NoRuntimeError, SessionError, get_session
 
 COMMANDS = ("start", "stop", "status", "connect", "flush", "tree", "stats", "tokens", "bench", "serve")
@@ -76,6 +81,7 @@ class SGLangMagics(Magics):
         %sglang serve [--port N] [--model M] ...   (SGLang's HTTP API on 127.0.0.1; `%sglang serve stop`)
         %sglang cluster start --workers 2 --policy cache_aware | status | kill N | stop   (sgnb.cluster)
         """
+        line = cells.strip_comment(line)
         command, _, rest = line.strip().partition(" ")
         if command == "cluster":  # its own flags: sgnb.scaleout.magic
             from sgnb.scaleout.magic import run
@@ -83,12 +89,12 @@ class SGLangMagics(Magics):
             try:
                 return run(rest)
             except (ValueError, SessionError) as exc:
-                raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+                raise UsageError(cells.one_line(str(exc)) or type(exc).__name__) from None
         args = parse_argstring(self.sglang, line)
         try:
             return getattr(self, f"_{args.command}")(args)
         except (ValueError, SessionError) as exc:
-            raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise UsageError(cells.one_line(str(exc)) or type(exc).__name__) from None
 
     def _options(self, args: Any, kind: str) -> dict[str, Any]:
         names = ("context_length", "max_total_tokens", "page_size", "dtype", "threads", *ENGINE_ONLY)
@@ -122,13 +128,13 @@ class SGLangMagics(Magics):
             session.connect(runtime, api_key=args.api_key, timeout=args.timeout)
         else:
             session.start(args.model or self.default_model, runtime, **options)
-        display(views.StatusView(session.status()))
+        print(views.started_line(session.status()))
 
     def _connect(self, args: Any) -> None:
         if not args.target:
             raise ValueError("usage: %sglang connect URL")
         get_session().connect(args.target, api_key=args.api_key, timeout=args.timeout)
-        display(views.StatusView(get_session().status()))
+        print(views.started_line(get_session().status()))
 
     def _stop(self, args: Any) -> None:
         session = get_session()
@@ -174,7 +180,13 @@ class SGLangMagics(Magics):
     def _bench(self, args: Any) -> Any:
         from sgnb.bench import quick_bench
 
-        return views.BenchView(quick_bench(get_session().require()))
+        rt = get_session().require()
+        bar = views.ProgressLine("sgnb bench")
+        try:
+            figures = quick_bench(rt, progress=bar.update)
+        finally:
+            bar.remove()  # no leftover bar above the table
+        return views.BenchView(figures)
 
     # ---- %%sglang --------------------------------------------------------------------------
 
@@ -189,10 +201,14 @@ class SGLangMagics(Magics):
         """Run SGLang frontend code against the session's runtime.
 
         A cell that defines ``@sgl.function`` programs runs as plain Python, with ``sgl`` imported
-        and the runtime as the default backend. Any other cell is the body of a one-off program
-        with ``s`` bound; its state is shown (streaming) and stored in ``-o NAME`` (or ``_state``).
+        and the runtime as the default backend; its last expression is the cell's result. Any
+        other cell is the body of a one-off program with ``s`` bound; its state is shown
+        (streaming) and stored in ``-o NAME`` (or ``_state``).
+
+        Errors: a wrong argument to an SGLang call (``sgl.gen(..., regexx=...)``, an invalid
+        regex) is one line naming the cell line; other errors show the cell's own frames only.
         """
-        args = parse_argstring(self.sglang_cell, line)
+        args = parse_argstring(self.sglang_cell, cells.strip_comment(line))
         session = get_session()
         try:
             session.require()
@@ -208,16 +224,47 @@ class SGLangMagics(Magics):
                 f"unknown view(s) {', '.join(sorted(unknown))}; choose from {', '.join(views.LIVE_VIEWS)}"
             )
         live = views.live_views(session, shows)
+        # SGLang's executor thread also warns with the whole traceback of a failed call; the cell
+        # raises that error itself (once, short), so the warning would only repeat it.
         state = None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Error in stream_executor")
+            try:
+                if "@sgl.function" in cell or "@function" in cell or "sgl.function(" in cell:
+                    return self._run_python(cell)
+                state = self._run_program(cell, args)
+                self.shell.user_ns[args.output or "_state"] = state  # type: ignore[union-attr]
+            except KeyboardInterrupt:
+                _abort_all()
+                raise  # sgnb.cells.interrupt_handler reports it in one line
+            finally:
+                views.finish_views(live, state)
+        return None
+
+    def _run_python(self, cell: str) -> Any:
+        """Run a cell of plain Python (with IPython syntax) in the user's namespace.
+
+        Not ``shell.run_cell``: that shows a failure's traceback itself, and the magic's own
+        re-raise then showed it a second time. Here an error is raised once, showing only the
+        cell's frames; the last expression's value is returned, so IPython shows it as the
+        cell's result.
+        """
+        shell: Any = self.shell
+        source = shell.transform_cell(cell)
+        filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
         try:
-            if "@sgl.function" in cell or "@function" in cell or "sgl.function(" in cell:
-                result = self.shell.run_cell(cell)  # type: ignore[union-attr]
-                result.raise_error()
-                return None
-            state = self._run_program(cell, args)
-            self.shell.user_ns[args.output or "_state"] = state  # type: ignore[union-attr]
-        finally:
-            views.finish_views(live, state)
+            tree = shell.transform_ast(ast.parse(source, filename=filename))
+        except SyntaxError as exc:
+            raise UsageError(f"syntax error in the cell, line {exc.lineno}: {exc.msg}") from None
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        namespace = shell.user_ns
+        try:
+            exec(compile(tree, filename, "exec"), shell.user_global_ns, namespace)
+            if last is not None:
+                expression = ast.fix_missing_locations(ast.Expression(last.value))
+                return eval(compile(expression, filename, "eval"), shell.user_global_ns, namespace)
+        except Exception as exc:
+            raise _cell_error(shell, exc, filename, offset=0) from None
         return None
 
     def _run_program(self, cell: str, args: Any) -> Any:
@@ -225,8 +272,10 @@ class SGLangMagics(Magics):
 
         source = "def __sgnb_program(s):\n" + textwrap.indent(cell if cell.strip() else "pass", "    ")
         namespace = self.shell.user_ns  # type: ignore[union-attr]
+        shell: Any = self.shell
+        filename = shell.compile.cache(source, shell.execution_count)
         try:
-            code = compile(source, "<%%sglang>", "exec")
+            code = compile(source, filename, "exec")
         except SyntaxError as exc:
             raise UsageError(f"syntax error in the program cell, line {exc.lineno}: {exc.msg}") from None
         exec(code, namespace)
@@ -252,15 +301,9 @@ class SGLangMagics(Magics):
         view = views.ProgramStateView(state)
         handle = display(view, display_id=True)
         if stream:
-            try:
-                for _ in views.throttled(state.text_iter()):
-                    if handle is not None:
-                        handle.update(view)
-            except KeyboardInterrupt:
-                runtime = get_session().runtime
-                if runtime is not None and hasattr(runtime, "abort_all"):
-                    runtime.abort_all()
-                raise
+            for _ in views.throttled(state.text_iter()):
+                if handle is not None:
+                    handle.update(view)
         state.sync()
         # SGLang's worker sets error_ only after sync() can already return: wait for it to finish.
         executor = state.stream_executor
@@ -271,8 +314,67 @@ class SGLangMagics(Magics):
         if handle is not None:
             handle.update(view)
         if error is not None:
-            raise error
+            raise _cell_error(shell, error, filename, offset=1) from None
         return state
+
+
+# Errors that say an SGLang call got a wrong argument (sgl.gen's regex check raises re.error):
+# the message is the whole story.
+ARGUMENT_ERRORS = (TypeError, ValueError, re.error)
+
+
+def _abort_all(timeout: float = 10.0) -> None:
+    """Abort the runtime's requests (an interrupted cell's) and wait until none runs."""
+    runtime = get_session().runtime
+    if runtime is None or not hasattr(runtime, "abort_all"):
+        return
+    runtime.abort_all()
+    if not hasattr(runtime, "cache_state"):
+        return
+    deadline = time.monotonic() + timeout
+    while runtime.cache_state().get("running", 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _cell_line(exc: BaseException, filename: str, offset: int) -> int | None:
+    """The line of the cell (1-based) where ``exc`` passed last; ``offset``: lines sgnb added."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno - offset
+        tb = tb.tb_next
+    return line
+
+
+def _did_you_mean(message: str) -> str:
+    """' (did you mean 'regex'?)' for "gen() got an unexpected keyword argument 'regexx'"."""
+    found = re.search(r"(\w+)\(\) got an unexpected keyword argument '(\w+)'", message)
+    if not found:
+        return ""
+    import sglang as sgl
+
+    func = getattr(sgl, found.group(1), None)
+    try:
+        names = list(inspect.signature(func).parameters) if func is not None else []
+    except (TypeError, ValueError):
+        names = []
+    close = difflib.get_close_matches(found.group(2), names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _cell_error(shell: Any, exc: BaseException, filename: str, offset: int) -> BaseException:
+    """``exc``, set to show once: one line for a wrong argument, else the cell's own frames."""
+    if isinstance(exc, ARGUMENT_ERRORS):
+        line = _cell_line(exc, filename, offset)
+        where = f"line {line} of the cell: " if line is not None else ""
+        message = cells.one_line(str(exc)) or type(exc).__name__
+        if isinstance(exc, re.error):  # sgl.gen checks a regex with Python's re first
+            kind, message = "ValueError", f"invalid regex {exc.pattern!r}: {message}"
+        else:
+            kind = type(exc).__name__
+        return cells.render_once(exc, [f"{kind}: {where}{message}{_did_you_mean(message)}"])
+    return cells.render_once(exc, cells.short_traceback(shell, exc, filename))
 
 
 def _literal(value: str) -> Any:
@@ -289,4 +391,6 @@ def _literal(value: str) -> Any:
 
 
 def load(ipython: Any) -> None:
+    """Register the magics, the display-every-magic transformer and the interrupt handler (idempotent)."""
     ipython.register_magics(SGLangMagics)
+    cells.install(ipython)

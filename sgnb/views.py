@@ -43,12 +43,73 @@ def _table(rows: Iterable[tuple[str, Any]], title: str) -> str:
     )
 
 
+# Human labels and units for status and benchmark keys: (label, unit, format).
+LABELS: dict[str, tuple[str, str, str]] = {
+    "runtime": ("runtime", "", ""),
+    "model": ("model", "", ""),
+    "model_path": ("model path", "", ""),
+    "device": ("device", "", ""),
+    "state": ("state", "", ""),
+    "why": ("why this runtime", "", ""),
+    "url": ("server URL", "", ""),
+    "context_length": ("context length", "tokens", ""),
+    "max_total_tokens": ("KV-cache budget", "tokens", ""),
+    "page_size": ("page size", "tokens", ""),
+    "disable_radix_cache": ("radix cache disabled", "", ""),
+    "dtype": ("weights dtype", "", ""),
+    "threads": ("CPU threads", "", ""),
+    "decode_threads": ("decode threads", "", ""),
+    "kv_pool_mib": ("KV pool memory", "MiB", ".1f"),
+    "rss_mib": ("process memory (RSS)", "MiB", ".0f"),
+    "cache_tokens": ("tokens in the radix cache", "tokens", ""),
+    "cache_capacity": ("KV capacity", "tokens", ""),
+    "requests": ("requests served", "", ""),
+    "hit_rate": ("prefix-cache hit rate", "%", ""),
+    "load_time_s": ("load time", "s", ".2f"),
+    "sglang_version": ("sglang version", "", ""),
+    "mem_fraction_static": ("GPU memory fraction", "", ".2f"),
+    "tp_size": ("tensor-parallel GPUs", "", ""),
+    "decode_tok_s_1": ("decode, one stream", "tokens/s", ".1f"),
+    "decode_tok_s_8": ("decode, 8 streams together", "tokens/s", ".1f"),
+    "prefix_ttft_cold_s": ("first token, 1000-token prompt not cached", "s", ".3f"),
+    "prefix_ttft_s": ("first token, same prompt cached", "s", ".3f"),
+    "prefix_ttft_speedup": ("speedup from the prefix cache", "x", ".1f"),
+}
+
+
+def labelled(key: str, value: Any) -> tuple[str, str]:
+    """``("hit_rate", 0.5)`` -> ``("prefix-cache hit rate", "50%")``; unknown keys lose their underscores."""
+    label, unit, fmt = LABELS.get(key, (key.replace("_", " "), "", ""))
+    if isinstance(value, bool) or value is None or value == "":
+        return label, str(value)
+    if unit == "%" and isinstance(value, int | float):
+        return label, f"{100 * value:.1f}%"
+    if isinstance(value, float) and not fmt:
+        fmt = ".3g"
+    text = format(value, fmt) if fmt and isinstance(value, int | float) else str(value)
+    if unit == "x":
+        return label, f"{text}×"
+    return label, f"{text} {unit}" if unit else text
+
+
+def started_line(status: dict[str, Any]) -> str:
+    """The one line ``%sglang start`` prints (``%sglang status`` has the table)."""
+    load = status.get("load_time_s")
+    took = f" in {load:.1f} s" if isinstance(load, int | float) else ""
+    where = status.get("device") or status.get("url") or ""
+    on = f" on {where}" if where else ""
+    return (
+        f"SGLang runtime ready{took}: {status.get('runtime')} runtime, {status.get('model')}{on}. "
+        "%sglang status shows its settings."
+    )
+
+
 class StatusView:
     def __init__(self, status: dict[str, Any]) -> None:
         self.status = status
 
     def _repr_html_(self) -> str:
-        return _table(self.status.items(), "SGLang runtime")
+        return _table((labelled(k, v) for k, v in self.status.items()), "SGLang runtime")
 
     def __repr__(self) -> str:
         keys = ("runtime", "model", "device", "state", "why")
@@ -60,8 +121,10 @@ class BenchView:
         self.figures = figures
 
     def _repr_html_(self) -> str:
-        rows = [(k, f"{v:.3f}" if isinstance(v, float) else v) for k, v in self.figures.items()]
-        return _table(rows, "sgnb quick benchmark (this runtime, this machine)")
+        return _table(
+            (labelled(k, v) for k, v in self.figures.items()),
+            "sgnb quick benchmark (this runtime, this machine)",
+        )
 
     def __repr__(self) -> str:
         return "quick benchmark: " + ", ".join(sorted(self.figures))
@@ -77,18 +140,45 @@ class ProgramStateView:
         executor = self.state.stream_executor
         return {k: v for k, v in executor.variables.items() if isinstance(v, str)}
 
-    def _mark_variables(self, text: str) -> str:
-        out = html.escape(text)
+    def _mark_variables(self, text: str, names: set[str] | None = None) -> str:
+        """Escape ``text`` and mark where each variable's generated text is.
+
+        A variable's text is marked at its last place in ``text`` that no other mark covers: the
+        generated text follows the prompt that asked for it, which may contain the same words
+        (a question about "negative" reviews, answered "negative").
+        """
+        spans: list[tuple[int, int, str]] = []
         for name, value in self._variables().items():
-            if value.strip():
-                escaped = html.escape(value)
-                out = out.replace(
-                    escaped,
-                    f"<mark title='{html.escape(name)}' style='background:#fff3b0'>{escaped}</mark>"
-                    f"<sub style='color:#a60'>{html.escape(name)}</sub>",
-                    1,
-                )
-        return out
+            if (names is not None and name not in names) or not value.strip():
+                continue
+            end = len(text)
+            while (pos := text.rfind(value, 0, end)) != -1:
+                if all(pos + len(value) <= a or pos >= b for a, b, _ in spans):
+                    spans.append((pos, pos + len(value), name))
+                    break
+                end = pos + len(value) - 1
+        out, at = [], 0
+        for a, b, name in sorted(spans):
+            out.append(html.escape(text[at:a]))
+            out.append(
+                f"<mark title='{html.escape(name)}' style='background:#fff3b0'>{html.escape(text[a:b])}</mark>"
+                f"<sub style='color:#a60'>{html.escape(name)}</sub>"
+            )
+            at = b
+        out.append(html.escape(text[at:]))
+        return "".join(out)
+
+    def _message_marks(self, messages: list[dict[str, Any]]) -> list[set[str]]:
+        """Which variables each message marks: an assistant message holding its text, else any."""
+        marks: list[set[str]] = [set() for _ in messages]
+        for name, value in self._variables().items():
+            if not value.strip():
+                continue
+            holders = [i for i, m in enumerate(messages) if value in str(m["content"])]
+            answers = [i for i in holders if messages[i]["role"] == "assistant"]
+            if answers or holders:
+                marks[(answers or holders)[-1]].add(name)
+        return marks
 
     def _repr_html_(self) -> str:
         executor = self.state.stream_executor
@@ -96,9 +186,9 @@ class ProgramStateView:
         if messages:
             blocks = "".join(
                 f"<div style='margin:2px 0'><span style='font-weight:bold;color:#555'>{html.escape(m['role'])}"
-                f"</span><pre style='margin:0;white-space:pre-wrap'>{self._mark_variables(str(m['content']))}</pre>"
-                "</div>"
-                for m in messages
+                f"</span><pre style='margin:0;white-space:pre-wrap'>{self._mark_variables(str(m['content']), names)}"
+                "</pre></div>"
+                for m, names in zip(messages, self._message_marks(messages), strict=True)
             )
         else:
             blocks = f"<pre style='white-space:pre-wrap'>{self._mark_variables(executor.text_)}</pre>"
@@ -227,3 +317,32 @@ def finish_views(views: list[Any], state: Any = None) -> None:
             view.finish()
         elif isinstance(view, TokenTracer):
             view.finish(state)
+
+
+class ProgressLine:
+    """A one-line progress bar shown while a magic works, removed (emptied) when it is done.
+
+    ``update(done, total, what)`` redraws it in place (``update_display``), so a cell keeps one
+    output for it; ``remove()`` leaves an empty output, not a finished bar above the result.
+    """
+
+    def __init__(self, title: str) -> None:
+        from IPython.display import display
+
+        self.title = title
+        self.handle = display(self._bundle(0, 1, "starting"), raw=True, display_id=True)
+
+    def _bundle(self, done: int, total: int, what: str) -> dict[str, str]:
+        text = f"{self.title}: {done}/{total} {html.escape(what)}"
+        return {
+            "text/plain": text,
+            "text/html": f"<div class='sgnb-progress'><progress value='{done}' max='{total}'></progress> {text}</div>",
+        }
+
+    def update(self, done: int, total: int, what: str) -> None:
+        if self.handle is not None:
+            self.handle.update(self._bundle(done, total, what), raw=True)
+
+    def remove(self) -> None:
+        if self.handle is not None:
+            self.handle.update({"text/plain": "", "text/html": ""}, raw=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -150,6 +151,125 @@ def test_interrupt_mid_generation_then_generate(ip: InteractiveShell) -> None:
     assert state["running"] == 0 and state["protected"] == 0
     out = rt.generate("What is the capital of France?", max_new_tokens=8, temperature=0)
     assert out["meta_info"]["completion_tokens"] >= 1
+
+
+def test_trailing_comments_are_comments() -> None:
+    """A ``# comment`` after a magic is a comment, as in Python and POSIX shells (``shlex``'s rule)."""
+    from sgnb.cells import strip_comment
+
+    assert strip_comment("start   # bundled SmolLM2-135M-Instruct; sglang.Engine") == "start"
+    assert strip_comment("# all comment") == ""
+    assert strip_comment("connect http://h:1/#frag --api-key k # x") == "connect http://h:1/#frag --api-key k"
+    assert strip_comment("start --model '/a b/# c' # x") == "start --model '/a b/# c'"
+    assert strip_comment('start --model "x # y"') == 'start --model "x # y"'
+    assert strip_comment(r"start --model a\ \#b") == r"start --model a\ \#b"
+
+
+def test_cell_of_magics_with_comments_shows_every_result(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each %sglang line of a cell displays its result, not only the last (IPython shows the last)."""
+    capsys.readouterr()
+    cell = "%sglang tree      # the radix tree, live\n%sglang stats     # per request\n%sglang status  # x\n"
+    result = run(ip, cell)
+    assert result.error_in_exec is None
+    shown = capsys.readouterr().out
+    assert "RadixTreeWidget:" in shown and "CachePanel:" in shown and shown.count("runtime: local") == 1
+    ip.run_line_magic("config", "InteractiveShell.ast_node_interactivity = 'all'")
+    try:  # IPython then displays every expression itself: sgnb must not add a second copy
+        assert run(ip, "%sglang status\n%sglang status").error_in_exec is None
+        assert capsys.readouterr().out.count("runtime: local") == 2
+    finally:
+        ip.run_line_magic("config", "InteractiveShell.ast_node_interactivity = 'last_expr'")
+
+
+def one_line_error(ip: InteractiveShell, source: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run a failing cell; return what IPython showed for its error, checked to be one line."""
+    capsys.readouterr()
+    result = run(ip, source)
+    assert result.error_in_exec is not None
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    errors = [line for line in shown if "Error" in line or "Interrupt" in line]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(shown), shown
+    return errors[0]
+
+
+def test_misspelt_keyword_is_one_line(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    """``sgl.gen`` is a plain function (``sglang.lang.api.gen``): a wrong keyword is a TypeError."""
+    line = one_line_error(ip, "%%sglang\ns += 'Hi'\ns += sgl.gen('x', max_tokens=2, regexx='x')", capsys)
+    assert "line 2 of the cell" in line and "'regexx'" in line and "did you mean 'regex'" in line
+    fn = "%%sglang\n@sgl.function\ndef f(s):\n    s += sgl.gen('x', max_tokn=2)\n\nf.run()"
+    assert "'max_tokn'" in one_line_error(ip, fn, capsys)
+    assert run(ip, "%%sglang -o ok\ns += 'Hello' + sgl.gen('x', max_tokens=2)").error_in_exec is None
+
+
+def test_invalid_regex_is_one_line_without_cpp_source(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python's ``re`` rejects one (``sglang.lang.api.gen`` checks it), xgrammar the other."""
+    python_re = one_line_error(
+        ip, "%%sglang\ns += 'A' + sgl.gen('x', max_tokens=2, regex='(unclosed')", capsys
+    )
+    assert "invalid regex '(unclosed'" in python_re
+    grammar = one_line_error(ip, "%%sglang\ns += 'A' + sgl.gen('x', max_tokens=2, regex='(?=a)b')", capsys)
+    assert "regex" in grammar and "Lookahead" in grammar
+    assert ".cc:" not in grammar and not re.search(r"\[\d\d:\d\d:\d\d\]", grammar), grammar
+    state = get_session().require().cache_state()
+    assert state["running"] == 0 and state["protected"] == 0
+
+
+def test_failing_function_cell_shows_its_traceback_once(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """issue 12 item 7: the cell's error was printed by an inner run_cell, then again by the magic."""
+    capsys.readouterr()
+    cell = "%%sglang\n@sgl.function\ndef boom(s):\n    s += 'x'\n    1 / 0\n\nboom.run()\n"
+    result = run(ip, cell)
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    shown = capsys.readouterr().out
+    assert shown.count("ZeroDivisionError") == 2  # the header and the last line of one traceback
+    assert "interpreter.py" not in shown and "magics.py" not in shown  # only the cell's own frames
+    # the last expression of a function cell is its result, as in a plain cell
+    assert run(ip, "%%sglang\n@sgl.function\ndef g(s):\n    s += 'x'\n\n1 + 1").result == 2
+
+
+def test_interrupt_during_generation_is_one_line(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Interrupting the kernel mid-generation: one line; the request is aborted, the runtime serves on."""
+    ip.user_ns["rt_"] = get_session().require()
+    for source in (
+        "rt_.generate('Tell me a long story.', max_new_tokens=2000, temperature=0, ignore_eos=True)",
+        "%%sglang\ns += 'Tell me a long story.' + sgl.gen('x', max_tokens=2000, ignore_eos=True)",
+    ):
+        timer = threading.Timer(1.5, _thread.interrupt_main)
+        timer.start()
+        line = one_line_error(ip, source, capsys)
+        timer.join()
+        assert line.startswith("KeyboardInterrupt: generation interrupted"), line
+        state = get_session().require().cache_state()
+        assert state["running"] == 0 and state["protected"] == 0
+    assert run(ip, "%%sglang -o ok\ns += 'Hello' + sgl.gen('x', max_tokens=2)").error_in_exec is None
+    capsys.readouterr()
+    timer = threading.Timer(0.5, _thread.interrupt_main)  # elsewhere, IPython's usual traceback stays
+    timer.start()
+    result = run(ip, "import time\nfor _ in range(100):\n    time.sleep(0.05)")
+    timer.join()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert "Traceback" in capsys.readouterr().out
+
+
+def test_chart_renders_without_matplotlib_inline(ip: InteractiveShell) -> None:
+    """``stats.plot()`` in a fresh kernel: a PNG, not ``<Figure size ...>``."""
+    panel = run(ip, "%sglang stats").result
+    fig = panel.plot()
+    formatter = ip.display_formatter.formatters["image/png"]
+    enabled, formatter.enabled = formatter.enabled, True  # a terminal shell shows text/plain only
+    try:
+        png = formatter(fig)  # what a kernel sends; tests/test_readme.py checks it in a real one
+    finally:
+        formatter.enabled = enabled
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_stop_then_start_again(ip: InteractiveShell) -> None:

@@ -343,3 +343,29 @@ def test_static_snapshots_preprocessor() -> None:
     out, _ = static_snapshots(nb, {})
     assert WIDGET_VIEW not in out["cells"][0]["outputs"][0]["data"]
     assert WIDGET_VIEW in out["cells"][1]["outputs"][0]["data"]
+
+
+def test_program_state_marks_a_variable_where_it_was_generated() -> None:
+    """Tutorial 02: "negative" in the user's question is not the ``sentiment`` the model picked.
+
+    The state is SGLang's own ``StreamExecutor`` shape (``messages_``, ``text_``, ``variables``,
+    ``meta_info``), as ``sglang.lang.interpreter.StreamExecutor`` fills it.
+    """
+    from types import SimpleNamespace
+
+    from sgnb.views import ProgramStateView
+
+    question = "Is this review positive or negative?"
+    executor = SimpleNamespace(
+        messages_=[{"role": "user", "content": question}, {"role": "assistant", "content": "negative"}],
+        text_=f"user: {question}\nassistant: negative",
+        variables={"sentiment": "negative"},
+        meta_info={},
+    )
+    page = ProgramStateView(SimpleNamespace(stream_executor=executor))._repr_html_()
+    user, assistant = page.split("assistant</span>")
+    assert "<mark" not in user and "<mark title='sentiment'" in assistant
+    executor.messages_ = []  # a program without roles: the text after the prompt is marked
+    page = ProgramStateView(SimpleNamespace(stream_executor=executor))._repr_html_()
+    assert page.count("<mark") == 1 and "positive or negative?" in page
+    assert page.index("<mark") > page.index("positive or negative?")

@@ -112,13 +112,17 @@ class CachePanel(SgnbWidget):
     # ---- outputs -------------------------------------------------------------------------
 
     def plot(self, ax: Any = None) -> Any:
-        """A matplotlib Figure: stacked cached/new prompt tokens per request and the running hit rate."""
-        from matplotlib.figure import Figure
+        """A matplotlib Figure: stacked cached/new prompt tokens per request and the running hit rate.
+
+        It displays as a PNG in a fresh notebook (no ``%matplotlib inline`` needed), in nbconvert
+        HTML and under papermill (``sgnb.widgets._chart.ChartFigure``).
+        """
+        from sgnb.widgets._chart import ChartFigure
 
         self._throttle.flush()
         rows = list(self.rows)
         if ax is None:
-            fig = Figure(figsize=(max(4.0, min(12.0, 0.35 * len(rows) + 2)), 3.2), layout="constrained")
+            fig = ChartFigure(figsize=(max(4.0, min(12.0, 0.35 * len(rows) + 2)), 3.2), layout="constrained")
             ax = fig.add_subplot()
         else:
             fig = ax.figure
