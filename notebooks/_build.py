@@ -689,6 +689,38 @@ assert all(a["meta_info"]["cached_tokens"] >= shared for a in answers[1:])
             (`cached_tokens / prompt_tokens`, or the `sglang:cache_hit_rate` metric of a server, see 06) and
             your own prefill/decode split before you expect it.
             """),
+            md("""
+            ## Token by token: which prompt tokens the cache served
+
+            `cached_tokens` is one number. The token view (`sgnb.widgets.TokenView`, or `%sglang tokens` for
+            the last request, or `%%sglang --show tokens` on a program cell) draws every prompt and output token
+            as a chip: **orange** prompt tokens were served from the radix cache (the request's `cached_tokens`,
+            which come from the tree match), **grey** ones were prefilled for this request, **blue** ones were
+            generated. Hover a chip for its numbers; the selector colours by probability or latency instead.
+
+            A fresh runtime (the one above was stopped), one few-shot question to fill the cache, then a
+            different question: only the question itself should be prefilled.
+            """),
+            code("""
+            from sgnb.widgets import TokenView
+
+            rt = sgnb.start(MODEL, RUNTIME, **start_options())  # few_shot() templates with this runtime
+            rt.generate(few_shot("What is the capital of Peru?"), max_new_tokens=4, temperature=0)
+            view = TokenView.from_request(rt, few_shot("Which river flows through Vienna?"),
+                                          max_new_tokens=MAX_NEW_TOKENS, temperature=0)
+            view
+            """),
+            code("""
+            row, meta = view.rows[0], view.result["meta_info"]
+            cached = "".join(c["t"] for c in row["prompt"] if c["k"] == "cached")
+            prefilled = "".join(c["t"] for c in row["prompt"] if c["k"] == "prefilled")
+            print(f"{row['counts']['cached']} cached chips, cached_tokens = {meta['cached_tokens']} of {meta['prompt_tokens']}")
+            print("the cache served, ending with:", repr(cached[-50:]))
+            print("prefilled for this request:   ", repr(prefilled))
+            assert row["counts"]["cached"] == meta["cached_tokens"] > 0
+            assert "Vienna" in prefilled and "Vienna" not in cached
+            rt.stop()
+            """),
         ]
     )
 
@@ -895,6 +927,35 @@ def structured() -> Any:
             bigger models fail less often, but "less often" is still a failure rate your code must handle.
             Constraints remove that class of error for the price of a token mask per step (tutorial 07 measures
             it). They do not make the *content* right: the model can still say Paris is in Italy.
+            """),
+            md("""
+            ## Where the model wanted to go, and where the grammar sent it
+
+            `TokenView` shows a constrained request token by token. Each output chip is **purple** when the
+            grammar allowed exactly one token (*forced*: no sampling happened), **green** when the model sampled
+            from the masked distribution (*constrained*), **blue** when it sampled freely. Hover a green chip: the
+            card puts the allowed top-k (what the model could pick) beside the model's own top-k before the mask,
+            with the choices the grammar masked out struck through, plus the step's latency and how many tokens
+            were allowed. The unconstrained top-k needs a look at the logits before the mask, which the local
+            runtime's scheduler takes for requests that ask for logprobs (SGLang's `SamplingObserver` hook is the
+            same idea); over sglang.Engine or a server the view shows what `meta_info` returns.
+            """),
+            code("""
+            from sgnb.widgets import TokenView
+
+            tokens = TokenView.from_request(rt, ask("Give Paris as a JSON object with keys name, country and population_millions."),
+                                            json_schema=SCHEMA, max_new_tokens=MAX_NEW_TOKENS, temperature=0)
+            tokens
+            """),
+            code("""
+            row = tokens.rows[0]
+            print(tokens)
+            overruled = [c for c in row["out"] if c.get("unc") and not c["unc"][0][2]]
+            for c in overruled[:6]:
+                wanted, p, _ = c["unc"][0]
+                print(f"the model wanted {wanted!r:>12} (p={p:.2f}); the grammar allowed {c['n']} tokens, it wrote {c['t']!r}")
+            if rt.kind == "local" and QUALITY_CHECKS:
+                assert overruled  # e.g. prose instead of the opening brace
             """),
             code("%sglang stop"),
         ]
