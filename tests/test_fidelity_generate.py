@@ -1,0 +1,272 @@
+"""Aborts, prefill-only requests and context-length refusals, as SGLang 0.5.23 does them.
+
+One runtime, served by ``sgnb serve``'s app on 127.0.0.1; every case ends with the runtime idle,
+no lock held and ``used + free == capacity``, and the next request served normally.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import assert_idle_balanced, chat
+
+import sgnb
+from sgnb.events import EventLog, RequestFinished
+from sgnb.serve.app import create_app
+from sgnb.serve.server import ServerThread
+
+LONG = {"max_new_tokens": 400, "ignore_eos": True, "temperature": 0}
+# FINISH_ABORT().to_json() (schedule_batch.py): a running request aborted by /abort_request.
+ABORTED = {"type": "abort", "message": "Aborted", "status_code": None, "err_type": None}
+
+
+@pytest.fixture(scope="module")
+def rt() -> Iterator[Any]:
+    runtime = sgnb.start(max_total_tokens=2048)
+    yield runtime
+    runtime.stop()
+
+
+@pytest.fixture(scope="module")
+def server(rt: Any) -> Iterator[ServerThread]:
+    with ServerThread(create_app(rt)) as srv:
+        yield srv
+
+
+@pytest.fixture
+def http(server: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+def wait_running(rt: Any, n: int = 1, tokens: int = 3) -> None:
+    """Block until ``n`` requests run and have decoded a few tokens (polling; no timing asserted)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        running = rt.scheduler.call(lambda: [len(r.output_ids) for r in rt.scheduler.running])
+        if len(running) >= n and min(running) >= tokens:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the request never started")
+
+
+def wait_idle(rt: Any) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = rt.cache_state()
+        if state["running"] == 0 and state["waiting"] == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the runtime never went idle")
+
+
+def serves_normally(rt: Any, http: httpx.Client | None = None) -> None:
+    prompt = chat(rt, "What is the capital of France?")
+    ref = rt.generate(prompt, max_new_tokens=8, temperature=0)
+    assert ref["meta_info"]["finish_reason"]["type"] in ("stop", "length")
+    if http is not None:
+        res = http.post(
+            "/generate", json={"text": prompt, "sampling_params": {"max_new_tokens": 8, "temperature": 0}}
+        )
+        assert res.status_code == 200 and res.json()["text"] == ref["text"]
+    assert_idle_balanced(rt)
+
+
+# ---- item 4: aborts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", [{"rid": "job-1"}, {"abort_all": True}, {"rid": "job"}])
+def test_abort_a_non_streaming_request(
+    rt: Any, http: httpx.Client, server: ServerThread, how: dict[str, Any]
+) -> None:
+    """/generate (not streamed) with rid job-1, then /abort_request: it finishes at once with
+    FINISH_ABORT's reason and the text so far, its KV freed (TokenizerManager.abort_request;
+    Scheduler.abort_request matches rids by prefix, so {"rid": "job"} aborts job-1 too)."""
+    out: dict[str, Any] = {}
+
+    def post() -> None:
+        with httpx.Client(base_url=server.url, timeout=300) as client:
+            body = {"text": "Count slowly:", "rid": "job-1", "sampling_params": LONG}
+            out["res"] = client.post("/generate", json=body)
+
+    worker = threading.Thread(target=post)
+    worker.start()
+    wait_running(rt)
+    assert http.post("/abort_request", json=how).status_code == 200
+    worker.join(timeout=300)
+    res = out["res"]
+    assert res.status_code == 200
+    meta = res.json()["meta_info"]
+    assert meta["finish_reason"] == ABORTED
+    assert meta["id"] == "job-1"
+    assert 0 < meta["completion_tokens"] < 400
+    assert res.json()["text"]  # the text so far, as SGLang returns it
+    serves_normally(rt, http)
+
+
+def test_abort_by_an_unknown_rid_changes_nothing(rt: Any, http: httpx.Client) -> None:
+    assert http.post("/abort_request", json={"rid": "nobody"}).status_code == 200
+    serves_normally(rt, http)
+
+
+def test_client_disconnect_aborts_a_non_streaming_request(rt: Any, server: ServerThread) -> None:
+    """A client that hangs up on a non-streaming /generate gets its request aborted
+    (TokenizerManager._wait_one_response checks request.is_disconnected())."""
+    log = EventLog(rt.hub)
+    client = httpx.Client(base_url=server.url, timeout=httpx.Timeout(120, read=1.0))
+    with client, pytest.raises(httpx.ReadTimeout):
+        client.post("/generate", json={"text": "Count slowly:", "sampling_params": LONG})
+    wait_idle(rt)
+    finished = log.of_type(RequestFinished)
+    assert finished and finished[-1].finish_reason == ABORTED
+    assert finished[-1].completion_tokens < 400
+    serves_normally(rt)
+
+
+def test_keyboard_interrupt_in_process_frees_the_request(rt: Any) -> None:
+    log = EventLog(rt.hub)
+
+    def interrupt() -> None:
+        wait_running(rt)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        rt.generate("Count slowly:", dict(LONG))
+    finished = log.of_type(RequestFinished)
+    assert finished[-1].finish_reason == ABORTED
+    serves_normally(rt)
+
+
+def test_a_stream_closed_early_frees_the_request(rt: Any) -> None:
+    chunks = rt.generate("Count slowly:", dict(LONG), stream=True)
+    next(chunks), next(chunks)
+    chunks.close()
+    wait_idle(rt)
+    serves_normally(rt)
+
+
+def test_abort_while_waiting(rt: Any) -> None:
+    """A request aborted before it ran: SGLang's reply is {"type": "abort", "message": "Abort in
+    waiting queue"} (TokenizerManager._handle_abort_req)."""
+    req = rt.make_request("Count slowly:", sampling_params=dict(LONG), rid="queued-1")
+
+    def queue_and_abort() -> None:  # one scheduler turn: queued, then aborted before admission
+        rt.scheduler.waiting.append(req)
+        req.aborted = True
+
+    rt.scheduler.call(queue_and_abort)
+    assert req.done.wait(60)
+    assert req.finish_reason == {"type": "abort", "message": "Abort in waiting queue"}
+    serves_normally(rt)
+
+
+# ---- item 3: max_new_tokens=0 ----------------------------------------------------------------
+
+
+def test_max_new_tokens_zero_is_prefill_only_everywhere(rt: Any, http: httpx.Client) -> None:
+    """SGLang accepts max_new_tokens=0 (SamplingParams.verify: "at least 0"): prefill only, the
+    prompt cached, FINISH_LENGTH(0)."""
+    import sglang as sgl
+
+    prompt = chat(rt, "Warm the cache with this prompt, please.")
+    rt.flush_cache()
+    out = rt.generate(prompt, max_new_tokens=0)
+    assert out["text"] == "" and out["output_ids"] == []
+    assert out["meta_info"]["finish_reason"] == {"type": "length", "length": 0}
+    assert out["meta_info"]["completion_tokens"] == 0
+    again = rt.generate(prompt, max_new_tokens=0)
+    assert again["meta_info"]["cached_tokens"] == again["meta_info"]["prompt_tokens"] - 1
+    res = http.post("/generate", json={"text": prompt, "sampling_params": {"max_new_tokens": 0}})
+    assert res.status_code == 200 and res.json()["meta_info"]["finish_reason"] == {
+        "type": "length",
+        "length": 0,
+    }
+
+    @sgl.function
+    def warm(s: Any) -> None:
+        s += prompt + sgl.gen("x", max_tokens=0)
+
+    assert warm.run(backend=rt.backend)["x"] == ""
+    serves_normally(rt, http)
+
+
+# ---- item 5: context length -------------------------------------------------------------------
+
+
+def _too_long(rt: Any) -> tuple[list[int], str]:
+    ids = rt.tokenizer.encode("word " * 400, add_special_tokens=False)[:200]
+    return ids, rt.tokenizer.decode(ids)
+
+
+SGLANG_TOTAL = (
+    "Requested token count exceeds the model's maximum context length of 256 tokens. You requested a "
+    "total of 300 tokens: 200 tokens from the input messages and 100 tokens for the completion. Please "
+    "reduce the number of tokens in the input messages or the completion to fit within the limit."
+)
+
+
+def test_context_length_refused_as_sglang(
+    rt: Any, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prompt + max_new_tokens > context_length: SGLang's 400 and message
+    (TokenizerManager._validate_one_request), on /generate, /v1/completions, /v1/chat/completions
+    and in-process; the next request is served normally."""
+    monkeypatch.setattr(rt, "context_length", 256)
+    ids, _ = _too_long(rt)
+    with pytest.raises(ValueError) as info:
+        rt.generate(input_ids=ids, max_new_tokens=100)
+    assert str(info.value) == SGLANG_TOTAL
+    res = http.post("/generate", json={"input_ids": ids, "sampling_params": {"max_new_tokens": 100}})
+    assert res.status_code == 400 and res.json()["error"]["message"] == SGLANG_TOTAL
+    res = http.post("/v1/completions", json={"model": "x", "prompt": ids, "max_tokens": 100})
+    assert res.status_code == 400 and res.json()["message"] == SGLANG_TOTAL
+    body = {"model": "x", "messages": [{"role": "user", "content": "word " * 200}], "max_tokens": 100}
+    res = http.post("/v1/chat/completions", json=body)
+    assert res.status_code == 400 and "maximum context length of 256 tokens" in res.json()["message"]
+    assert res.json()["object"] == "error"
+    # A prompt that is itself too long, and max_new_tokens left out (SGLang checks no total then).
+    res = http.post("/generate", json={"input_ids": ids + ids, "sampling_params": {}})
+    assert res.status_code == 400
+    assert res.json()["error"]["message"] == (
+        "The input (400 tokens) is longer than the model's context length (256 tokens)."
+    )
+    fits = http.post("/generate", json={"input_ids": ids, "sampling_params": {"ignore_eos": True}}).json()
+    assert fits["meta_info"]["finish_reason"] == {"type": "length", "length": 54}  # 255 - 200 - 1
+    serves_normally(rt, http)
+
+
+def test_allow_auto_truncate(rt: Any, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--allow-auto-truncate: max_new_tokens cut to what the context leaves, then to the scheduler's
+    max_req_len bound; a too-long prompt cut to max_req_input_len (validate_input_length)."""
+    monkeypatch.setattr(rt, "context_length", 256)
+    monkeypatch.setattr(rt, "allow_auto_truncate", True)
+    ids, _ = _too_long(rt)
+    body = {
+        "input_ids": ids,
+        "sampling_params": {"max_new_tokens": 100, "ignore_eos": True, "temperature": 0},
+    }
+    out = http.post("/generate", json=body).json()
+    assert out["meta_info"]["finish_reason"] == {"type": "length", "length": 54}
+    assert out["meta_info"]["prompt_tokens"] == 200
+    out = rt.generate(input_ids=ids + ids, max_new_tokens=10)
+    assert out["meta_info"]["prompt_tokens"] == 250  # 255 - 5
+    assert out["meta_info"]["finish_reason"] == {"type": "length", "length": 0}
+    serves_normally(rt, http)
+
+
+def test_cli_flag_reaches_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sgnb.serve.server as server_mod
+    from sgnb.cli import build_parser
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(server_mod, "run_server", lambda model, **kw: seen.update(kw))
+    args = build_parser().parse_args(["serve", "--context-length", "256", "--allow-auto-truncate"])
+    assert args.func(args) == 0
+    assert seen["runtime_options"] == {"context_length": 256, "allow_auto_truncate": True}
