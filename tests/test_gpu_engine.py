@@ -9,6 +9,7 @@ Results are written to ``$OUT/gpu-results.json`` and the KV-event stream to ``$O
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -326,11 +327,15 @@ def test_failed_start_raises_one_line_and_the_next_start_works() -> None:
     from sgnb.runtimes.engine import EngineRuntime
     from sgnb.runtimes.engine.runtime import EngineStartError
 
-    def children() -> list[str]:
-        procs = psutil.Process().children(recursive=True)
-        return [p.name() for p in procs if "resource_tracker" not in " ".join(p.cmdline())]
+    def children() -> list[str]:  # live ones the start left, not earlier tests' zombies
+        names = []
+        for proc in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if proc.pid not in before and "resource_tracker" not in " ".join(proc.cmdline()):
+                    names.append(proc.name())
+        return names
 
-    assert not children()
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     free0, _ = torch.cuda.mem_get_info()
     t = time.perf_counter()
     with pytest.raises(EngineStartError) as info:

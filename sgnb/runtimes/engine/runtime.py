@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import queue
-import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,10 +23,12 @@ from sgnb.events import EventHub, finished_from_result
 from sgnb.logprobs import LOGPROB_FIELDS
 from sgnb.models import resolve_model
 from sgnb.params import SamplingParams
+from sgnb.runtimes.engine.start import EngineStartError, start_on_loop
 from sgnb.runtimes.kv_subscriber import KVEventSubscriber, free_port
 from sgnb.version_check import installed_sglang
 
 T = TypeVar("T")
+__all__ = ["ENGINE_DEFAULTS", "EngineRuntime", "EngineStartError"]
 # Measured on H100 with sglang 0.5.17: triton attention starts without an nvcc JIT (flashinfer's
 # first request compiles for ~90 s); the pytorch sampler and xgrammar need no extra kernels.
 ENGINE_DEFAULTS: dict[str, Any] = {
@@ -37,114 +37,6 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "grammar_backend": "xgrammar",
     "log_level": "warning",
 }
-# After a child's SIGQUIT, how long the Engine's own start-up error may take to arrive: SGLang's
-# _wait_for_scheduler_ready notices a dead scheduler within its 5 s poll.
-SIGQUIT_GRACE_S = 30.0
-
-
-class EngineStartError(RuntimeError, ValueError):
-    """``sglang.Engine`` did not start. One line; its processes are gone and a new start can follow.
-
-    Also a ValueError, as sgnb's other start errors, so ``%sglang start`` shows it as one line.
-    """
-
-
-_sigquits: list[float] = []  # when SIGQUITs arrived (monotonic s); the handler only records
-
-
-def _record_sigquit(signum: int, frame: Any) -> None:
-    # SGLang's scheduler and detokenizer send SIGQUIT to their parent on an exception
-    # (scheduler.py run_scheduler_process, detokenizer_manager.py; the same in 0.5.17 and 0.5.23),
-    # and its watchdog does when a child dies. SGLang installs its own handler (which kills the
-    # whole process tree, itself included) only when the Engine is built on the main thread
-    # (engine.py _set_envs_and_config); sgnb builds it on a loop thread, so without this handler
-    # the default action would end the Jupyter kernel. The start path turns it into an error.
-    _sigquits.append(time.monotonic())
-
-
-def install_sigquit_handler() -> bool:
-    """Record SIGQUIT instead of dying of it; True once installed (signals: main thread only).
-
-    It stays installed: a late SIGQUIT from a failed start's leftovers must not end the kernel.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if signal.getsignal(signal.SIGQUIT) is not _record_sigquit:
-        signal.signal(signal.SIGQUIT, _record_sigquit)
-    return True
-
-
-def _child_pids() -> set[int]:
-    import psutil
-
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def kill_new_children(before: set[int], timeout: float = 10.0) -> list[int]:
-    """Stop this process's descendants not in ``before`` (SIGTERM, then SIGKILL): their pids.
-
-    multiprocessing's resource tracker is left alone: it is shared and relaunching it warns.
-    """
-    import psutil
-
-    procs = []
-    for proc in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if proc.pid not in before and "resource_tracker" not in " ".join(proc.cmdline()):
-                procs.append(proc)
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()  # SGLang's children free their shared memory on SIGTERM
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=timeout)
-    return [p.pid for p in procs]
-
-
-def start_on_loop(
-    loop: asyncio.AbstractEventLoop, factory: Callable[[], T], what: str = "sglang.Engine"
-) -> T:
-    """Call ``factory`` (which spawns SGLang's processes) on ``loop``'s thread; wait here.
-
-    On any failure, the processes it spawned are stopped and EngineStartError (one line) is
-    raised; KeyboardInterrupt stays itself. Call it on the main thread, where the SIGQUIT handler
-    can be installed. If a child signalled a failure and ``factory`` neither returns nor raises
-    within ``SIGQUIT_GRACE_S``, the start is given up.
-    """
-    install_sigquit_handler()
-    before, quits = _child_pids(), len(_sigquits)
-
-    async def create() -> T:
-        return factory()
-
-    future = asyncio.run_coroutine_threadsafe(create(), loop)
-    failed_at: float | None = None
-    try:
-        while True:
-            try:
-                return future.result(timeout=0.1)  # short waits: Ctrl-C and SIGQUIT stay noticed
-            except concurrent.futures.TimeoutError:
-                if future.done():  # the factory itself raised a TimeoutError
-                    raise
-                if len(_sigquits) > quits:
-                    failed_at = failed_at or time.monotonic()
-                    if time.monotonic() - failed_at > SIGQUIT_GRACE_S:
-                        raise TimeoutError(f"a child process failed and {what} did not return") from None
-    except KeyboardInterrupt:
-        future.cancel()
-        kill_new_children(before)
-        raise
-    except Exception as exc:
-        kill_new_children(before)
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        why = (
-            "; a child process reported the error (SGLang's log above says why)"
-            if len(_sigquits) > quits
-            else ""
-        )
-        raise EngineStartError(f"{what} failed to start: {first}{why}") from None
 
 
 class EngineRuntime:
