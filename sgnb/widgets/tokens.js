@@ -35,14 +35,16 @@ const CSS = `
 .sgnb-tok .chip.out { font-weight: 500; }
 .sgnb-tok .cursor { display: inline-block; width: 7px; background: #555; animation: sgnbblink 1s infinite; }
 @keyframes sgnbblink { 50% { opacity: 0.2; } }
-.sgnb-tok .card { position: absolute; z-index: 10; display: none; background: var(--jp-layout-color1, #fff);
+.sgnb-tok-card { position: fixed; z-index: 1000; display: none; background: var(--jp-layout-color1, #fff);
   border: 1px solid #bbb; box-shadow: 0 2px 8px rgba(0,0,0,.2); padding: 6px 8px; border-radius: 4px;
   min-width: 220px; max-width: 520px; pointer-events: none; }
-.sgnb-tok .card table { border-collapse: collapse; }
-.sgnb-tok .card td, .sgnb-tok .card th { padding: 0 6px; text-align: left; font-size: 11px; white-space: pre; }
-.sgnb-tok .card .tk { font-family: var(--jp-code-font-family, monospace); background: #f1f1f1; }
-.sgnb-tok .card .masked { text-decoration: line-through; color: #b33; }
-.sgnb-tok .card .pick { font-weight: 700; }
+.sgnb-tok-card table { border-collapse: collapse; }
+.sgnb-tok-card td, .sgnb-tok-card th { padding: 0 6px; text-align: left; font-size: 11px; white-space: pre; }
+.sgnb-tok-card .tk { font-family: var(--jp-code-font-family, monospace); background: #f1f1f1; }
+.sgnb-tok-card .masked { text-decoration: line-through; color: #b33; }
+.sgnb-tok-card .pick { font-weight: 700; }
+.sgnb-tok-card { font: 12px var(--jp-ui-font-family, sans-serif); color: var(--jp-ui-font-color1, #222); }
+.sgnb-tok-card .dim { color: var(--jp-ui-font-color2, #777); }
 .sgnb-tok .bar { display: inline-block; height: 7px; background: #4e79a7; vertical-align: middle; }
 .sgnb-tok select { font-size: 12px; }
 `;
@@ -74,10 +76,17 @@ function render({ model, el }) {
   const head = document.createElement("div");
   head.className = "hd";
   const body = document.createElement("div");
-  const card = document.createElement("div");
-  card.className = "card";
-  root.append(head, body, card);
+  root.append(head, body);
   el.append(style, root);
+  // One card per page, on the page's body: output areas clip (and may re-anchor) what overflows
+  // them, and a re-displayed output can leave a view that is never cleaned up.
+  let card = document.querySelector("[data-sgnb-tokens-card]");
+  if (!card) {
+    card = document.createElement("div");
+    card.className = "sgnb-tok-card";
+    card.dataset.sgnbTokensCard = "";
+    document.body.append(card);
+  }
   let view = { rows: [], choices: {} };
 
   function drawHead() {
@@ -200,10 +209,11 @@ function render({ model, el }) {
     lines.push(topTable(chip));
     card.innerHTML = lines.join("");
     card.style.display = "block";
-    const r = root.getBoundingClientRect();
     const c = target.getBoundingClientRect();
-    card.style.left = `${Math.max(0, Math.min(c.left - r.left, r.width - card.offsetWidth))}px`;
-    card.style.top = `${c.bottom - r.top + 4}px`;
+    const w = window.innerWidth, h = window.innerHeight;
+    card.style.left = `${Math.max(0, Math.min(c.left, w - card.offsetWidth - 4))}px`;
+    const below = c.bottom + 4;
+    card.style.top = `${below + card.offsetHeight > h ? Math.max(0, c.top - card.offsetHeight - 4) : below}px`;
   }
 
   body.addEventListener("mouseover", (ev) => {
@@ -217,6 +227,7 @@ function render({ model, el }) {
   model.on("change:color_by", draw);
   draw();
   return () => {
+    card.style.display = "none";
     model.off("change:view_json", draw);
     model.off("change:color_by", draw);
   };
