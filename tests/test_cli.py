@@ -162,6 +162,14 @@ def test_dockerfile_command_writes_both_files(tmp_path: Path) -> None:
     assert (out / "entrypoint.sh").stat().st_mode & 0o111
 
 
+def test_dockerfile_hands_sglang_a_model_it_can_load_for_bundled(tmp_path: Path) -> None:
+    """``launch_server --model-path bundled`` would go to the hub for a model named "bundled"."""
+    done = run("dockerfile", "--model-path", "bundled", "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "Dockerfile").read_text()
+    assert 'MODEL_PATH="HuggingFaceTB/SmolLM2-135M-Instruct"' in text and "bundled" not in text
+
+
 # ---- bench gates ------------------------------------------------------------------------------------
 
 BASELINE = {
