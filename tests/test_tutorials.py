@@ -39,7 +39,7 @@ TIMES = ROOT / "test-artifacts" / "tutorial-times.json"
 KERNEL = "sgnb-venv"
 MAX_BYTES = 2 * 2**20
 # Seconds per notebook and per step (papermill, then nbval), generous for a shared 2-core machine.
-TIMEOUTS = {"00": 240, "05": 120}
+TIMEOUTS = {"00": 240, "05": 120, "08": 720}  # 08 starts two workers and the router
 DEFAULT_TIMEOUT = 480
 PARAMETERS: dict[str, Any] = json.loads(os.environ.get("SGNB_TUTORIAL_PARAMETERS") or "{}")
 REQUIRED_PARAMETERS = ("RUNTIME", "MODEL", "ENGINE_ARGS", "QUALITY_CHECKS")
@@ -83,8 +83,12 @@ def record_time(name: str, step: str, seconds: float) -> None:
     TIMES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def test_there_are_eight_tutorials() -> None:
-    assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(8)]
+# Notebooks authored as jupytext percent-format sources (NN-name.py beside NN-name.ipynb), not by _build.py.
+PAIRED = [nb for nb in NOTEBOOKS if nb.with_suffix(".py").exists()]
+
+
+def test_there_are_nine_tutorials() -> None:
+    assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(9)]
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
@@ -109,13 +113,25 @@ def test_notebooks_match_build_script() -> None:
     assert spec is not None and spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
-    assert sorted(build.NOTEBOOKS) == [nb.name for nb in NOTEBOOKS]
+    assert sorted(build.NOTEBOOKS) == [nb.name for nb in NOTEBOOKS if nb not in PAIRED]
     for name, make in build.NOTEBOOKS.items():
         committed = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
         fresh = make()
         assert [(c.cell_type, c.source) for c in committed.cells] == [
             (c.cell_type, c.source) for c in fresh.cells
         ], f"{name} is out of date: python notebooks/_build.py --execute {name[:2]}"
+
+
+@pytest.mark.parametrize("notebook", PAIRED, ids=lambda p: p.stem)
+def test_paired_notebooks_match_their_source(notebook: Path) -> None:
+    """The committed notebook is its jupytext source (``jupytext --to ipynb NN-name.py``), cell for cell."""
+    import jupytext
+
+    source = jupytext.read(notebook.with_suffix(".py"))
+    committed = nbformat.read(notebook, as_version=4)
+    assert [(c.cell_type, c.source) for c in committed.cells] == [
+        (c.cell_type, c.source) for c in source.cells
+    ], f"{notebook.name} is out of date: jupytext --update --to ipynb {notebook.with_suffix('.py').name}"
 
 
 @pytest.mark.parametrize("notebook", cases())

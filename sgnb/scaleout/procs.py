@@ -31,6 +31,14 @@ POLICIES = ("cache_aware", "round_robin", "power_of_two", "random", "manual")
 # see a killed worker dropped within seconds. ``router_args`` override both.
 HEALTH_INTERVAL_S = 1
 HEALTH_FAILURES = 2
+# A request whose worker died is retried; cache_aware keeps choosing the dead worker (its prefix is
+# there) until the health check or the circuit breaker takes it out. The router's default retry
+# window (5 retries from 50 ms, x1.5: about 0.7 s) can end before that and answer 500; these give
+# 6 retries from 100 ms, x2 (about 6 s) and open a worker's circuit after 3 failures.
+RETRY_ARGS = (
+    "--retry-max-retries", "6", "--retry-initial-backoff-ms", "100", "--retry-backoff-multiplier", "2",
+    "--cb-failure-threshold", "3",
+)  # fmt: skip
 
 
 def kv_events_config(port: int) -> str:
@@ -69,7 +77,7 @@ def router_command(port: int, worker_urls: list[str], policy: str, args: list[st
     cmd += ["--worker-urls", *worker_urls, "--policy", policy]
     cmd += ["--prometheus-host", HOST, "--prometheus-port", str(free_port())]
     cmd += ["--health-check-interval-secs", str(HEALTH_INTERVAL_S)]
-    cmd += ["--health-failure-threshold", str(HEALTH_FAILURES), "--log-level", "warn"]
+    cmd += ["--health-failure-threshold", str(HEALTH_FAILURES), *RETRY_ARGS, "--log-level", "warn"]
     return [*cmd, *args]
 
 
