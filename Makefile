@@ -63,9 +63,18 @@ IPYDIR := $(VENV)/ipython
 $(IPYDIR)/profile_default/startup/00-sgnb.py: sgnb/ipython_startup.py
 	mkdir -p $(dir $@) && cp $< $@
 
-lab: setup $(IPYDIR)/profile_default/startup/00-sgnb.py
+# JupyterLab asks "Would you like to get notified about official Jupyter news?" in a pop-up that
+# covers the first cell's widgets while its fetchNews setting is "none" (the default), whatever
+# news_url says: this venv's settings overrides answer "no" (a user can still turn it on).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_OVERRIDES): | .venv/bin/python
+	mkdir -p $(dir $@)
+	echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $@
+
+lab: setup $(IPYDIR)/profile_default/startup/00-sgnb.py $(LAB_OVERRIDES)
 	$(BIN)/python -m sgnb.models
-	IPYTHONDIR=$(abspath $(IPYDIR)) $(BIN)/jupyter lab --notebook-dir=notebooks --ip 127.0.0.1 --no-browser $(LAB_ROOT_FLAG)
+	IPYTHONDIR=$(abspath $(IPYDIR)) $(BIN)/jupyter lab --notebook-dir=notebooks --ip 127.0.0.1 --no-browser \
+		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $(LAB_ROOT_FLAG)
 
 demo: setup
 	$(BIN)/python -m sgnb.demo

@@ -124,11 +124,31 @@ class SGLangMagics(Magics):
         kind, _ = choose_runtime(runtime)
         options = self._options(args, kind)
         session = get_session()
-        if kind == "remote":
-            session.connect(runtime, api_key=args.api_key, timeout=args.timeout)
-        else:
-            session.start(args.model or self.default_model, runtime, **options)
-        print(views.started_line(session.status()))
+        session.require_stopped()
+        # Start-up takes seconds (minutes for an Engine): show what it is doing, and say after
+        # where the time went (imports of torch/transformers/sglang vs loading the model).
+        steps: dict[str, float] = {}
+        bar = views.ProgressLine("%sglang start", ticking=True)
+        try:
+            started = time.perf_counter()
+            bar.stage("importing PyTorch, transformers and SGLang")
+            _import_runtime(kind)
+            steps["imports"] = time.perf_counter() - started
+            bar.stage(
+                f"loading {args.model or self.default_model}"
+                if kind != "remote"
+                else f"connecting to {runtime}"
+            )
+            if kind == "remote":
+                session.connect(runtime, api_key=args.api_key, timeout=args.timeout)
+            else:
+                session.start(args.model or self.default_model, runtime, **options)
+            steps["model load" if kind != "remote" else "connect"] = (
+                time.perf_counter() - started - steps["imports"]
+            )
+        finally:
+            bar.remove()
+        print(views.started_line(session.status(), steps))
 
     def _connect(self, args: Any) -> None:
         if not args.target:
@@ -190,7 +210,7 @@ class SGLangMagics(Magics):
 
     # ---- %%sglang --------------------------------------------------------------------------
 
-    @magic_arguments()
+    @magic_arguments(name="%sglang")  # the usage line reads %%sglang, not %sglang_cell
     @argument("-o", "--output", default=None, help="store the program state in this variable")
     @argument("--show", default=None, help="live views: tree, cache, constrained, tokens (comma-separated)")
     @argument("--no-stream", action="store_true", help="show the result only when the program ends")
@@ -318,9 +338,25 @@ class SGLangMagics(Magics):
         return state
 
 
+# `%sglang?` shows the cell magic's options too: a newcomer asks the line magic first.
+SGLangMagics.sglang.__doc__ = (
+    f"{SGLangMagics.sglang.__doc__}\n\nThe cell magic, %%sglang (see also %%sglang?):\n\n"
+    f"{SGLangMagics.sglang_cell.__doc__}"
+)
+
 # Errors that say an SGLang call got a wrong argument (sgl.gen's regex check raises re.error):
 # the message is the whole story.
 ARGUMENT_ERRORS = (TypeError, ValueError, re.error)
+
+
+def _import_runtime(kind: str) -> None:
+    """Import the runtime's heavy modules (timed apart from loading the model)."""
+    if kind == "local":
+        import sgnb.runtimes.local
+    elif kind == "engine":
+        import sgnb.runtimes.engine
+    else:
+        import sgnb.runtimes.remote  # noqa: F401
 
 
 def _abort_all(timeout: float = 10.0) -> None:

@@ -72,10 +72,7 @@ class Session:
         self.mirror: Any = None
 
     def start(self, model: str = "bundled", runtime: str | None = None, **options: Any) -> Runtime:
-        if self.runtime is not None:
-            raise AlreadyRunningError(
-                f"a {self.runtime.kind} runtime is already running ({self.runtime.model_name}); stop it first"
-            )
+        self.require_stopped()
         kind, reason = choose_runtime(runtime)
         rt = start_runtime(model, runtime if kind == "remote" else kind, **options)
         self._attach(rt, reason)
@@ -99,6 +96,13 @@ class Session:
     def _observe(self, event: Event) -> None:
         if isinstance(event, RequestFinished):
             self.finished.append(event)
+
+    def require_stopped(self) -> None:
+        """Raise ``AlreadyRunningError`` while a runtime runs (checked before a slow start begins)."""
+        if self.runtime is not None:
+            raise AlreadyRunningError(
+                f"a {self.runtime.kind} runtime is already running ({self.runtime.model_name}); stop it first"
+            )
 
     def require(self) -> Runtime:
         if self.runtime is None:

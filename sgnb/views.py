@@ -92,10 +92,18 @@ def labelled(key: str, value: Any) -> tuple[str, str]:
     return label, f"{text} {unit}" if unit else text
 
 
-def started_line(status: dict[str, Any]) -> str:
-    """The one line ``%sglang start`` prints (``%sglang status`` has the table)."""
+def started_line(status: dict[str, Any], steps: dict[str, float] | None = None) -> str:
+    """The one line ``%sglang start`` prints (``%sglang status`` has the table).
+
+    ``steps``: seconds per start-up step (``{"imports": 4.1, "model load": 2.0}``), shown as where
+    the time went.
+    """
     load = status.get("load_time_s")
-    took = f" in {load:.1f} s" if isinstance(load, int | float) else ""
+    if steps:
+        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in steps.items())
+        took = f" in {sum(steps.values()):.1f} s ({parts})"
+    else:
+        took = f" in {load:.1f} s" if isinstance(load, int | float) else ""
     where = status.get("device") or status.get("url") or ""
     on = f" on {where}" if where else ""
     return (
@@ -224,9 +232,17 @@ def tree_view(session: Any) -> Any:
 
 
 def stats_view(session: Any) -> Any:
+    """Every request of the session so far, and the ones to come; prompts decoded with its tokenizer."""
     from sgnb.widgets import CachePanel
 
-    return CachePanel(session.require().hub, history=list(session.finished))
+    return CachePanel(session.require(), history=list(session.finished))
+
+
+def cell_cache_view(session: Any) -> Any:
+    """``--show cache``: this cell's requests only (``finish_views`` stops it at the cell's end)."""
+    from sgnb.widgets import CachePanel
+
+    return CachePanel(session.require(), title="Prefix cache hits (this cell)")
 
 
 def tokens_view(session: Any) -> Any:
@@ -297,7 +313,7 @@ def live_views(session: Any, shows: list[str]) -> list[Any]:
         if name == "tree":
             out.append(tree_view(session))
         elif name == "cache":
-            out.append(stats_view(session))
+            out.append(cell_cache_view(session))
         elif name == "constrained":
             out.append(ConstrainedCollector(session.require()))
         elif name == "tokens":
@@ -312,8 +328,12 @@ def live_views(session: Any, shows: list[str]) -> list[Any]:
 
 def finish_views(views: list[Any], state: Any = None) -> None:
     """End the cell's views; ``state`` (the program state, if the cell ran one) adds its selects."""
+    from sgnb.widgets import CachePanel
+
     for view in views:
-        if isinstance(view, ConstrainedCollector):
+        if isinstance(view, CachePanel):
+            view.detach()  # later cells' requests are not this cell's
+        elif isinstance(view, ConstrainedCollector):
             view.finish()
         elif isinstance(view, TokenTracer):
             view.finish(state)
@@ -323,26 +343,57 @@ class ProgressLine:
     """A one-line progress bar shown while a magic works, removed (emptied) when it is done.
 
     ``update(done, total, what)`` redraws it in place (``update_display``), so a cell keeps one
-    output for it; ``remove()`` leaves an empty output, not a finished bar above the result.
+    output for it; ``stage(what)`` shows an indeterminate bar with the step and, with
+    ``ticking=True``, the seconds so far (redrawn twice a second from a helper thread);
+    ``remove()`` leaves an empty output, not a finished bar above the result.
     """
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, ticking: bool = False) -> None:
+        import threading
+
         from IPython.display import display
 
         self.title = title
-        self.handle = display(self._bundle(0, 1, "starting"), raw=True, display_id=True)
+        self.started = time.monotonic()
+        self._what, self._done, self._total = "starting", 0, 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.handle = display(self._bundle(), raw=True, display_id=True)
+        self._thread = threading.Thread(target=self._tick, daemon=True) if ticking else None
+        if self._thread is not None:
+            self._thread.start()
 
-    def _bundle(self, done: int, total: int, what: str) -> dict[str, str]:
-        text = f"{self.title}: {done}/{total} {html.escape(what)}"
+    def _bundle(self) -> dict[str, str]:
+        with self._lock:
+            done, total, what = self._done, self._total, self._what
+        elapsed = time.monotonic() - self.started
+        count = f"{done}/{total} " if total else ""
+        text = f"{self.title}: {count}{what} ({elapsed:.0f} s)"
+        bar = f"<progress value='{done}' max='{total}'></progress>" if total else "<progress></progress>"
         return {
             "text/plain": text,
-            "text/html": f"<div class='sgnb-progress'><progress value='{done}' max='{total}'></progress> {text}</div>",
+            "text/html": f"<div class='sgnb-progress'>{bar} {html.escape(text)}</div>",
         }
 
+    def _draw(self) -> None:
+        if self.handle is not None and not self._stop.is_set():
+            self.handle.update(self._bundle(), raw=True)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            self._draw()
+
     def update(self, done: int, total: int, what: str) -> None:
-        if self.handle is not None:
-            self.handle.update(self._bundle(done, total, what), raw=True)
+        with self._lock:
+            self._done, self._total, self._what = done, total, what
+        self._draw()
+
+    def stage(self, what: str) -> None:
+        self.update(0, 0, what)
 
     def remove(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
         if self.handle is not None:
             self.handle.update({"text/plain": "", "text/html": ""}, raw=True)

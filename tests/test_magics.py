@@ -66,6 +66,10 @@ def test_errors_before_start(ip: InteractiveShell) -> None:
 def test_help_comes_from_magic_arguments(ip: InteractiveShell) -> None:
     doc = ip.find_line_magic("sglang").__doc__
     assert doc and "--max-total-tokens" in doc and "--page-size" in doc and "connect" in doc
+    # %sglang? also lists the cell magic's options; %%sglang? is titled %%sglang, not %sglang_cell
+    assert "--no-stream" in doc and "--show" in doc and "-o OUTPUT" in doc
+    cell_doc = ip.find_cell_magic("sglang").__doc__
+    assert cell_doc and "%%sglang [-o OUTPUT]" in cell_doc and "sglang_cell" not in cell_doc
 
 
 def test_start_status_and_twice(ip: InteractiveShell) -> None:
@@ -123,6 +127,23 @@ def test_show_live_views(ip: InteractiveShell, capsys: pytest.CaptureFixture[str
     shown = capsys.readouterr().out
     assert "RadixTreeWidget:" in shown and "CachePanel:" in shown
     assert "ConstrainedView(regex)" in shown and "output valid: yes" in shown
+
+
+def test_cache_panels_show_prompts_and_a_cells_panel_keeps_to_its_cell(ip: InteractiveShell) -> None:
+    from sgnb import views
+
+    session = get_session()
+    rt = session.require()
+    (panel,) = views.live_views(session, ["cache"])  # what --show cache displays for a cell
+    rt.generate("The capital of Italy is", max_new_tokens=2, temperature=0)
+    views.finish_views([panel])
+    rt.generate("The capital of Spain is", max_new_tokens=2, temperature=0)  # a later cell's request
+    panel.sync()
+    assert panel.summary["requests"] == 1 and "Italy" in panel.rows[0]["prompt"]
+    stats = run(ip, "%sglang stats").result  # the session's panel: every request, prompts decoded
+    stats.sync()
+    prompts = [r["prompt"] for r in stats.rows]
+    assert any("Spain" in p for p in prompts) and not any(p.endswith("tokens)") for p in prompts)
 
 
 def test_unknown_view(ip: InteractiveShell) -> None:

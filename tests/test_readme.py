@@ -169,7 +169,9 @@ def test_every_magic_of_a_cell_shows(executed: list[tuple[Block, Any]]) -> None:
     by_start = {b.source.splitlines()[0].split("#")[0].strip(): c for b, c in executed}
     first = by_start["%load_ext sgnb"]
     texts = [_text(o) for o in first.outputs]
-    assert sum("SGLang runtime ready" in t for t in texts) == 1  # what %sglang start says
+    (ready,) = [t for t in texts if "SGLang runtime ready" in t]  # what %sglang start says, once
+    assert "imports" in ready and "model load" in ready  # where the start-up seconds went
+    assert not [o for o in first.outputs if "sgnb-progress" in str(o.get("data", {}))]  # its bar is gone
     tables = [o for o in first.outputs if "SGLang runtime</b>" in str(o.get("data", {}).get("text/html", ""))]
     assert len(tables) == 1  # %sglang status's table, not a second copy from start
     shown = "\n".join(_text(o) for o in by_start["%sglang tree"].outputs)

@@ -21,6 +21,8 @@ const CSS = `
 .sgnb-cache td, .sgnb-cache th { padding: 1px 8px; text-align: right; white-space: nowrap; }
 .sgnb-cache td.p { text-align: left; font-family: var(--jp-code-font-family, monospace);
   max-width: 380px; overflow: hidden; text-overflow: ellipsis; }
+.sgnb-cache td.p { cursor: pointer; }
+.sgnb-cache td.p.open { white-space: pre-wrap; max-width: none; word-break: break-word; }
 .sgnb-cache tr.hit td.h { color: #c96a00; font-weight: 600; }
 `;
 
@@ -49,7 +51,7 @@ function render({ model, el }) {
       .map(
         (r, i) =>
           `<tr class="${r.cached ? "hit" : ""}" data-request="${esc(r.rid)}" data-cached="${r.cached}">` +
-          `<td>${i + 1}</td><td class="p" title="${esc(r.prompt)}">${esc(r.prompt)}</td><td>${r.prompt_tokens}</td>` +
+          `<td>${i + 1}</td><td class="p" title="click: the whole prompt">${esc(r.prompt)}</td><td>${r.prompt_tokens}</td>` +
           `<td class="h">${r.cached}</td><td>${r.new}</td><td class="h">${Math.round(100 * r.hit)}%</td>` +
           `<td>${r.ttft_ms.toFixed(0)}</td><td>${r.latency_ms.toFixed(0)}</td><td>${r.completion}</td>` +
           `<td>${esc(r.constraint)}</td></tr>`
@@ -68,6 +70,15 @@ function render({ model, el }) {
     tbl.scrollTop = tbl.scrollHeight;
   }
 
+  // A click on a prompt shows it whole (decoded, up to its last 2000 characters); another click folds it.
+  root.addEventListener("click", (event) => {
+    const cell = event.target.closest("td.p");
+    if (!cell) return;
+    const row = (model.get("rows") || [])[cell.parentElement.rowIndex - 1];
+    if (!row) return;
+    const open = cell.classList.toggle("open");
+    cell.textContent = open ? row.prompt_full || row.prompt : row.prompt;
+  });
   model.on("change:rows", draw);
   model.on("change:summary", draw);
   draw();

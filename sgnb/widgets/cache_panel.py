@@ -6,7 +6,8 @@ Give it a runtime (its hub and tokenizer) or a bare ``EventHub``:
     panel                           # rows appear as requests finish
     panel.plot()                    # matplotlib Figure: cached vs new tokens, running hit rate
 
-Rows show the prompt, its cached and new tokens, hit %, TTFT and latency.
+Rows show the prompt (decoded with the runtime's tokenizer, shortened; a click shows it whole), its
+cached and new tokens, hit %, TTFT and latency.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sgnb.widgets._layout import short_text
 
 _HERE = pathlib.Path(__file__).parent
 STATIC_ROWS = 50
+FULL_PROMPT_CHARS = 2000
 
 
 class CachePanel(SgnbWidget):
@@ -72,17 +74,17 @@ class CachePanel(SgnbWidget):
     # ---- state ---------------------------------------------------------------------------
 
     def _row(self, ev: Any) -> dict[str, Any]:
-        text = self._texts.get(ev.rid)
-        if text is None:
+        full = self._texts.get(ev.rid)
+        if full is None:
             ids = list(getattr(ev, "prompt_ids", []) or [])
-            text = (
-                short_text(self._decode(ids), 60) if self._decode and ids else f"({ev.prompt_tokens} tokens)"
-            )
-            self._texts[ev.rid] = text
+            full = self._decode(ids) if self._decode and ids else f"({ev.prompt_tokens} tokens)"
+            self._texts[ev.rid] = full
+        text = short_text(full, 60)
         prompt, cached = int(ev.prompt_tokens), int(ev.cached_tokens)
         return {
             "rid": str(ev.rid)[:8],
             "prompt": text,
+            "prompt_full": full[-FULL_PROMPT_CHARS:],  # shown on click (the end: where prompts differ)
             "prompt_tokens": prompt,
             "cached": cached,
             "new": prompt - cached,
@@ -159,11 +161,15 @@ class CachePanel(SgnbWidget):
     def _static_html(self) -> str:
         return render_static(list(self.rows)[-STATIC_ROWS:], dict(self.summary), self.title)
 
-    def close(self) -> None:
+    def detach(self) -> None:
+        """Stop adding requests (the rows so far stay, and the view stays live for them)."""
         unsubscribe = getattr(self, "_unsubscribe", None)
         if unsubscribe is not None:
             unsubscribe()
             self._unsubscribe = None
+
+    def close(self) -> None:
+        self.detach()
         super().close()
 
 
