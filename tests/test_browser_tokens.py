@@ -84,7 +84,7 @@ def test_token_view_grows_and_hover_card(lab: dict[str, Any]) -> None:
             time.sleep(0.1)
         outs = view.locator(".chip.out")
         assert outs.count() == completion, (outs.count(), completion)
-        chip = view.locator(".chip.out[data-kind='constrained'] >> nth=2")
+        chip = view.locator(".chip.out >> nth=0")  # the opening brace: the model wanted prose
         chip.scroll_into_view_if_needed()
         chip.hover()
         card = page.locator("[data-sgnb-tokens-card]")

@@ -37,6 +37,7 @@ KIND_HELP = {
     "forced": "the grammar allowed exactly one token: no choice",
     "constrained": "sampled from the distribution the grammar masked",
 }
+MASKED_LOGPROB = -1e30  # SGLang clamps a masked token's -inf to float32's lowest value (-3.4e38)
 STATIC_CHIPS = 3000  # per row in the static snapshot, to keep saved notebooks small
 
 Decode = Callable[[int], str]
@@ -83,7 +84,8 @@ def output_chip(step: dict[str, Any], decode: Decode) -> dict[str, Any]:
         chip["ms"] = round(float(step["ms"]), 1)
     if step.get("lp") is not None:
         chip["p"] = _p(step["lp"])
-        top = step.get("top") or []
+        # masked tokens fill a top-k wider than the allowed set, at float32's lowest logprob: hide them
+        top = [(v, t) for v, t in step.get("top") or [] if float(v) > MASKED_LOGPROB]
         chip["top"] = [[decode(int(t)), _p(v)] for v, t in top]
         ids = [int(t) for _, t in top]
         chip["r"] = ids.index(int(step["id"])) + 1 if int(step["id"]) in ids else 0
