@@ -289,3 +289,26 @@ def test_remote_runtime_from_meta_info(remote: Any) -> None:
         )  # masked tokens (their -inf clamped to float32's lowest) are hidden
         assert "unc" not in chip  # SGLang returns the masked distribution only
     assert row["done"] and row["constraint"] == "regex"
+
+
+def test_n_samples_one_row_each(rt: Any) -> None:
+    """``n > 1`` (SGLang's parallel sampling: ``GenerateReqInput._handle_parallel_sampling``): one row
+    per sample, the shared prompt drawn once, each sample's cached chips its own ``cached_tokens``."""
+    prompt = chat(rt, "Name a colour.")
+    try:
+        view = TokenView.from_request(rt, prompt, n=3, temperature=1.0, max_new_tokens=6)
+    except ValueError as exc:
+        if "n > 1 is not supported" in str(exc):
+            pytest.skip("this runtime has no n > 1 yet")
+        raise
+    results = view.result
+    assert isinstance(results, list) and len(results) == 3
+    rows = view.rows
+    assert len(rows) == 3
+    assert [r["same"] for r in rows] == [False, True, True]  # the prompt once, then "same prompt"
+    by_rid = {r["rid"]: r for r in rows}
+    for result in results:
+        row = by_rid[result["meta_info"]["id"][:8]]
+        assert len(row["out"]) == result["meta_info"]["completion_tokens"]
+        assert row["counts"]["cached"] == result["meta_info"]["cached_tokens"] > 0
+    assert_idle_balanced(rt)

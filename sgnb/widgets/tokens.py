@@ -104,8 +104,9 @@ class TokenView(SgnbWidget):
         input_ids: list[int] | None = None,
         top_k: int = TRACE_TOP_K,
         **sampling: Any,
-    ) -> dict[str, Any]:
-        """Run ``prompt`` on the view's runtime, streaming its tokens into the view; return the result.
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        """Run ``prompt`` on the view's runtime, streaming its tokens into the view; return the result
+        (for ``n > 1`` the list of ``n`` results, as SGLang returns it; one row per sample).
 
         Asks for ``return_logprob`` with ``top_logprobs_num=top_k`` (SGLang's request fields), so
         ``result["meta_info"]`` holds the numbers the chips show. ValueError on bad input, as ``generate``.
@@ -119,36 +120,42 @@ class TokenView(SgnbWidget):
         kind, source = _constraint(sampling)
         local = hasattr(rt, "trace_top_k")
         off = rt.hub.subscribe(self.observe_event) if local and self._unsubscribe is None else None
-        last: dict[str, Any] | None = None
-        started = prev = time.perf_counter()
+        # n > 1 (SGLang's parallel sampling): chunks of every sample, each with its "index"
+        last: dict[int, dict[str, Any]] = {}
+        started = time.perf_counter()
+        prev: dict[int, float] = {}
+        ids = input_ids if input_ids is not None or local else self._encode(prompt or "")
         try:
             with tracing(rt, top_k):
                 chunks: Iterator[dict[str, Any]] = rt.generate(
                     prompt, input_ids=input_ids, stream=True, **sampling
                 )
                 for chunk in chunks:
-                    last = chunk
+                    index = int(chunk.get("index", 0))
+                    last[index] = chunk
                     if not local:  # the engine and servers: SGLang's meta_info is all there is
                         now = time.perf_counter()
-                        ids = input_ids if input_ids is not None else self._encode(prompt or "")
-                        self._feed_chunk(chunk, ids, (now - prev) * 1000, kind, source)
-                        prev = now
+                        ms = (now - prev.get(index, started)) * 1000
+                        self._feed_chunk(chunk, ids or [], ms, kind, source)
+                        prev[index] = now
         finally:
             if off is not None:
                 off()
-        if last is None:
+        if not last:
             raise RuntimeError("the request returned no output")
-        rid = str(last.get("meta_info", {}).get("id", ""))
+        results = [last[i] for i in sorted(last)]
+        rids = {str(r.get("meta_info", {}).get("id", "")) for r in results}
         with self._lock:
-            if not local:
-                self._rows[rid].done = True
-            if self._unsubscribe is None:  # a one-request view keeps only its request
-                self._rows = {k: v for k, v in self._rows.items() if k == rid}
-        self.result = last
+            for rid in rids:
+                if not local and rid in self._rows:
+                    self._rows[rid].done = True
+            if self._unsubscribe is None:  # a one-request view keeps only its request's samples
+                self._rows = {k: v for k, v in self._rows.items() if k in rids}
+        self.result: dict[str, Any] | list[dict[str, Any]] = results[0] if len(results) == 1 else results
         self.elapsed = time.perf_counter() - started
         self._throttle.flush()
         self._refresh()
-        return last
+        return self.result
 
     def observe_event(self, event: Any) -> None:
         """Hub subscriber (the runtime's thread): a ``TokenStep`` grows its row; a ``RequestFinished``
