@@ -270,3 +270,53 @@ def test_cli_flag_reaches_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     args = build_parser().parse_args(["serve", "--context-length", "256", "--allow-auto-truncate"])
     assert args.func(args) == 0
     assert seen["runtime_options"] == {"context_length": 256, "allow_auto_truncate": True}
+
+
+def test_openai_max_tokens_defaults_and_bounds(
+    rt: Any, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chat without max_tokens has no cap but the context (ChatCompletionRequest.to_sampling_params
+    sends max_new_tokens None); one above the context length is refused as
+    OpenAIServingChat._validate_request does; /v1/completions defaults to 16 (CompletionRequest)."""
+    monkeypatch.setattr(rt, "context_length", 256)
+    messages = [{"role": "user", "content": "Count from one to one hundred."}]
+    prompt_tokens = len(rt.tokenizer.encode(rt.apply_chat_template(messages), add_special_tokens=False))
+    res = http.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 300})
+    assert res.status_code == 400
+    assert res.json()["message"] == (
+        "max_completion_tokens is too large: 300.This model supports at most 256 completion tokens."
+    )
+    res = http.post("/v1/chat/completions", json={"messages": messages, "ignore_eos": True, "temperature": 0})
+    assert res.status_code == 200
+    assert res.json()["usage"]["completion_tokens"] == 255 - prompt_tokens - 1
+    res = http.post("/v1/completions", json={"prompt": "Once upon a time", "ignore_eos": True})
+    assert res.status_code == 200 and res.json()["usage"]["completion_tokens"] == 16
+    serves_normally(rt, http)
+
+
+def test_duplicate_rid_is_refused_while_in_flight(rt: Any, http: httpx.Client, server: ServerThread) -> None:
+    """A second request under the rid of one still running: "Duplicate request ID detected"
+    (TokenizerManager), a 400 on HTTP; the first is unharmed and the rid is free once it ends."""
+    out: dict[str, Any] = {}
+
+    def post() -> None:
+        with httpx.Client(base_url=server.url, timeout=300) as client:
+            body = {
+                "text": "Count slowly:",
+                "rid": "dup-1",
+                "sampling_params": {**LONG, "max_new_tokens": 40},
+            }
+            out["res"] = client.post("/generate", json=body)
+
+    worker = threading.Thread(target=post)
+    worker.start()
+    wait_running(rt)
+    again = http.post(
+        "/generate", json={"text": "Hi", "rid": "dup-1", "sampling_params": {"max_new_tokens": 2}}
+    )
+    assert again.status_code == 400
+    assert again.json()["error"]["message"] == "Duplicate request ID detected: dup-1"
+    worker.join(timeout=300)
+    assert out["res"].json()["meta_info"]["completion_tokens"] == 40
+    assert rt.generate("Hi", max_new_tokens=2, rid="dup-1")["meta_info"]["id"] == "dup-1"
+    serves_normally(rt, http)

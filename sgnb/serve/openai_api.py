@@ -93,7 +93,17 @@ async def model(request: Request, model_id: str) -> Response:
 async def chat_completions(request: Request) -> Response:
     ctx = ctx_of(request)
     req: ChatCompletionRequest = parse_model(ChatCompletionRequest, await read_json(request))
+    max_out = req.max_completion_tokens or req.max_tokens
+    context_length = ctx.runtime.context_length
+    if max_out and max_out > context_length and not getattr(ctx.runtime, "allow_auto_truncate", False):
+        # OpenAIServingChat._validate_request's refusal, word for word
+        raise BadRequest(
+            f"max_completion_tokens is too large: {max_out}."
+            f"This model supports at most {context_length} completion tokens."
+        )
     params = req.sampling()
+    if max_out is None:  # SGLang sends max_new_tokens None: no cap but the context length
+        params["max_new_tokens"] = None
     messages = [
         {"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in req.messages
     ]
@@ -261,6 +271,8 @@ async def completions(request: Request) -> Response:
     ctx = ctx_of(request)
     req: CompletionRequest = parse_model(CompletionRequest, await read_json(request))
     params = req.sampling()
+    if req.max_tokens is None:  # SGLang's CompletionRequest.max_tokens defaults to 16, as OpenAI's
+        params["max_new_tokens"] = 16
     constraint = constraint_of(params)
     items = completion_items(req.prompt, params, constraint, req.logprobs)
     if len(items) > MAX_BATCH:

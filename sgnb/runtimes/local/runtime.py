@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -93,6 +94,8 @@ class LocalRuntime:
         self.trace_top_k = 0  # > 0: trace every request (sgnb.token_trace.tracing, the token view)
         self._stopped = False
         self._backend: SgnbBackend | None = None
+        self._rids: dict[str, Request] = {}  # the requests submitted by rid, for duplicate checks
+        self._rids_lock = threading.Lock()
 
     def _load(
         self, dtype: torch.dtype, max_total_tokens: int, page_size: int, disable_radix_cache: bool
@@ -257,10 +260,21 @@ class LocalRuntime:
         req = self.make_request(
             prompt, input_ids=input_ids, sampling_params=sampling_params, stream=stream, rid=rid, **kwargs
         )
+        self._claim_rid(req)
         self.scheduler.submit(req)
         if stream:
             return self._stream(req)
         return self._wait(req)
+
+    def _claim_rid(self, req: Request) -> None:
+        """Refuse a rid that names a request still in flight, as SGLang's TokenizerManager does."""
+        with self._rids_lock:
+            other = self._rids.get(req.rid)
+            if other is not None and not other.done.is_set():
+                raise ValueError(f"Duplicate request ID detected: {req.rid}")
+            if len(self._rids) >= 4096:  # forget finished ones
+                self._rids = {rid: r for rid, r in self._rids.items() if not r.done.is_set()}
+            self._rids[req.rid] = req
 
     def _wait(self, req: Request) -> dict[str, Any]:
         try:
