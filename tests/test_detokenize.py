@@ -60,6 +60,9 @@ CASES = {
     "stop-no-trim": {"stop": " Paris", "no_stop_trim": True},
     "stop-regex": {"stop_regex": r"Par\w+"},
     "length": {"max_new_tokens": 5},
+    # Past EOS and past 50 tokens: a non-streaming request's text is built in 50-token steps
+    # (output_streamer's force-stream interval), special tokens skipped.
+    "long-ignore-eos": {"max_new_tokens": 120, "ignore_eos": True, "stop_token_ids": [2]},
 }
 
 

@@ -147,6 +147,7 @@ def server_args(ctx: ServeContext) -> dict[str, Any]:
         "host": ctx.config.host,
         "port": ctx.config.port,
         "context_length": getattr(ctx.runtime, "context_length", None),
+        "allow_auto_truncate": bool(getattr(ctx.runtime, "allow_auto_truncate", False)),
         "max_total_tokens": opts.get("max_total_tokens"),
         "page_size": opts.get("page_size"),
         "disable_radix_cache": opts.get("disable_radix_cache"),
