@@ -320,3 +320,24 @@ def test_duplicate_rid_is_refused_while_in_flight(rt: Any, http: httpx.Client, s
     assert out["res"].json()["meta_info"]["completion_tokens"] == 40
     assert rt.generate("Hi", max_new_tokens=2, rid="dup-1")["meta_info"]["id"] == "dup-1"
     serves_normally(rt, http)
+
+
+def test_an_interrupted_dsl_program_leaves_no_kv_locked(rt: Any) -> None:
+    """Ctrl-C while a DSL program on rt.backend generates: the interpreter's worker thread finishes
+    its gen (as it does over SGLang's RuntimeEndpoint) and the KV is released, not leaked."""
+    import sglang as sgl
+
+    @sgl.function
+    def slow(s: Any) -> None:
+        s += "Count slowly:" + sgl.gen("x", max_tokens=60, ignore_eos=True, temperature=0)
+
+    def interrupt() -> None:
+        wait_running(rt)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    state = slow.run(backend=rt.backend)
+    with pytest.raises(KeyboardInterrupt):
+        state.sync()
+    wait_idle(rt)
+    serves_normally(rt)
