@@ -153,6 +153,19 @@ def test_from_finished_without_trace_replays_the_grammar(rt: Any) -> None:
     assert len(row["prompt"]) == event.prompt_tokens and row["counts"]["cached"] == event.cached_tokens
 
 
+def test_following_view_adds_untraced_requests(rt: Any) -> None:
+    """A displayed view that follows the runtime also shows a request that asked for nothing: built
+    from its ``RequestFinished`` on the view's own thread (the grammar replay stays off the scheduler)."""
+    view = TokenView(rt)
+    try:
+        out = rt.generate(chat(rt, "Give me a phone number."), max_new_tokens=20, temperature=0, regex=PHONE)
+        (row,) = view.rows
+        assert row["rid"] == out["meta_info"]["id"][:8] and row["done"] and not row["probs"]
+        assert row["out"][0]["k"] == "forced" and len(row["out"]) == out["meta_info"]["completion_tokens"]
+    finally:
+        view.close()
+
+
 def test_live_view_grows_and_static_snapshot(rt: Any) -> None:
     """A following view grows as ``TokenStep`` events arrive (chip counts seen only ever increase and
     end at the output length); its mimebundle carries the widget and a static snapshot with a
@@ -312,3 +325,34 @@ def test_n_samples_one_row_each(rt: Any) -> None:
         assert len(row["out"]) == result["meta_info"]["completion_tokens"]
         assert row["counts"]["cached"] == result["meta_info"]["cached_tokens"] > 0
     assert_idle_balanced(rt)
+
+
+@pytest.mark.gpu
+def test_engine_runtime_from_meta_info() -> None:
+    """The same view over the real ``sglang.Engine`` (in-process, GPU): ``meta_info`` logprobs sent at
+    the request level (``Engine.async_generate(return_logprob=..., top_logprobs_num=...)``),
+    ``cached_tokens`` for the repeated prompt, the grammar replayed for the forced ``(``."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from test_gpu_engine import ENGINE_ARGS, MODEL
+
+    from sgnb.runtimes.engine import EngineRuntime
+
+    engine = EngineRuntime(MODEL, **ENGINE_ARGS)
+    try:
+        prompt = chat(engine, "Give me a phone number.")
+        first = TokenView.from_request(engine, prompt, regex=PHONE, max_new_tokens=20, temperature=0)
+        view = TokenView.from_request(engine, prompt, regex=PHONE, max_new_tokens=20, temperature=0)
+        (row,) = view.rows
+        meta = view.result["meta_info"]
+        print("\nENGINE_TOKENS", json.dumps({"cached": meta["cached_tokens"], "kinds": kinds(row)}))
+        assert first.rows[0]["counts"]["cached"] == first.result["meta_info"]["cached_tokens"]
+        assert row["counts"]["cached"] == meta["cached_tokens"] > 0
+        assert row["out"][0]["t"] == "(" and row["out"][0]["k"] == "forced"
+        entries = meta["output_token_logprobs"]
+        assert len(row["out"]) == len(entries) == meta["completion_tokens"]
+        for chip, (lp, _, _) in zip(row["out"], entries, strict=True):
+            assert chip["p"] == pytest.approx(math.exp(lp), rel=1e-5, abs=1e-9)
+    finally:
+        engine.stop()

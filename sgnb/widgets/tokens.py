@@ -68,6 +68,7 @@ class TokenView(SgnbWidget):
         self._rows: dict[str, Row] = {}
         self._replays: dict[str, GrammarReplay | None] = {}
         self._choices: dict[str, list[dict[str, Any]]] = {}
+        self._pending: list[RequestFinished] = []  # untraced requests to add (on the throttle's thread)
         self.max_rows = max_rows
         self._view: dict[str, Any] = {"rows": [], "choices": {}}
         hub = getattr(source, "hub", None)
@@ -176,12 +177,17 @@ class TokenView(SgnbWidget):
                 if row is not None:
                     row.done, row.finish = True, _finish(event.finish_reason)
             if row is None and event.completion_tokens > 0:  # scoring requests (select) have no tokens
-                self.add_finished(event)
+                with self._lock:  # built on the throttle's thread: a grammar replay has no place here
+                    self._pending.append(event)
             self.request_update()
 
     def add_finished(self, event: RequestFinished) -> None:
         """Add a whole request from its ``RequestFinished``: the trace if it has one, else its logprobs,
         else only its token ids (kinds from ``cached_tokens`` and the grammar replayed)."""
+        self._add_finished_row(event)
+        self.request_update()
+
+    def _add_finished_row(self, event: RequestFinished) -> None:
         steps = list(event.token_trace or [])
         if not steps:
             steps = _steps_from_meta(event.logprobs or {}, event.output_ids)
@@ -197,7 +203,6 @@ class TokenView(SgnbWidget):
             row.constraint, row.source = event.constraint, event.constraint_source
             row.steps, row.done, row.finish = steps, True, _finish(event.finish_reason)
             row.has_probs = any("lp" in s for s in steps)
-        self.request_update()
 
     def set_choices(self, var: str, choices: Mapping[str, float], picked: str | None = None) -> None:
         """A ``select``: each choice's normalised (per-token mean) logprob, as SGLang's
@@ -272,6 +277,10 @@ class TokenView(SgnbWidget):
         return list(self._view["rows"])
 
     def _refresh(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for event in pending:
+            self._add_finished_row(event)
         with self._lock:
             rows = [Row(**{**r.__dict__, "steps": list(r.steps)}) for r in self._rows.values()]
             choices = {k: list(v) for k, v in self._choices.items()}
