@@ -165,7 +165,6 @@ class SamplingParams:
             0.0 < self.repetition_penalty <= 2.0,
             f"repetition_penalty must be in (0, 2], got {self.repetition_penalty}",
         )
-        need(self.n == 1, "n > 1 is not supported; send the request n times (or use fork in a program)")
         need(all(isinstance(s, str) for s in self.stop), "stop must be a string or a list of strings")
         need(
             len(self.stop) <= MAX_STOP_COUNT,

@@ -70,7 +70,7 @@ def test_greedy(params: dict[str, Any], greedy: bool) -> None:
         ({"frequency_penalty": "a"}, "frequency_penalty"),
         ({"presence_penalty": -2.5}, "presence_penalty"),
         ({"repetition_penalty": 0}, "repetition_penalty"),
-        ({"n": 2}, "n > 1"),
+        ({"n": 2.5}, "n must be an int"),
         ({"stop": ["x"] * 33}, "at most 32 stop strings"),
         ({"stop_regex": "a" * 257}, "256-byte limit"),
         ({"sampling_seed": 2**63}, "sampling_seed"),

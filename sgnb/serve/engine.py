@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -74,42 +73,15 @@ class Engine:
             item.text, input_ids=item.input_ids, sampling_params=params, **self.logprob_kwargs(item)
         )
 
-    def _prefill_only(self, item: Item) -> dict[str, Any]:
-        """``max_new_tokens: 0``: prefill (caching the prompt) and return no text, as SGLang.
-
-        Runs as a one-token greedy request whose token is dropped: the same prompt KV is cached and
-        the prompt logprobs (``logprob_start_len``) come from the same prefill.
-        """
-        started = time.perf_counter()
-        params = {**item.params, "max_new_tokens": 1, "temperature": 0.0}
-        params.pop("min_new_tokens", None)
-        for key in ("regex", "json_schema", "ebnf"):
-            params.pop(key, None)
-        out = self.rt.generate(item.text, params, input_ids=item.input_ids, **self.logprob_kwargs(item))
-        meta = dict(out["meta_info"])
-        meta.pop("ttft", None)
-        for key in ("output_token_logprobs", "output_top_logprobs", "output_token_ids_logprobs"):
-            if key in meta:
-                meta[key] = []
-        if "output_token_logprobs_length" in meta:
-            meta["output_token_logprobs_length"] = 0
-        meta.update(
-            id=item.rid or meta["id"],
-            completion_tokens=0,
-            finish_reason={"type": "length", "length": 0},
-            e2e_latency=time.perf_counter() - started,
+    def _generate(self, item: Item, rid: str) -> Any:
+        """One result, or a list of ``n`` for ``n > 1`` (the copies' rids are ``{rid}_{i}``).
+        ``max_new_tokens: 0`` is the runtime's own prefill-only request, prompt logprobs included."""
+        out = self.rt.generate(
+            item.text, item.params, input_ids=item.input_ids, rid=rid, **self.logprob_kwargs(item)
         )
-        return {"text": "", "output_ids": [], "meta_info": meta}
-
-    def _generate(self, item: Item, rid: str) -> dict[str, Any]:
-        if item.prefill_only and item.return_logprob:
-            return self._prefill_only(item)
-        out = dict(
-            self.rt.generate(
-                item.text, item.params, input_ids=item.input_ids, rid=rid, **self.logprob_kwargs(item)
-            )
-        )
-        return self._finish(item, out)
+        if isinstance(out, list):
+            return out
+        return self._finish(item, dict(out))
 
     def _finish(self, item: Item, out: dict[str, Any]) -> dict[str, Any]:
         meta = out["meta_info"]
@@ -119,9 +91,7 @@ class Engine:
 
     # ---- async API ---------------------------------------------------------------------------
 
-    async def generate(
-        self, item: Item, is_disconnected: Callable[[], Awaitable[bool]] | None = None
-    ) -> dict[str, Any]:
+    async def generate(self, item: Item, is_disconnected: Callable[[], Awaitable[bool]] | None = None) -> Any:
         """Run one request to its end. If ``is_disconnected`` (Starlette's ``request.is_disconnected``)
         turns true first, abort the request (its KV is freed) and raise ValueError, as SGLang does."""
         rid = item.rid or uuid.uuid4().hex
@@ -142,7 +112,7 @@ class Engine:
         finally:
             self.inflight -= 1
 
-    async def generate_batch(self, items: list[Item]) -> list[dict[str, Any]]:
+    async def generate_batch(self, items: list[Item]) -> list[Any]:
         for item in items:  # all or nothing: refuse a batch with one bad prompt before any compute
             await self.call(self.validate, item)
         return list(await asyncio.gather(*(self.generate(item) for item in items)))
@@ -216,6 +186,20 @@ class Engine:
     def abort_all(self) -> None:
         """``/abort_request {"abort_all": true}``: every waiting and running request."""
         self.rt.abort_all()
+
+
+def parallel_n(item: Item) -> int:
+    """The item's ``n`` (parallel samples), as ``GenerateReqInput._handle_parallel_sampling`` reads it."""
+    n = item.params.get("n", 1)
+    return n if isinstance(n, int) and n > 1 else 1
+
+
+def flatten(outs: list[Any]) -> list[dict[str, Any]]:
+    """Results per prompt (a dict, or a list of ``n``) in SGLang's batch order: each prompt's ``n`` in a row."""
+    flat: list[dict[str, Any]] = []
+    for out in outs:
+        flat.extend(out if isinstance(out, list) else [out])
+    return flat
 
 
 async def _once(value: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from sgnb.serve.app import ServeContext, ctx_of, dumps, json_response, read_json
+from sgnb.serve.engine import flatten, parallel_n
 from sgnb.serve.metrics import CONTENT_TYPE
 from sgnb.serve.schemas import BadRequest, Item, parse_generate
 
@@ -43,17 +44,28 @@ def stream_error(exc: BaseException) -> dict[str, Any]:
 async def generate(request: Request) -> Response:
     ctx = ctx_of(request)
     req, items, batched = parse_generate(await read_json(request))
+    n = parallel_n(items[0])
+    if any(parallel_n(item) != n for item in items):  # GenerateReqInput._handle_parallel_sampling
+        raise BadRequest("The parallel_sample_num should be the same for all samples in sample params.")
     if req.stream:
+        if n > 1:
+            raise BadRequest(
+                "stream with sampling_params.n > 1 (parallel sampling) is not supported by sgnb serve"
+            )
         chunks = await ctx.engine.open_stream(items[0])
         return StreamingResponse(_sse_generate(ctx, items[0], chunks), media_type="text/event-stream")
     if batched:
         outs = await ctx.engine.generate_batch(items)
     else:
         outs = [await ctx.engine.generate(items[0], request.is_disconnected)]
-    for item, out in zip(items, outs, strict=True):
+    # n > 1 makes even one prompt a batch of n results, each prompt's n in a row
+    # (GenerateReqInput._handle_parallel_sampling, TokenizerManager._handle_batch_request).
+    results = flatten(outs)
+    for i, out in enumerate(results):
+        item = items[i // n]
         if item.log_metrics:
             ctx.metrics.observe(out["meta_info"], streaming=False, constraint=item.constraint)
-    return json_response(outs if batched else outs[0])
+    return json_response(results if batched or n > 1 else results[0])
 
 
 async def _sse_generate(

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from sgnb.serve.app import ServeContext, ctx_of, json_response, read_json
+from sgnb.serve.engine import flatten, parallel_n
 from sgnb.serve.native import DONE, sse, stream_error
 from sgnb.serve.openai_logprobs import chat_logprobs, completion_logprobs
 from sgnb.serve.schemas import (
@@ -41,10 +42,12 @@ def finish(meta: dict[str, Any]) -> tuple[str | None, Any]:
     return ("length" if kind == "length" else "stop" if kind == "stop" else str(kind)), reason.get("matched")
 
 
-def usage(metas: list[dict[str, Any]]) -> dict[str, Any]:
-    prompt = sum(int(m.get("prompt_tokens", 0)) for m in metas)
+def usage(metas: list[dict[str, Any]], n: int = 1) -> dict[str, Any]:
+    """Token counts; with ``n`` choices per prompt the prompt counts once
+    (``UsageProcessor.calculate_response_usage``: every ``n``-th response)."""
+    prompt = sum(int(m.get("prompt_tokens", 0)) for m in metas[::n])
     completion = sum(int(m.get("completion_tokens", 0)) for m in metas)
-    cached = sum(int(m.get("cached_tokens", 0)) for m in metas)
+    cached = sum(int(m.get("cached_tokens", 0)) for m in metas[::n])
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -123,36 +126,40 @@ async def chat_completions(request: Request) -> Response:
     )
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     if req.stream:
+        if parallel_n(item) > 1:
+            raise BadRequest("stream with n > 1 (parallel sampling) is not supported by sgnb serve")
         chunks = await ctx.engine.open_stream(item)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
             _sse_chat(ctx, item, chunks, rid, include_usage), media_type="text/event-stream"
         )
-    out = await ctx.engine.generate(item, request.is_disconnected)
-    meta = out["meta_info"]
-    ctx.metrics.observe(meta, streaming=False, constraint=item.constraint)
-    reason, matched = finish(meta)
+    outs = flatten(
+        [await ctx.engine.generate(item, request.is_disconnected)]
+    )  # n > 1: one choice per sample, index i
+    choices = []
+    for i, out in enumerate(outs):
+        meta = out["meta_info"]
+        ctx.metrics.observe(meta, streaming=False, constraint=item.constraint)
+        reason, matched = finish(meta)
+        message = {"role": "assistant", "content": out["text"], "reasoning_content": None, "tool_calls": None}
+        choices.append(
+            {
+                "index": i,
+                "message": message,
+                "logprobs": _chat_logprobs(ctx, meta) if req.logprobs else None,
+                "finish_reason": reason,
+                "matched_stop": matched,
+            }
+        )
+    metas = [out["meta_info"] for out in outs]
     return json_response(
         {
             "id": rid,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": ctx.model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": out["text"],
-                        "reasoning_content": None,
-                        "tool_calls": None,
-                    },
-                    "logprobs": _chat_logprobs(ctx, meta) if req.logprobs else None,
-                    "finish_reason": reason,
-                    "matched_stop": matched,
-                }
-            ],
-            "usage": usage([meta]),
+            "choices": choices,
+            "usage": usage(metas, len(outs)),
         }
     )
 
@@ -281,12 +288,17 @@ async def completions(request: Request) -> Response:
     if req.stream:
         if len(items) != 1:
             raise BadRequest("streaming is supported for one prompt per request")
+        if parallel_n(items[0]) > 1:
+            raise BadRequest("stream with n > 1 (parallel sampling) is not supported by sgnb serve")
         chunks = await ctx.engine.open_stream(items[0])
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
             _sse_completion(ctx, items[0], chunks, rid, include_usage), media_type="text/event-stream"
         )
-    outs = await ctx.engine.generate_batch(items) if len(items) > 1 else [await ctx.engine.generate(items[0])]
+    batch = (
+        await ctx.engine.generate_batch(items) if len(items) > 1 else [await ctx.engine.generate(items[0])]
+    )
+    outs = flatten(batch)  # each prompt's n choices in a row (OpenAIServingCompletion: prompt = idx // n)
     choices = []
     for i, out in enumerate(outs):
         ctx.metrics.observe(out["meta_info"], streaming=False, constraint=constraint)
@@ -307,7 +319,7 @@ async def completions(request: Request) -> Response:
             "created": int(time.time()),
             "model": ctx.model_name,
             "choices": choices,
-            "usage": usage([o["meta_info"] for o in outs]),
+            "usage": usage([o["meta_info"] for o in outs], parallel_n(items[0])),
         }
     )
 

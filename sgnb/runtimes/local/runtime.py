@@ -19,6 +19,7 @@ from sgnb.params import SamplingParams
 from sgnb.runtimes.local.grammar import GrammarCompiler
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel, parse_dtype
+from sgnb.runtimes.local.parallel import generate_n, parallel_n
 from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.runtimes.local.request import Request
 from sgnb.runtimes.local.scheduler import Scheduler
@@ -256,7 +257,14 @@ class LocalRuntime:
         stop string / stop token / EOS trimmed unless ``no_stop_trim``. ValueError on bad input,
         before any compute; an interrupted call (KeyboardInterrupt, a closed stream) aborts the
         request and frees its KV.
+
+        ``n > 1`` (a sampling parameter) returns a list of ``n`` results, the prompt prefilled once
+        and shared through the radix cache; streamed, every chunk names its sample in ``index``
+        (see :mod:`sgnb.runtimes.local.parallel`).
         """
+        n = parallel_n(sampling_params, kwargs)
+        if n > 1:
+            return generate_n(self, n, prompt, input_ids, sampling_params, stream, kwargs, rid)
         req = self.make_request(
             prompt, input_ids=input_ids, sampling_params=sampling_params, stream=stream, rid=rid, **kwargs
         )
