@@ -92,6 +92,8 @@ class SgnbBackend(BaseBackend):
     def generate(self, s: StreamExecutor, sampling_params: SglSamplingParams) -> tuple[str, dict[str, Any]]:
         fields = self._request_fields(sampling_params)
         out = self.runtime.generate(s.text_, self._params(sampling_params), **fields)
+        if isinstance(out, list):  # gen(n=k): k texts, as SGLang's OpenAI backend returns them
+            return [o["text"] for o in out], [o["meta_info"] for o in out]  # type: ignore[return-value]
         assert isinstance(out, dict)
         return out["text"], out["meta_info"]
 
@@ -108,6 +110,8 @@ class SgnbBackend(BaseBackend):
         incremental lists), repeating entries; the next chunk carries them anyway. The runtime holds
         text back as SGLang's server does (``sgnb.detokenize``), so no piece ends in half a character.
         """
+        if (sampling_params.n or 1) > 1:
+            raise ValueError("gen(n > 1) cannot stream; run the program without stream=True")
         fields = self._request_fields(sampling_params)
         chunks = self.runtime.generate(s.text_, self._params(sampling_params), stream=True, **fields)
         assert not isinstance(chunks, dict)

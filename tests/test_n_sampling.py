@@ -115,17 +115,26 @@ def test_native_n_returns_a_list_in_sglang_order(http: httpx.Client, rt: Any) ->
     assert [o["meta_info"]["prompt_tokens"] for o in res.json()] == [lengths[0]] * 2 + [lengths[1]] * 2
 
 
-def test_native_n_refusals(http: httpx.Client) -> None:
-    """Different ``n`` per prompt is SGLang's ValueError; streaming ``n > 1`` is a 400 naming the feature."""
+def test_native_n_refusal_and_stream(http: httpx.Client, rt: Any) -> None:
+    """Different ``n`` per prompt is SGLang's ValueError (``_handle_parallel_sampling``); a stream of
+    ``n > 1`` sends every sample's chunks with its ``index`` (``_stream_batch_responses``)."""
     mixed = {"text": ["a b", "c d"], "sampling_params": [{"n": 2}, {"n": 3}]}
     res = http.post("/generate", json=mixed)
     assert res.status_code == 400 and "parallel_sample_num should be the same" in res.text
-    res = http.post("/generate", json={"text": "hi", "sampling_params": {"n": 2}, "stream": True})
-    assert res.status_code == 400 and "n > 1" in res.text
-    assert (
-        http.post("/generate", json={"text": "hi", "sampling_params": {"max_new_tokens": 1}}).status_code
-        == 200
-    )
+    body = {
+        "text": chat(rt, POEM),
+        "sampling_params": {"n": 3, "max_new_tokens": 4, "temperature": 1.0, "ignore_eos": True},
+        "stream": True,
+        "return_logprob": True,
+    }
+    with http.stream("POST", "/generate", json=body) as r:
+        events = [e[len("data: ") :] for e in r.read().decode().split("\n\n") if e.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    finals = {c["index"]: c for c in chunks if c["meta_info"]["finish_reason"] is not None}
+    assert sorted(finals) == [0, 1, 2]
+    assert all(c["meta_info"]["output_token_logprobs_length"] == 4 for c in finals.values())
+    assert_idle_balanced(rt)
 
 
 def test_openai_chat_n_choices(http: httpx.Client, rt: Any) -> None:
@@ -146,8 +155,21 @@ def test_openai_chat_n_choices(http: httpx.Client, rt: Any) -> None:
     assert out["usage"]["prompt_tokens"] == prompt_len
     assert out["usage"]["completion_tokens"] == completion
     assert out["usage"]["prompt_tokens_details"]["cached_tokens"] == prompt_len - 1  # after the warm-up
-    stream = http.post("/v1/chat/completions", json={**body, "stream": True})
-    assert stream.status_code == 400 and "n > 1" in stream.json()["message"]
+    # streamed: every choice gets its role chunk, its content and, after all have ended, its finish
+    # chunk (OpenAIServingChat._generate_chat_stream); usage counts the prompt once.
+    stream_body = {**body, "stream": True, "ignore_eos": True, "stream_options": {"include_usage": True}}
+    with http.stream("POST", "/v1/chat/completions", json=stream_body) as r:
+        raw = r.read().decode()
+    events = [json.loads(e[6:]) for e in raw.split("\n\n") if e.startswith("data: {")]
+    choices = [c for ev in events for c in ev["choices"]]
+    roles = [c["index"] for c in choices if c["delta"].get("role")]
+    ends = [c["index"] for c in choices if c["finish_reason"] is not None]
+    assert sorted(roles) == sorted(ends) == [0, 1, 2, 3]
+    assert choices[-4:] == [c for c in choices if c["finish_reason"] is not None]  # finishes come last
+    tokens = Counter(c["index"] for c in choices if c.get("logprobs") for _ in c["logprobs"]["content"])
+    assert all(tokens[i] >= 1 for i in range(4))
+    assert events[-1]["usage"]["prompt_tokens"] == prompt_len
+    assert events[-1]["usage"]["completion_tokens"] == 4 * 5
 
 
 def test_openai_completion_n_per_prompt(http: httpx.Client) -> None:
@@ -164,3 +186,28 @@ def test_openai_completion_n_per_prompt(http: httpx.Client) -> None:
     assert [c["index"] for c in out["choices"]] == [0, 1, 2, 3]
     assert texts[0] == texts[1] and texts[2] == texts[3] and texts[0] != texts[2]  # greedy copies agree
     assert Counter(json.dumps(c["finish_reason"]) for c in out["choices"]) == Counter({'"length"': 4})
+    with http.stream("POST", "/v1/completions", json={**body, "prompt": "1, 2, 3,", "stream": True}) as r:
+        raw = r.read().decode()
+    events = [json.loads(e[6:]) for e in raw.split("\n\n") if e.startswith("data: {")]
+    streamed: dict[int, str] = {}
+    for ev in events:
+        for c in ev["choices"]:
+            streamed[c["index"]] = streamed.get(c["index"], "") + c["text"]
+    assert streamed == {0: texts[0], 1: texts[0]}
+
+
+def test_dsl_gen_n(rt: Any) -> None:
+    """``sgl.gen(name, n=3)`` on ``rt.backend``: the variable is a list of 3 texts and the program
+    continues with the first, as the interpreter does with a list from a backend (``_execute_gen``)."""
+    import sglang as sgl
+
+    @sgl.function
+    def three(s: Any) -> None:
+        s += "A fruit:" + sgl.gen("fruit", n=3, max_tokens=3, temperature=1.0, ignore_eos=True)
+
+    state = three.run(backend=rt.backend)
+    assert state.error() is None
+    fruits = state["fruit"]
+    assert isinstance(fruits, list) and len(fruits) == 3
+    assert state.text() == "A fruit:" + fruits[0]
+    assert len(state.get_meta_info("fruit")) == 3

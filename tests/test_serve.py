@@ -274,7 +274,6 @@ BAD_GENERATE = {
     "invalid regex": b'{"text": "hi", "sampling_params": {"regex": "(unclosed"}}',
     "invalid json_schema": b'{"text": "hi", "sampling_params": {"json_schema": "{not json"}}',
     "two constraints": b'{"text": "hi", "sampling_params": {"regex": "a", "ebnf": "root ::= \\"a\\""}}',
-    "stream with n > 1": b'{"text": "hi", "sampling_params": {"n": 2}, "stream": true}',
     "top_p out of range": b'{"text": "hi", "sampling_params": {"top_p": 1.5}}',
     "stream a batch": b'{"text": ["a", "b"], "stream": true}',
     "logprob_start_len past the prompt": b'{"text": "hi", "return_logprob": true, "logprob_start_len": 50}',

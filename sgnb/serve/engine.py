@@ -161,6 +161,7 @@ class Engine:
         self.inflight += 1
         loop.run_in_executor(self.executor, pump)
         last: dict[str, Any] | None = None
+        n, ended = parallel_n(item), 0
         try:
             while True:
                 value = await queue.get()
@@ -169,9 +170,17 @@ class Engine:
                 if isinstance(value, BaseException):
                     raise value
                 last = value
+                if n > 1:  # every choice's chunks, each with its index, until all have ended
+                    ended += last["meta_info"].get("finish_reason") is not None
+                    yield last
+                    if ended == n:
+                        return
+                    continue
                 if last["meta_info"].get("finish_reason") is not None:
                     break
                 yield last
+            if n > 1:
+                raise RuntimeError("the runtime ended the stream without a result")
             if last is None or last["meta_info"].get("finish_reason") is None:
                 raise RuntimeError("the runtime ended the stream without a result")
             yield await self.call(self._finish, item, last)

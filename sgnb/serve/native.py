@@ -48,10 +48,6 @@ async def generate(request: Request) -> Response:
     if any(parallel_n(item) != n for item in items):  # GenerateReqInput._handle_parallel_sampling
         raise BadRequest("The parallel_sample_num should be the same for all samples in sample params.")
     if req.stream:
-        if n > 1:
-            raise BadRequest(
-                "stream with sampling_params.n > 1 (parallel sampling) is not supported by sgnb serve"
-            )
         chunks = await ctx.engine.open_stream(items[0])
         return StreamingResponse(_sse_generate(ctx, items[0], chunks), media_type="text/event-stream")
     if batched:

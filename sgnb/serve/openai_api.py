@@ -126,8 +126,6 @@ async def chat_completions(request: Request) -> Response:
     )
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     if req.stream:
-        if parallel_n(item) > 1:
-            raise BadRequest("stream with n > 1 (parallel sampling) is not supported by sgnb serve")
         chunks = await ctx.engine.open_stream(item)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
@@ -167,12 +165,19 @@ async def chat_completions(request: Request) -> Response:
 async def _sse_chat(
     ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None], rid: str, include_usage: bool
 ) -> AsyncIterator[bytes]:
+    """``chat.completion.chunk`` events as ``OpenAIServingChat._generate_chat_stream`` sends them: per
+    choice (``index``, ``n > 1`` interleaved) a role chunk, then content deltas carrying their tokens'
+    logprobs; the finish chunks after every choice has ended, then the usage chunk if asked."""
     created = int(time.time())
 
     def event(
-        delta: dict[str, Any], reason: str | None = None, matched: Any = None, logprobs: Any = None
+        index: int,
+        delta: dict[str, Any],
+        reason: str | None = None,
+        matched: Any = None,
+        logprobs: Any = None,
     ) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
         if reason is not None:
             choice["matched_stop"] = matched
         return sse(
@@ -185,40 +190,47 @@ async def _sse_chat(
             }
         )
 
-    sent = ""
-    seen = 0  # output tokens whose logprobs were considered (OpenAIServingChat's n_prev_token)
+    sent: dict[int, str] = {0: ""}  # per choice: the text sent so far
+    seen: dict[int, int] = {}  # per choice: tokens whose logprobs were considered (SGLang's n_prev_token)
+    finals: dict[int, dict[str, Any]] = {}  # per choice, in the order they ended
     try:
-        yield event({"role": "assistant", "content": ""})
+        yield event(0, {"role": "assistant", "content": ""})
         async for chunk in chunks:
+            index = int(chunk.get("index", 0))
             meta = chunk["meta_info"]
-            final = meta.get("finish_reason") is not None
+            if index not in sent:
+                sent[index] = ""
+                yield event(index, {"role": "assistant", "content": ""})
             logprobs = None
             if item.return_logprob:
                 # As SGLang: this step's new tokens ride on this step's content delta (and are
                 # dropped with an empty delta, e.g. the EOS token).
                 total = meta["output_token_logprobs_length"]
-                if seen < total:
-                    logprobs = _chat_logprobs(ctx, meta, seen, total)
-                seen = total
+                if seen.get(index, 0) < total:
+                    logprobs = _chat_logprobs(ctx, meta, seen.get(index, 0), total)
+                seen[index] = total
             text = chunk["text"]  # already held back as SGLang's stream (sgnb.detokenize)
-            if len(text) > len(sent) and text.startswith(sent):
-                yield event({"content": text[len(sent) :]}, logprobs=logprobs)
-                sent = text
-            if final:
+            if len(text) > len(sent[index]) and text.startswith(sent[index]):
+                yield event(index, {"content": text[len(sent[index]) :]}, logprobs=logprobs)
+                sent[index] = text
+            if meta.get("finish_reason") is not None:
                 ctx.metrics.observe(meta, streaming=True, constraint=item.constraint)
-                reason, matched = finish(meta)
-                yield event({}, reason, matched)
-                if include_usage:
-                    yield sse(
-                        {
-                            "id": rid,
-                            "object": "chat.completion.chunk",
-                            "created": created,
-                            "model": ctx.model_name,
-                            "choices": [],
-                            "usage": usage([meta]),
-                        }
-                    )
+                finals[index] = meta
+        for index, meta in finals.items():
+            reason, matched = finish(meta)
+            yield event(index, {}, reason, matched)
+        if include_usage and finals:
+            metas = [finals[i] for i in sorted(finals)]
+            yield sse(
+                {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": ctx.model_name,
+                    "choices": [],
+                    "usage": usage(metas, len(metas)),
+                }
+            )
     except Exception as exc:
         yield sse(stream_error(exc))
     finally:
@@ -288,8 +300,6 @@ async def completions(request: Request) -> Response:
     if req.stream:
         if len(items) != 1:
             raise BadRequest("streaming is supported for one prompt per request")
-        if parallel_n(items[0]) > 1:
-            raise BadRequest("stream with n > 1 (parallel sampling) is not supported by sgnb serve")
         chunks = await ctx.engine.open_stream(items[0])
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
@@ -327,10 +337,15 @@ async def completions(request: Request) -> Response:
 async def _sse_completion(
     ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None], rid: str, include_usage: bool
 ) -> AsyncIterator[bytes]:
+    """``text_completion`` events as ``OpenAIServingCompletion._generate_completion_stream`` sends them:
+    per choice (``index``; ``n > 1`` interleaved) its text pieces with their tokens' logprobs, the last
+    with its finish_reason; then the usage chunk if asked."""
     created = int(time.time())
 
-    def event(text: str, reason: str | None = None, matched: Any = None, logprobs: Any = None) -> bytes:
-        choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
+    def event(
+        index: int, text: str, reason: str | None = None, matched: Any = None, logprobs: Any = None
+    ) -> bytes:
+        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
         if reason is not None:
             choice["matched_stop"] = matched
         return sse(
@@ -343,37 +358,37 @@ async def _sse_completion(
             }
         )
 
-    sent = ""
-    seen = 0  # output tokens whose logprobs were sent (OpenAIServingCompletion's n_prev_token)
+    sent: dict[int, str] = {}  # per choice: the text sent so far
+    seen: dict[int, int] = {}  # per choice: tokens whose logprobs were sent (SGLang's n_prev_token)
+    finals: dict[int, dict[str, Any]] = {}
     try:
         async for chunk in chunks:
+            index = int(chunk.get("index", 0))
             meta = chunk["meta_info"]
             final = meta.get("finish_reason") is not None
             text = chunk["text"]  # already held back as SGLang's stream (sgnb.detokenize)
-            piece = text[len(sent) :] if text.startswith(sent) else ""
+            before = sent.get(index, "")
+            piece = text[len(before) :] if text.startswith(before) else ""
             logprobs = None
             if item.return_logprob and (piece or final):
                 # SGLang sends every step's new tokens with that step's chunk; a step sgnb holds
                 # back sends them with the next chunk instead, so none is lost.
                 total = meta["output_token_logprobs_length"]
-                if seen < total:
-                    logprobs = _completion_logprobs(ctx, meta, seen, total)
-                seen = total
+                if seen.get(index, 0) < total:
+                    logprobs = _completion_logprobs(ctx, meta, seen.get(index, 0), total)
+                seen[index] = total
             if piece and not final:
-                yield event(piece, logprobs=logprobs)
-                sent = text
+                yield event(index, piece, logprobs=logprobs)
+                sent[index] = text
             if final:
                 ctx.metrics.observe(meta, streaming=True, constraint=item.constraint)
                 reason, matched = finish(meta)
-                yield event(piece, reason, matched, logprobs)
-                if include_usage:
-                    body = {
-                        "id": rid,
-                        "object": "text_completion",
-                        "created": created,
-                        "model": ctx.model_name,
-                    }
-                    yield sse({**body, "choices": [], "usage": usage([meta])})
+                finals[index] = meta
+                yield event(index, piece, reason, matched, logprobs)
+        if include_usage and finals:
+            metas = [finals[i] for i in sorted(finals)]
+            body = {"id": rid, "object": "text_completion", "created": created, "model": ctx.model_name}
+            yield sse({**body, "choices": [], "usage": usage(metas, len(metas))})
     except Exception as exc:
         yield sse(stream_error(exc))
     finally:

@@ -57,9 +57,8 @@ def generate_n(
         )
         for i in range(n)
     ]
-    ids = reqs[0].input_ids
-    if len(ids) >= 2:  # the prefill-only warm-up: the whole prompt's KV goes into the radix cache
-        rt.score(ids[:-1], ids[-1:])
+    # The warm-up: the prompt alone, prefill only, so its KV is in the radix cache for every copy.
+    rt.generate(input_ids=reqs[0].input_ids, max_new_tokens=0)
     shared: queue.Queue[dict[str, Any] | None] | None = queue.Queue() if stream else None
     for req in reqs:
         req.stream = shared
