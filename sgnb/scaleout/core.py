@@ -247,8 +247,10 @@ class Cluster:
         for mirror in self.mirrors:
             mirror.detach()
         procs = ([self.router] if self.router is not None else []) + self.procs
-        for proc in procs:
+        for proc in procs:  # signal all first: a kernel cut short mid-stop still ends every one
             self._pids.update(group_pids(proc))
+            proc.terminate()
+        for proc in procs:
             proc.stop()
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)

@@ -105,6 +105,7 @@ class Proc:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env},
                 start_new_session=True,  # its own process group: stop() ends what it spawns too
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
@@ -134,6 +135,11 @@ class Proc:
             f"{self.name} ({self.url}) was not healthy after {timeout:g} s:\n{self.log_tail()}"
         )
 
+    def terminate(self) -> None:
+        """SIGTERM the process group and return at once (``stop`` waits)."""
+        if self.alive():
+            self._signal(signal.SIGTERM)
+
     def kill(self) -> None:
         """SIGKILL the whole process group: the worker dies as a crashed machine would."""
         self._signal(signal.SIGKILL)
@@ -158,6 +164,19 @@ class Proc:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, sig)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the process that started it dies (Linux).
+
+    A kernel killed before its ``atexit`` hooks run (a restart that times out) must not leave
+    workers behind. Linux sends the signal when the *thread* that forked exits, so start clusters
+    from a thread that lives as long as they should (the kernel's main thread does).
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: atexit and stop() remain
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def pids_alive(pids: list[int]) -> list[int]:
