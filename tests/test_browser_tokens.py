@@ -101,8 +101,13 @@ def test_token_view_grows_and_hover_card(lab: dict[str, Any]) -> None:
         clip = {"x": left, "y": top, "width": right - left, "height": bottom - top}
         page.screenshot(path=str(ARTIFACTS / "token-view.png"), clip=clip)
         # the colour selector switches the chips to probability colours
+        colours = "(v) => [...v.querySelectorAll('.chip.out')].map(c => c.style.backgroundColor)"
+        by_type = view.evaluate(colours)
         view.locator("select").select_option("prob")
-        page.wait_for_timeout(500)
+        deadline = time.time() + 10
+        while (by_prob := view.evaluate(colours)) == by_type and time.time() < deadline:
+            time.sleep(0.1)
+        assert by_prob != by_type and len(set(by_prob)) > len(set(by_type)), (by_type, by_prob)
         view.screenshot(path=str(ARTIFACTS / "token-view-prob.png"))
         browser.close()
     assert not [e for e in errors if "sgnb" in e or "render" in e], errors

@@ -89,27 +89,25 @@ function render({ model, el }) {
   }
   let view = { rows: [], choices: {} };
 
+  // The header is built once (a select rebuilt on every push would close under the pointer).
+  head.innerHTML =
+    `<b></b><label class="dim">colour by <select><option value="type">type</option>` +
+    `<option value="prob">probability</option><option value="latency">latency</option></select></label>` +
+    `<span class="lg"></span>`;
+  const select = head.querySelector("select");
+  select.addEventListener("change", (ev) => {
+    model.set("color_by", ev.target.value);
+    model.save_changes();
+  });
+
   function drawHead() {
-    const by = model.get("color_by");
-    const opts = [
-      ["type", "type"],
-      ["prob", "probability"],
-      ["latency", "latency"],
-    ]
-      .map(([v, label]) => `<option value="${v}"${v === by ? " selected" : ""}>${label}</option>`)
-      .join("");
+    head.querySelector("b").textContent = model.get("title");
+    select.value = model.get("color_by");
     const totals = {};
     for (const r of view.rows) for (const k in r.counts) totals[k] = (totals[k] || 0) + r.counts[k];
-    const legend = Object.keys(KIND_COLORS)
+    head.querySelector(".lg").innerHTML = Object.keys(KIND_COLORS)
       .map((k) => `<span style="background:${KIND_COLORS[k]}" title="${KIND_HELP[k]}">${k} ${totals[k] || 0}</span>`)
       .join("");
-    head.innerHTML =
-      `<b>${esc(model.get("title"))}</b><label class="dim">colour by <select>${opts}</select></label>` +
-      `<span class="lg">${legend}</span>`;
-    head.querySelector("select").addEventListener("change", (ev) => {
-      model.set("color_by", ev.target.value);
-      model.save_changes();
-    });
   }
 
   function background(chip, by, maxMs) {
