@@ -121,6 +121,10 @@ def test_native_n_refusal_and_stream(http: httpx.Client, rt: Any) -> None:
     mixed = {"text": ["a b", "c d"], "sampling_params": [{"n": 2}, {"n": 3}]}
     res = http.post("/generate", json=mixed)
     assert res.status_code == 400 and "parallel_sample_num should be the same" in res.text
+    huge = http.post("/generate", json={"text": "hi", "sampling_params": {"n": 300}})
+    assert huge.status_code == 400 and "not supported by sgnb serve" in huge.text  # n makes a batch: <= 256
+    huge_chat = {"messages": [{"role": "user", "content": "hi"}], "n": 300}
+    assert http.post("/v1/chat/completions", json=huge_chat).status_code == 400
     body = {
         "text": chat(rt, POEM),
         "sampling_params": {"n": 3, "max_new_tokens": 4, "temperature": 1.0, "ignore_eos": True},

@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sgnb.serve.schemas import Item
+from sgnb.serve.schemas import MAX_BATCH, BadRequest, Item
 
 T = TypeVar("T")
 DISCONNECT_POLL_S = 0.5  # how often a waiting non-streaming request checks its client
@@ -201,6 +201,21 @@ def parallel_n(item: Item) -> int:
     """The item's ``n`` (parallel samples), as ``GenerateReqInput._handle_parallel_sampling`` reads it."""
     n = item.params.get("n", 1)
     return n if isinstance(n, int) and n > 1 else 1
+
+
+def fan_out(items: list[Item]) -> int:
+    """The request's ``n``. BadRequest when its prompts disagree (SGLang's ValueError in
+    ``_handle_parallel_sampling``) or when prompts x n is more sequences than one request may run
+    (``MAX_BATCH``, the batch limit: ``n`` makes a batch)."""
+    n = parallel_n(items[0])
+    if any(parallel_n(item) != n for item in items):
+        raise BadRequest("The parallel_sample_num should be the same for all samples in sample params.")
+    if n * len(items) > MAX_BATCH:
+        raise BadRequest(
+            f"n = {n} for {len(items)} prompt(s) ({n * len(items)} sequences; parallel sampling beyond "
+            f"{MAX_BATCH}) is not supported by sgnb serve"
+        )
+    return n
 
 
 def flatten(outs: list[Any]) -> list[dict[str, Any]]:

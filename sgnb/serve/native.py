@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from sgnb.serve.app import ServeContext, ctx_of, dumps, json_response, read_json
-from sgnb.serve.engine import flatten, parallel_n
+from sgnb.serve.engine import fan_out, flatten
 from sgnb.serve.metrics import CONTENT_TYPE
 from sgnb.serve.schemas import BadRequest, Item, parse_generate
 
@@ -44,9 +44,7 @@ def stream_error(exc: BaseException) -> dict[str, Any]:
 async def generate(request: Request) -> Response:
     ctx = ctx_of(request)
     req, items, batched = parse_generate(await read_json(request))
-    n = parallel_n(items[0])
-    if any(parallel_n(item) != n for item in items):  # GenerateReqInput._handle_parallel_sampling
-        raise BadRequest("The parallel_sample_num should be the same for all samples in sample params.")
+    n = fan_out(items)
     if req.stream:
         chunks = await ctx.engine.open_stream(items[0])
         return StreamingResponse(_sse_generate(ctx, items[0], chunks), media_type="text/event-stream")

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from sgnb.serve.app import ServeContext, ctx_of, json_response, read_json
-from sgnb.serve.engine import flatten, parallel_n
+from sgnb.serve.engine import fan_out, flatten
 from sgnb.serve.native import DONE, sse, stream_error
 from sgnb.serve.openai_logprobs import chat_logprobs, completion_logprobs
 from sgnb.serve.schemas import (
@@ -125,6 +125,7 @@ async def chat_completions(request: Request) -> Response:
         text_in_logprobs=True,
     )
     rid = f"chatcmpl-{uuid.uuid4().hex}"
+    fan_out([item])
     if req.stream:
         chunks = await ctx.engine.open_stream(item)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -297,6 +298,7 @@ async def completions(request: Request) -> Response:
     if len(items) > MAX_BATCH:
         raise BadRequest(f"at most {MAX_BATCH} prompts per request, got {len(items)}")
     rid = f"cmpl-{uuid.uuid4().hex}"
+    n = fan_out(items)
     if req.stream:
         if len(items) != 1:
             raise BadRequest("streaming is supported for one prompt per request")
@@ -329,7 +331,7 @@ async def completions(request: Request) -> Response:
             "created": int(time.time()),
             "model": ctx.model_name,
             "choices": choices,
-            "usage": usage([o["meta_info"] for o in outs], parallel_n(items[0])),
+            "usage": usage([o["meta_info"] for o in outs], n),
         }
     )
 
