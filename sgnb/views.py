@@ -92,6 +92,11 @@ def labelled(key: str, value: Any) -> tuple[str, str]:
     return label, f"{text} {unit}" if unit else text
 
 
+def model_words(model: Any) -> str:
+    """``"bundled"`` -> ``"bundled SmolLM2-135M-Instruct"``; any other name as it is."""
+    return "bundled SmolLM2-135M-Instruct" if model == "bundled" else str(model)
+
+
 def started_line(status: dict[str, Any], steps: dict[str, float] | None = None) -> str:
     """The one line ``%sglang start`` prints (``%sglang status`` has the table).
 
@@ -107,7 +112,7 @@ def started_line(status: dict[str, Any], steps: dict[str, float] | None = None) 
     where = status.get("device") or status.get("url") or ""
     on = f" on {where}" if where else ""
     return (
-        f"SGLang runtime ready{took}: {status.get('runtime')} runtime, {status.get('model')}{on}. "
+        f"SGLang runtime ready{took}: {status.get('runtime')} runtime, {model_words(status.get('model'))}{on}. "
         "%sglang status shows its settings."
     )
 
@@ -138,11 +143,29 @@ class BenchView:
         return "quick benchmark: " + ", ".join(sorted(self.figures))
 
 
+def short_value(value: str, limit: int = 80) -> str:
+    """A variable's value in the table: the text above shows it whole."""
+    flat = " ".join(value.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def speed(meta: dict[str, Any], value: str, elapsed: float) -> str:
+    """``"32 tokens, first after 0.12 s, 41.0 tokens/s"`` once SGLang's meta_info is in, else progress."""
+    tokens, latency, ttft = meta.get("completion_tokens"), meta.get("e2e_latency"), meta.get("ttft")
+    if isinstance(tokens, int) and isinstance(latency, int | float) and latency > 0:
+        first = f", first after {ttft:.2f} s" if isinstance(ttft, int | float) else ""
+        decode = latency - ttft if isinstance(ttft, int | float) and latency > ttft else latency
+        rate = f", {(tokens - 1) / decode:.1f} tokens/s" if tokens > 1 and decode > 0 else ""
+        return f"{tokens} tokens{first}{rate}"
+    return f"{len(value)} characters so far ({elapsed:.1f} s)" if value else ""
+
+
 class ProgramStateView:
     """An SGLang ProgramState with its roles and variables marked; re-rendered as it streams."""
 
     def __init__(self, state: Any) -> None:
         self.state = state
+        self.started = time.monotonic()
 
     def _variables(self) -> dict[str, Any]:
         executor = self.state.stream_executor
@@ -198,19 +221,28 @@ class ProgramStateView:
                 "</pre></div>"
                 for m, names in zip(messages, self._message_marks(messages), strict=True)
             )
+            # A role's message exists only once the role ends: the text an assistant role is
+            # generating now is shown whole, as it streams, in a block of its own.
+            shown = "".join(str(m["content"]) for m in messages)
+            pending = [(k, v) for k, v in self._variables().items() if v and v not in shown]
+            blocks += "".join(
+                f"<div style='margin:2px 0'><span style='font-weight:bold;color:#555'>assistant (generating "
+                f"{html.escape(name)})</span><pre style='margin:0;white-space:pre-wrap'>{html.escape(value)}</pre>"
+                "</div>"
+                for name, value in pending
+            )
         else:
             blocks = f"<pre style='white-space:pre-wrap'>{self._mark_variables(executor.text_)}</pre>"
         rows = []
         for name, value in self._variables().items():
             meta = executor.meta_info.get(name) or {}
-            cached = meta.get("cached_tokens", "")
-            prompt = meta.get("prompt_tokens", "")
             rows.append(
-                f"<tr><td>{html.escape(name)}</td><td>{html.escape(value[:80])}</td>"
-                f"<td>{cached}/{prompt}</td></tr>"
+                f"<tr><td>{html.escape(name)}</td><td>{html.escape(short_value(value))}</td>"
+                f"<td>{meta.get('cached_tokens', '')}/{meta.get('prompt_tokens', '')}</td>"
+                f"<td>{html.escape(speed(meta, value, time.monotonic() - self.started))}</td></tr>"
             )
         table = (
-            "<table><tr><th>variable</th><th>value</th><th>cached/prompt tokens</th></tr>"
+            "<table><tr><th>variable</th><th>value</th><th>cached/prompt tokens</th><th>speed</th></tr>"
             + "".join(rows)
             + "</table>"
             if rows

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,28 +255,42 @@ def test_failing_function_cell_shows_its_traceback_once(
     assert run(ip, "%%sglang\n@sgl.function\ndef g(s):\n    s += 'x'\n\n1 + 1").result == 2
 
 
+def interrupt_when(condition: Any, timeout: float = 120.0) -> threading.Thread:
+    """Interrupt the main thread (as the kernel's interrupt does) once ``condition()`` holds."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _thread.interrupt_main()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_interrupt_during_generation_is_one_line(
     ip: InteractiveShell, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Interrupting the kernel mid-generation: one line; the request is aborted, the runtime serves on."""
-    ip.user_ns["rt_"] = get_session().require()
+    rt = get_session().require()
+    ip.user_ns["rt_"] = rt
     for source in (
         "rt_.generate('Tell me a long story.', max_new_tokens=2000, temperature=0, ignore_eos=True)",
         "%%sglang\ns += 'Tell me a long story.' + sgl.gen('x', max_tokens=2000, ignore_eos=True)",
     ):
-        timer = threading.Timer(1.5, _thread.interrupt_main)
-        timer.start()
+        watcher = interrupt_when(lambda: rt.cache_state()["running"] > 0)
         line = one_line_error(ip, source, capsys)
-        timer.join()
+        watcher.join()
         assert line.startswith("KeyboardInterrupt: generation interrupted"), line
-        state = get_session().require().cache_state()
+        state = rt.cache_state()
         assert state["running"] == 0 and state["protected"] == 0
     assert run(ip, "%%sglang -o ok\ns += 'Hello' + sgl.gen('x', max_tokens=2)").error_in_exec is None
     capsys.readouterr()
-    timer = threading.Timer(0.5, _thread.interrupt_main)  # elsewhere, IPython's usual traceback stays
-    timer.start()
-    result = run(ip, "import time\nfor _ in range(100):\n    time.sleep(0.05)")
-    timer.join()
+    ip.user_ns["started_"] = threading.Event()  # elsewhere, IPython's usual traceback stays
+    watcher = interrupt_when(ip.user_ns["started_"].is_set)
+    result = run(ip, "import time\nstarted_.set()\nwhile True:\n    time.sleep(0.05)")
+    watcher.join()
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     assert "Traceback" in capsys.readouterr().out
 

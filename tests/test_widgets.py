@@ -369,3 +369,69 @@ def test_program_state_marks_a_variable_where_it_was_generated() -> None:
     page = ProgramStateView(SimpleNamespace(stream_executor=executor))._repr_html_()
     assert page.count("<mark") == 1 and "positive or negative?" in page
     assert page.index("<mark") > page.index("positive or negative?")
+
+
+def test_committed_tutorials_show_their_views_with_plain_nbconvert() -> None:
+    """A reader of an exported tutorial sees each sgnb view's static snapshot, with no flag.
+
+    nbconvert prefers a widget view whose model state is saved (``WidgetsDataTypeFilter``), and an
+    anywidget cannot be rebuilt in a static page: the committed notebooks keep the snapshots only
+    (``sgnb.widgets._static.prefer_snapshots``, applied when ``notebooks/_build.py`` saves them).
+    """
+    from pathlib import Path
+
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from sgnb.widgets._static import MARK, prefer_snapshots
+
+    notebooks = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+    views = 0
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        kinds = [
+            m
+            for cell in nb.cells
+            for output in cell.get("outputs", [])
+            for m in re.findall(rf'{MARK}="(\w+)"', "".join(output.get("data", {}).get("text/html", "")))
+        ]
+        page, _ = HTMLExporter().from_notebook_node(nb)
+        for kind in set(kinds):
+            assert page.count(f'{MARK}="{kind}"') >= kinds.count(kind), f"{path.name}: {kind} view not shown"
+        views += len(kinds)
+    assert views >= 5  # the tutorials do show views (a test of the test)
+    # prefer_snapshots keeps other widgets' views and state
+    nb = nbformat.v4.new_notebook()
+    other = {"model_id": "other", "version_major": 2, "version_minor": 0}
+    sgnb = {"model_id": "sgnb", "version_major": 2, "version_minor": 0}
+    nb.cells = [nbformat.v4.new_code_cell(outputs=[
+        nbformat.v4.new_output("display_data", data={WIDGET_VIEW: other, "text/plain": "tqdm"}),
+        nbformat.v4.new_output("display_data", data={WIDGET_VIEW: sgnb, "text/html": f'<div {MARK}="tree">'}),
+    ])]  # fmt: skip
+    state = {"other": {"state": {"layout": "IPY_MODEL_lay"}}, "lay": {"state": {}}, "sgnb": {"state": {}}}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": state}}
+    prefer_snapshots(nb)
+    kept = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert sorted(kept) == ["lay", "other"] and WIDGET_VIEW not in nb.cells[0].outputs[1]["data"]
+
+
+def test_program_state_streams_the_whole_answer_and_its_speed() -> None:
+    """While an assistant role generates, SGLang's ``messages_`` lack it (``_execute_role_end``
+    appends the message): the view shows the growing text whole, then SGLang's meta_info figures."""
+    from types import SimpleNamespace
+
+    from sgnb.views import ProgramStateView
+
+    answer = "Paris is the capital of France, and it has been for a very long time, " * 3
+    executor = SimpleNamespace(
+        messages_=[{"role": "user", "content": "What is the capital of France?"}],
+        text_="user: What is the capital of France?\nassistant: " + answer,
+        variables={"answer": answer},
+        meta_info={},
+    )
+    page = ProgramStateView(SimpleNamespace(stream_executor=executor))._repr_html_()
+    assert "assistant (generating answer)" in page and answer in page and "characters so far" in page
+    executor.messages_.append({"role": "assistant", "content": answer})
+    executor.meta_info = {"answer": {"completion_tokens": 41, "e2e_latency": 1.1, "ttft": 0.1}}
+    page = ProgramStateView(SimpleNamespace(stream_executor=executor))._repr_html_()
+    assert "generating" not in page and "41 tokens, first after 0.10 s, 40.0 tokens/s" in page

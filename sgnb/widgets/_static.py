@@ -13,10 +13,16 @@ drops the widget view from outputs that carry an sgnb snapshot::
 
     jupyter nbconvert --to html \\
         --HTMLExporter.preprocessors="['sgnb.widgets.static_snapshots']" executed.ipynb
+
+A notebook meant to be read (the committed tutorials) gets that once, when it is saved:
+``prefer_snapshots`` drops the widget views of sgnb outputs and the saved state of the models
+no output shows any more, so plain ``nbconvert``, GitHub and any renderer show the snapshots with
+no flag (``python -m sgnb.widgets._static NOTEBOOK.ipynb ...`` rewrites notebooks in place).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -35,3 +41,54 @@ def static_snapshots(nb: Any, resources: Any) -> tuple[Any, Any]:
             if WIDGET_VIEW in output.get("data", {}) and has_snapshot(output):
                 del output["data"][WIDGET_VIEW]
     return nb, resources
+
+
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def prefer_snapshots(nb: Any) -> Any:
+    """Drop sgnb outputs' widget views and the saved state no output refers to any more.
+
+    Other widgets (ipywidgets, tqdm) keep their views and state: only models whose views are
+    gone, and the models only those reference (an anywidget's layout), lose their state.
+    """
+    static_snapshots(nb, {})
+    widgets = nb.get("metadata", {}).get("widgets", {})
+    state = widgets.get(WIDGET_STATE, {}).get("state")
+    if not state:
+        return nb
+    shown = {
+        output["data"][WIDGET_VIEW]["model_id"]
+        for cell in nb.get("cells", [])
+        for output in cell.get("outputs", [])
+        if WIDGET_VIEW in output.get("data", {})
+    }
+    keep: set[str] = set()
+    todo = [m for m in shown if m in state]
+    while todo:  # a shown model keeps every model its state refers to ("IPY_MODEL_<id>")
+        model = todo.pop()
+        if model in keep:
+            continue
+        keep.add(model)
+        text = str(state[model].get("state", {}))
+        todo += [m for m in state if f"IPY_MODEL_{m}" in text and m not in keep]
+    for model in list(state):
+        if model not in keep:
+            del state[model]
+    if not state:
+        del nb["metadata"]["widgets"]
+    return nb
+
+
+def main(paths: list[str]) -> int:
+    import nbformat
+
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.write(prefer_snapshots(nb), path)
+        print(f"{path}: sgnb views saved as their static snapshots")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
