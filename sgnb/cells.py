@@ -5,7 +5,9 @@
 * ``DisplayEveryMagic``: an IPython AST transformer; a ``%sglang`` line that is not the cell's
   last statement has its result shown with ``display`` (IPython shows only the last expression),
   so a cell of five magics shows all five results.
-* One-line errors: ``one_line`` cleans a message (xgrammar's C++ source path and timestamp go),
+* One-line errors: ``cell_error`` turns a wrong argument to an SGLang call into one line naming the
+  cell line (with "did you mean"), ``one_line`` cleans a message (xgrammar's C++ source path and
+  timestamp go),
   ``short_traceback`` keeps only the frames of the user's own cell, and ``interrupt_handler``
   reports a Ctrl-C / "interrupt kernel" that stopped a generation in one line.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import difflib
+import inspect
 import re
 from collections.abc import Callable
 from types import TracebackType
@@ -189,6 +193,54 @@ def interrupt_handler(
     shell._showtraceback(etype, value, stb)
 
 
+# ---- one-line errors for a cell's wrong arguments --------------------------------------------
+
+# Errors that say an SGLang call got a wrong argument (sgl.gen's regex check raises re.error):
+# the message is the whole story.
+ARGUMENT_ERRORS = (TypeError, ValueError, re.error)
+
+
+def cell_line(exc: BaseException, filename: str, offset: int) -> int | None:
+    """The line of the cell (1-based) where ``exc`` passed last; ``offset``: lines sgnb added."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno - offset
+        tb = tb.tb_next
+    return line
+
+
+def did_you_mean(message: str) -> str:
+    """' (did you mean 'regex'?)' for "gen() got an unexpected keyword argument 'regexx'"."""
+    found = re.search(r"(\w+)\(\) got an unexpected keyword argument '(\w+)'", message)
+    if not found:
+        return ""
+    import sglang as sgl
+
+    func = getattr(sgl, found.group(1), None)
+    try:
+        names = list(inspect.signature(func).parameters) if func is not None else []
+    except (TypeError, ValueError):
+        names = []
+    close = difflib.get_close_matches(found.group(2), names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def cell_error(shell: Any, exc: BaseException, filename: str, offset: int) -> BaseException:
+    """``exc``, set to show once: one line for a wrong argument, else the cell's own frames."""
+    if isinstance(exc, ARGUMENT_ERRORS):
+        line = cell_line(exc, filename, offset)
+        where = f"line {line} of the cell: " if line is not None else ""
+        message = one_line(str(exc)) or type(exc).__name__
+        if isinstance(exc, re.error):  # sgl.gen checks a regex with Python's re first
+            kind, message = "ValueError", f"invalid regex {exc.pattern!r}: {message}"
+        else:
+            kind = type(exc).__name__
+        return render_once(exc, [f"{kind}: {where}{message}{did_you_mean(message)}"])
+    return render_once(exc, short_traceback(shell, exc, filename))
+
+
 def install(shell: Any) -> None:
     """Register the AST transformer and the interrupt handler once per shell (idempotent)."""
     if not any(isinstance(t, DisplayEveryMagic) for t in shell.ast_transformers):
@@ -201,6 +253,7 @@ def install(shell: Any) -> None:
 
 __all__ = [
     "DisplayEveryMagic",
+    "cell_error",
     "install",
     "interrupt_handler",
     "one_line",

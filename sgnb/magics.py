@@ -8,9 +8,6 @@ traceback, and a red cell that papermill and nbval notice.
 from __future__ import annotations
 
 import ast
-import difflib
-import inspect
-import re
 import textwrap
 import time
 import warnings
@@ -23,6 +20,7 @@ from IPython.display import display
 from traitlets import Bool, Int, Unicode
 
 from sgnb import cells, views
+from sgnb.labels import started_line
 from sgnb.session import NoRuntimeError, SessionError, get_session
 
 COMMANDS = ("start", "stop", "status", "connect", "flush", "tree", "stats", "tokens", "bench", "serve")
@@ -148,13 +146,13 @@ class SGLangMagics(Magics):
             )
         finally:
             bar.remove()
-        print(views.started_line(session.status(), steps))
+        print(started_line(session.status(), steps))
 
     def _connect(self, args: Any) -> None:
         if not args.target:
             raise ValueError("usage: %sglang connect URL")
         get_session().connect(args.target, api_key=args.api_key, timeout=args.timeout)
-        print(views.started_line(get_session().status()))
+        print(started_line(get_session().status()))
 
     def _stop(self, args: Any) -> None:
         session = get_session()
@@ -284,7 +282,7 @@ class SGLangMagics(Magics):
                 expression = ast.fix_missing_locations(ast.Expression(last.value))
                 return eval(compile(expression, filename, "eval"), shell.user_global_ns, namespace)
         except Exception as exc:
-            raise _cell_error(shell, exc, filename, offset=0) from None
+            raise cells.cell_error(shell, exc, filename, offset=0) from None
         return None
 
     def _run_program(self, cell: str, args: Any) -> Any:
@@ -334,7 +332,7 @@ class SGLangMagics(Magics):
         if handle is not None:
             handle.update(view)
         if error is not None:
-            raise _cell_error(shell, error, filename, offset=1) from None
+            raise cells.cell_error(shell, error, filename, offset=1) from None
         return state
 
 
@@ -343,10 +341,6 @@ SGLangMagics.sglang.__doc__ = (
     f"{SGLangMagics.sglang.__doc__}\n\nThe cell magic, %%sglang (see also %%sglang?):\n\n"
     f"{SGLangMagics.sglang_cell.__doc__}"
 )
-
-# Errors that say an SGLang call got a wrong argument (sgl.gen's regex check raises re.error):
-# the message is the whole story.
-ARGUMENT_ERRORS = (TypeError, ValueError, re.error)
 
 
 def _import_runtime(kind: str) -> None:
@@ -370,47 +364,6 @@ def _abort_all(timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while runtime.cache_state().get("running", 0) and time.monotonic() < deadline:
         time.sleep(0.02)
-
-
-def _cell_line(exc: BaseException, filename: str, offset: int) -> int | None:
-    """The line of the cell (1-based) where ``exc`` passed last; ``offset``: lines sgnb added."""
-    line = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
-            line = tb.tb_lineno - offset
-        tb = tb.tb_next
-    return line
-
-
-def _did_you_mean(message: str) -> str:
-    """' (did you mean 'regex'?)' for "gen() got an unexpected keyword argument 'regexx'"."""
-    found = re.search(r"(\w+)\(\) got an unexpected keyword argument '(\w+)'", message)
-    if not found:
-        return ""
-    import sglang as sgl
-
-    func = getattr(sgl, found.group(1), None)
-    try:
-        names = list(inspect.signature(func).parameters) if func is not None else []
-    except (TypeError, ValueError):
-        names = []
-    close = difflib.get_close_matches(found.group(2), names, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _cell_error(shell: Any, exc: BaseException, filename: str, offset: int) -> BaseException:
-    """``exc``, set to show once: one line for a wrong argument, else the cell's own frames."""
-    if isinstance(exc, ARGUMENT_ERRORS):
-        line = _cell_line(exc, filename, offset)
-        where = f"line {line} of the cell: " if line is not None else ""
-        message = cells.one_line(str(exc)) or type(exc).__name__
-        if isinstance(exc, re.error):  # sgl.gen checks a regex with Python's re first
-            kind, message = "ValueError", f"invalid regex {exc.pattern!r}: {message}"
-        else:
-            kind = type(exc).__name__
-        return cells.render_once(exc, [f"{kind}: {where}{message}{_did_you_mean(message)}"])
-    return cells.render_once(exc, cells.short_traceback(shell, exc, filename))
 
 
 def _literal(value: str) -> Any:
