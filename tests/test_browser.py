@@ -254,6 +254,17 @@ def test_widgets_in_jupyterlab(lab: dict[str, Any]) -> None:
         print("\nBROWSER", json.dumps(report))
         (ARTIFACTS / "browser-report.json").write_text(json.dumps(report, indent=1))
 
+        # a chart in a fresh kernel (no %matplotlib inline): an image, not "<Figure size ...>"
+        charts = page.evaluate(
+            "document.querySelectorAll('.jp-OutputArea-output img[src^=\"data:image/png\"]').length"
+        )
+        assert charts >= 1 and "<Figure size" not in outputs_text(page), charts
+        # a cache-panel row shows its whole prompt on click
+        prompt = page.locator("[data-sgnb-cache] td.p >> nth=0")
+        prompt.scroll_into_view_if_needed()
+        prompt.click(force=True)
+        assert "open" in (prompt.get_attribute("class") or "")
+
         # pictures: the tree with a node opened, and the whole page
         tree = page.locator("[data-sgnb-tree] >> nth=0")
         tree.scroll_into_view_if_needed()
