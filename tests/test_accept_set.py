@@ -9,13 +9,18 @@ cannot honour is a 400 naming the feature; one that changes nothing is accepted.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from accept_strategies import VOCAB, chat_bodies, completion_bodies, corrupt, generate_bodies
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 import sgnb
 from sgnb.serve.app import create_app
@@ -65,11 +70,16 @@ GOOD = {"text": "The capital of France is", "sampling_params": {"max_new_tokens"
 
 
 @pytest.fixture(scope="module")
-def server() -> Any:
-    rt = sgnb.start("bundled", max_total_tokens=2048)
+def rt() -> Any:
+    runtime = sgnb.start("bundled", max_total_tokens=2048)
+    yield runtime
+    runtime.stop()
+
+
+@pytest.fixture(scope="module")
+def server(rt: Any) -> Any:
     with ServerThread(create_app(rt)) as srv:
         yield srv
-    rt.stop()
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +219,195 @@ def test_through_the_real_router(server: Any) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# ---- the differential test: SGLang's own classes judge, sgnb serve answers ----------------------
+
+
+def sglang_verdict_generate(body: Any, tokenizer: Any) -> str | None:
+    """Why SGLang's server refuses this ``/generate`` body, or None if it admits it: the steps of
+    ``http_server.generate_request`` (the ``GenerateReqInput`` parse, the JSON contract) and of
+    ``TokenizerManager`` (``normalize_batch_and_arguments``, ``SamplingParams.normalize/verify``)."""
+    from pydantic import TypeAdapter, ValidationError
+    from sglang.api.v1.api_types import GenerateRequest, JsonContractError
+    from sglang.srt.managers.io_struct import GenerateReqInput
+    from sglang.srt.sampling.sampling_params import SamplingParams
+
+    try:
+        obj = TypeAdapter(GenerateReqInput).validate_python(body)
+        GenerateRequest.from_json_value(body)
+        obj.normalize_batch_and_arguments()
+        n = 1 if obj.is_single else len(obj.text if obj.text is not None else obj.input_ids)
+        for one in [obj] if obj.is_single else [obj[i] for i in range(n)]:
+            sp = SamplingParams(**(one.sampling_params or {}))
+            sp.normalize(tokenizer)
+            sp.verify(VOCAB)
+    except (ValidationError, JsonContractError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # SGLang's server answers this with a 500: it refuses the body too
+        return f"crash {type(exc).__name__}: {exc}"
+    return None
+
+
+def sglang_verdict_openai(kind: str, body: Any, tokenizer: Any, context_length: int) -> str | None:
+    """Why SGLang refuses this OpenAI body, or None: the pydantic class, then the serving class's
+    ``_validate_request`` and its sampling-parameter conversion, checked as ``/generate``'s."""
+    from pydantic import ValidationError
+    from sglang.srt.entrypoints.openai import protocol, serving_chat
+    from sglang.srt.entrypoints.openai.serving_completions import OpenAIServingCompletion
+    from sglang.srt.sampling.sampling_params import SamplingParams
+
+    chat = serving_chat.OpenAIServingChat
+    try:
+        if kind == "chat":
+            req = protocol.ChatCompletionRequest.model_validate(json.loads(json.dumps(body)))
+            fake = SimpleNamespace(
+                is_minimax_m3=False,
+                tokenizer_manager=SimpleNamespace(model_config=SimpleNamespace(is_multimodal=False)),
+            )
+            fake._validate_media_content = lambda r: chat._validate_media_content(fake, r)
+            fake._effective_tools = lambda r: chat._effective_tools(fake, r)
+            with pytest.MonkeyPatch.context() as mp:  # the server-wide settings it reads
+                mp.setattr(serving_chat, "get_model", lambda: SimpleNamespace(context_length=context_length))
+                mp.setattr(
+                    serving_chat,
+                    "get_serving",
+                    lambda: SimpleNamespace(trust_request_chat_template=False, allow_auto_truncate=False),
+                )
+                error = chat._validate_request(fake, req)
+            stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+            params = None if error else req.to_sampling_params(stop=stop, model_generation_config={})
+        else:
+            req = protocol.CompletionRequest.model_validate(json.loads(json.dumps(body)))
+            error = OpenAIServingCompletion._validate_request(None, req)  # type: ignore[arg-type]
+            params = None if error else OpenAIServingCompletion._build_sampling_params(None, req)  # type: ignore[arg-type]
+        if error:
+            return error
+        sp = SamplingParams(**params)
+        sp.normalize(tokenizer)
+        sp.verify(VOCAB)
+    except (ValidationError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # SGLang's server answers this with a 500: it refuses the body too
+        return f"crash {type(exc).__name__}: {exc}"
+    return None
+
+
+def message_of(res: httpx.Response) -> str:
+    """The message of an error in any of SGLang's shapes (``ErrorResponse``, the contract's
+    ``{"error": "..."}``, ``_create_error_response``'s ``{"error": {"message": ...}}``)."""
+    assert res.headers["content-type"].startswith("application/json"), res.text[:200]
+    body = res.json()
+    if "error" in body:
+        err = body["error"]
+        return str(err if isinstance(err, str) else err["message"])
+    assert body["object"] == "error" and body["code"] == res.status_code and body["type"], body
+    return str(body["message"])
+
+
+STATS: dict[str, dict[str, int]] = {}
+DIFF = settings(
+    deadline=None,
+    derandomize=True,  # the same bodies on every run, so CI is reproducible
+    database=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: each failure message shows its body
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+
+
+def judge(http: httpx.Client, route: str, body: Any, refused: str | None) -> None:
+    """sgnb's answer against SGLang's verdict; every refusal is followed by a request that works."""
+    res = http.post(route, content=json.dumps(body), headers={"content-type": "application/json"})
+    shown = f"{json.dumps(body)[:600]} -> {res.status_code} {res.text[:300]}"
+    assert res.status_code < 500, shown
+    assert "Extra inputs" not in res.text and "extra_forbidden" not in res.text, shown
+    verdict = "sglang refuses" if refused else "sglang accepts"
+    counts = STATS.setdefault(route, {})
+    counts[f"{verdict}, sgnb {res.status_code}"] = counts.get(f"{verdict}, sgnb {res.status_code}", 0) + 1
+    if refused is not None:
+        assert 400 <= res.status_code < 500, f"SGLang refuses ({refused}) but sgnb answered {shown}"
+        assert message_of(res), shown
+    elif res.status_code != 200:
+        assert res.status_code == 400, shown
+        assert "not supported by sgnb serve" in message_of(res), f"SGLang accepts; {shown}"
+    elif res.headers["content-type"].startswith("text/event-stream"):
+        assert res.text.endswith("data: [DONE]\n\n") and '"error"' not in res.text, shown
+    else:
+        res.json()
+    if res.status_code != 200:
+        still_serving(http)
+
+
+def short(body: Any) -> Any:
+    """Keep generation to a token or two: an unset (or null) length is set to 2; any other value,
+    junk included, is kept for the oracle to judge."""
+    if not isinstance(body, dict):
+        return body
+    params = body.get("sampling_params")
+    for p in params if isinstance(params, list) else [params]:
+        if isinstance(p, dict) and p.get("max_new_tokens") is None:
+            p["max_new_tokens"] = 2
+    if "sampling_params" not in body and ("text" in body or "input_ids" in body):
+        body["sampling_params"] = {"max_new_tokens": 2}
+    if ("messages" in body or "prompt" in body) and body.get("max_tokens") is None:
+        if body.get("max_completion_tokens") is None:
+            body["max_tokens"] = 2
+    return body
+
+
+@settings(DIFF, max_examples=260)
+@given(body=corrupt(generate_bodies()).map(short))
+def test_generate_accept_set_matches_sglang(http: httpx.Client, rt: Any, body: Any) -> None:
+    """``/generate``: ``http_server.generate_request`` + ``TokenizerManager`` are the oracle."""
+    judge(http, "/generate", body, sglang_verdict_generate(body, rt.tokenizer))
+
+
+@settings(DIFF, max_examples=170)
+@given(body=corrupt(chat_bodies()).map(short))
+def test_chat_accept_set_matches_sglang(http: httpx.Client, rt: Any, body: Any) -> None:
+    """``/v1/chat/completions``: ``ChatCompletionRequest`` + ``OpenAIServingChat`` are the oracle."""
+    judge(
+        http,
+        "/v1/chat/completions",
+        body,
+        sglang_verdict_openai("chat", body, rt.tokenizer, rt.context_length),
+    )
+
+
+@settings(DIFF, max_examples=90)
+@given(body=corrupt(completion_bodies()).map(short))
+def test_completion_accept_set_matches_sglang(http: httpx.Client, rt: Any, body: Any) -> None:
+    """``/v1/completions``: ``CompletionRequest`` + ``OpenAIServingCompletion`` are the oracle."""
+    judge(
+        http,
+        "/v1/completions",
+        body,
+        sglang_verdict_openai("completion", body, rt.tokenizer, rt.context_length),
+    )
+
+
+@settings(DIFF, max_examples=30)
+@given(raw=st.binary(max_size=48))
+def test_raw_bytes_are_a_4xx(http: httpx.Client, raw: bytes) -> None:
+    """Bytes that are not a JSON object: FastAPI's body parse fails, a 400 in SGLang."""
+    for route in ("/generate", "/v1/chat/completions"):
+        res = http.post(route, content=raw, headers={"content-type": "application/json"})
+        assert res.status_code < 500, res.text[:200]
+        if res.status_code != 200:
+            assert message_of(res)
+            still_serving(http)
+
+
+def test_the_differential_test_covered_both_sides(http: httpx.Client, rt: Any) -> None:
+    """At least 500 bodies, many admitted and answered 200, many refused; nothing left running."""
+    print(f"\naccept-set verdicts: {json.dumps(STATS, indent=1)}")
+    total = sum(sum(c.values()) for c in STATS.values())
+    assert total >= 500, STATS
+    for route, counts in STATS.items():
+        accepted = sum(v for k, v in counts.items() if k.startswith("sglang accepts"))
+        served = counts.get("sglang accepts, sgnb 200", 0)
+        refused = sum(v for k, v in counts.items() if k.startswith("sglang refuses"))
+        assert served >= 0.3 * accepted and refused >= 0.1 * sum(counts.values()), (route, counts)
+    still_serving(http)
+    state = http.get("/server_info").json()["internal_states"][0]
+    assert state["running"] == 0 and state["waiting"] == 0

@@ -21,9 +21,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from sgnb.serve.accept import Refused
 from sgnb.serve.engine import Engine
 from sgnb.serve.metrics import Metrics
-from sgnb.serve.schemas import BadRequest
 
 logger = logging.getLogger("sgnb.serve")
 Scope = MutableMapping[str, Any]
@@ -68,6 +68,12 @@ def ctx_of(request: Request) -> ServeContext:
     return ctx
 
 
+def vocab_size(ctx: ServeContext) -> int:
+    """The model's vocabulary size (token ids are checked against it, as SGLang does)."""
+    size = getattr(getattr(ctx.runtime, "model", None), "vocab_size", None)
+    return int(size) if size else len(ctx.runtime.tokenizer)
+
+
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -88,10 +94,10 @@ def error_response(path: str, status: int, message: str) -> Response:
 
 
 async def read_json(request: Request) -> Any:
-    """The body as JSON; BadRequest when it is empty or malformed (NaN and Infinity included)."""
+    """The body as JSON; a 400 when it is empty or malformed (NaN and Infinity included)."""
     raw = await request.body()
     if not raw.strip():
-        raise BadRequest("the request body is empty; send a JSON object")
+        raise _bad_body("the request body is empty; send a JSON object")
 
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
@@ -99,7 +105,13 @@ async def read_json(request: Request) -> Any:
     try:
         return json.loads(raw, parse_constant=no_constants)
     except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"malformed JSON body: {exc}") from None
+        raise _bad_body(f"malformed JSON body: {exc}") from None
+
+
+def _bad_body(message: str) -> Refused:
+    """SGLang answers a body FastAPI cannot decode through its RequestValidationError handler."""
+    body = {"object": "error", "message": message, "type": "Bad Request", "param": None, "code": 400}
+    return Refused(message, body)
 
 
 class ApiKeyMiddleware:
@@ -171,6 +183,10 @@ def create_app(runtime: Any, config: ServeConfig | None = None, **kwargs: Any) -
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:  # SGLang's own shape
+        return json_response(exc.body, exc.status)
+
     @app.exception_handler(ValueError)
     async def bad_request(request: Request, exc: ValueError) -> Response:
         return error_response(request.url.path, 400, str(exc) or type(exc).__name__)

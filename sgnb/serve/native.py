@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from sgnb.serve.app import ServeContext, ctx_of, dumps, json_response, read_json
+from sgnb.serve.app import ServeContext, ctx_of, dumps, json_response, read_json, vocab_size
 from sgnb.serve.engine import fan_out, flatten
 from sgnb.serve.metrics import CONTENT_TYPE
 from sgnb.serve.schemas import BadRequest, Item, parse_generate
@@ -43,7 +43,7 @@ def stream_error(exc: BaseException) -> dict[str, Any]:
 @router.api_route("/generate", methods=["POST", "PUT"])
 async def generate(request: Request) -> Response:
     ctx = ctx_of(request)
-    req, items, batched = parse_generate(await read_json(request))
+    req, items, batched = parse_generate(await read_json(request), ctx.runtime.tokenizer, vocab_size(ctx))
     n = fan_out(items)
     if req.stream:
         chunks = await ctx.engine.open_stream(items[0])

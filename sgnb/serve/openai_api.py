@@ -17,17 +17,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from sgnb.serve.app import ServeContext, ctx_of, json_response, read_json
+from sgnb.serve.accept import Unsupported
+from sgnb.serve.app import ServeContext, ctx_of, json_response, read_json, vocab_size
 from sgnb.serve.engine import fan_out, flatten
 from sgnb.serve.native import DONE, sse, stream_error
 from sgnb.serve.openai_logprobs import chat_logprobs, completion_logprobs
 from sgnb.serve.schemas import (
     MAX_BATCH,
     BadRequest,
-    ChatCompletionRequest,
-    CompletionRequest,
     Item,
-    parse_model,
+    chat_messages,
+    constraint_of,
+    openai_sampling,
+    parse_openai,
 )
 
 router = APIRouter()
@@ -56,8 +58,18 @@ def usage(metas: list[dict[str, Any]], n: int = 1) -> dict[str, Any]:
     }
 
 
-def constraint_of(params: dict[str, Any]) -> str | None:
-    return next((k for k in ("regex", "json_schema", "ebnf") if k in params), None)
+def render_chat(runtime: Any, messages: list[dict[str, Any]], kwargs: dict[str, Any] | None) -> str:
+    """The prompt from the model's chat template; extra template variables as SGLang passes them."""
+    try:
+        if kwargs:
+            text = runtime.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, **kwargs
+            )
+        else:
+            text = runtime.apply_chat_template(messages)
+    except Exception as exc:  # the template rejected the conversation (a jinja error)
+        raise BadRequest(f"the chat template rejected the messages: {exc}") from None
+    return str(text)
 
 
 @router.get("/v1/models")
@@ -95,36 +107,30 @@ async def model(request: Request, model_id: str) -> Response:
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     ctx = ctx_of(request)
-    req: ChatCompletionRequest = parse_model(ChatCompletionRequest, await read_json(request))
-    max_out = req.max_completion_tokens or req.max_tokens
-    context_length = ctx.runtime.context_length
-    if max_out and max_out > context_length and not getattr(ctx.runtime, "allow_auto_truncate", False):
-        # OpenAIServingChat._validate_request's refusal, word for word
-        raise BadRequest(
-            f"max_completion_tokens is too large: {max_out}."
-            f"This model supports at most {context_length} completion tokens."
+    req = parse_openai("chat", await read_json(request), ctx.runtime.context_length)
+    params = openai_sampling("chat", req, ctx.runtime.tokenizer, vocab_size(ctx))
+    messages, assistant_prefix = chat_messages(req)
+    if req.input_ids:  # pre-computed prompt token ids bypass the template, as in SGLang
+        prompt, ids = None, list(req.input_ids)
+    else:
+        prompt, ids = (
+            await ctx.engine.call(render_chat, ctx.runtime, messages, req.chat_template_kwargs),
+            None,
         )
-    params = req.sampling()
-    if max_out is None:  # SGLang sends max_new_tokens None: no cap but the context length
-        params["max_new_tokens"] = None
-    messages = [
-        {"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in req.messages
-    ]
-    try:
-        prompt = await ctx.engine.call(ctx.runtime.apply_chat_template, messages)
-    except Exception as exc:  # the template rejected the conversation (a jinja error)
-        raise BadRequest(f"the chat template rejected the messages: {exc}") from None
+        prompt += assistant_prefix or ""
     # OpenAIServingChat._convert_to_internal_request: logprobs -> return_logprob, output tokens only.
+    client_rid = req.rid if isinstance(req.rid, str) else None
     item = Item(
         text=prompt,
-        input_ids=None,
+        input_ids=ids,
         params=params,
+        rid=client_rid,
         constraint=constraint_of(params),
         return_logprob=bool(req.logprobs),
         top_logprobs_num=req.top_logprobs or 0,
         text_in_logprobs=True,
     )
-    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    rid = client_rid or f"chatcmpl-{uuid.uuid4().hex}"
     fan_out([item])
     if req.stream:
         chunks = await ctx.engine.open_stream(item)
@@ -289,10 +295,8 @@ def completion_items(
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
     ctx = ctx_of(request)
-    req: CompletionRequest = parse_model(CompletionRequest, await read_json(request))
-    params = req.sampling()
-    if req.max_tokens is None:  # SGLang's CompletionRequest.max_tokens defaults to 16, as OpenAI's
-        params["max_new_tokens"] = 16
+    req = parse_openai("completion", await read_json(request))  # max_tokens defaults to 16 there
+    params = openai_sampling("completion", req, ctx.runtime.tokenizer, vocab_size(ctx))
     constraint = constraint_of(params)
     items = completion_items(req.prompt, params, constraint, req.logprobs)
     if len(items) > MAX_BATCH:
@@ -301,7 +305,7 @@ async def completions(request: Request) -> Response:
     n = fan_out(items)
     if req.stream:
         if len(items) != 1:
-            raise BadRequest("streaming is supported for one prompt per request")
+            raise Unsupported("stream with several prompts is not supported by sgnb serve")
         chunks = await ctx.engine.open_stream(items[0])
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(

@@ -1,108 +1,43 @@
-"""Request bodies, checked strictly before any compute: wrong types and unknown fields are a 400.
+"""Request bodies, admitted as SGLang 0.5.23 admits them, turned into sgnb's :class:`Item` s.
 
-Field names are SGLang's (``io_struct.GenerateReqInput`` for ``/generate``, the OpenAI protocol
-for ``/v1``). Sampling parameters are checked against sgnb's :class:`~sgnb.params.SamplingParams`,
-whose fields this module reads at import so the two never drift.
+SGLang's own request classes judge every body (see :mod:`sgnb.serve.accept` for why and how):
+``/generate`` through ``io_struct.GenerateReqInput``, ``/v1`` through the pydantic classes of
+``entrypoints/openai/protocol.py``. This module maps what they admit onto the local runtime.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import ValidationError
 
-from sgnb.params import SamplingParams
 from sgnb.serve.accept import (
     UNSUPPORTED_CHAT,
     UNSUPPORTED_COMPLETION,
-    UNSUPPORTED_GENERATE,
-    generate_defaults,
+    Unsupported,
+    admit_generate,
+    check_sampling,
+    openai_class,
     openai_defaults,
+    openai_error,
     refuse_unsupported,
+    validation_error,
 )
 
 MAX_BATCH = 256
-# SGLang treats a temperature this small as greedy; dividing logits by it would overflow.
-GREEDY_EPS = 1e-5
-STRICT = ConfigDict(extra="forbid", strict=True)
+# SGLang treats a temperature below this as greedy (sampling_params._SAMPLING_EPS).
+GREEDY_EPS = 1e-6
 
 
 class BadRequest(ValueError):
     """A request the server refuses with 400 before any compute."""
 
 
-def _sampling_model() -> type[BaseModel]:
-    hints = typing.get_type_hints(SamplingParams)
-    fields: dict[str, Any] = {
-        f.name: (hints[f.name] | None, None) for f in dataclasses.fields(SamplingParams)
-    }
-    for name in ("stop", "stop_regex"):
-        if name in fields:
-            fields[name] = (str | list[str] | None, None)
-    fields["json_schema"] = (str | dict[str, Any] | None, None)
-    fields["max_new_tokens"] = (int | None, Field(None, ge=0))  # 0: prefill only, as SGLang
-    for alias in ("seed", "random_seed"):
-        fields[alias] = (int | None, None)
-    return create_model("SamplingParamsIn", __config__=STRICT, **fields)
-
-
-SamplingParamsIn = _sampling_model()
-
-
-def check_sampling(params: Any) -> dict[str, Any]:
-    """Validate types; return the keys that were set, with SGLang's greedy normalisation."""
-    if params is None:
-        return {}
-    if not isinstance(params, dict):
-        raise BadRequest(f"sampling_params must be an object, got {type(params).__name__}")
-    try:
-        clean = SamplingParamsIn.model_validate(params).model_dump(exclude_none=True)
-    except ValidationError as exc:
-        raise BadRequest(describe(exc, "sampling_params")) from None
-    temp = clean.get("temperature")
-    if isinstance(temp, float | int) and 0 < temp < GREEDY_EPS:
-        clean["temperature"] = 0.0
-    if isinstance(clean.get("json_schema"), dict):
-        clean["json_schema"] = json.dumps(clean["json_schema"])
-    return clean
-
-
-def describe(exc: ValidationError, where: str = "") -> str:
-    """A one-line summary of pydantic's errors: ``field: message; ...``."""
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in (where, *err.get("loc", ())) if p != "")
-        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
-# ---- /generate --------------------------------------------------------------------------------
-
-
-class GenerateRequest(BaseModel):
-    # Unknown keys are ignored, as SGLang's GenerateReqInput does; see sgnb.serve.accept.
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    text: str | list[str] | None = None
-    input_ids: list[int] | list[list[int]] | None = None
-    sampling_params: dict[str, Any] | list[dict[str, Any]] | None = None
-    rid: str | list[str] | None = None
-    stream: bool = False
-    return_logprob: bool | list[bool] | None = None
-    logprob_start_len: int | list[int] | None = None
-    top_logprobs_num: int | list[int] | None = None
-    token_ids_logprob: list[int] | list[list[int]] | None = None
-    return_text_in_logprobs: bool = False
-    log_metrics: bool = True
-
-
 @dataclass
 class Item:
-    """One prompt of a (possibly batched) ``/generate`` request."""
+    """One prompt of a (possibly batched) request."""
 
     text: str | None
     input_ids: list[int] | None
@@ -121,220 +56,215 @@ class Item:
         return self.params.get("max_new_tokens") == 0
 
 
-def _per_item(value: Any, n: int, name: str, batched: bool) -> list[Any]:
-    if isinstance(value, list):
-        if not batched or len(value) != n:
-            raise BadRequest(f"{name} is a list of {len(value)}; expected one value or one per prompt ({n})")
-        return value
-    return [value] * n
+def sgnb_params(params: dict[str, Any], tokenizer: Any, vocab_size: int) -> dict[str, Any]:
+    """SGLang's checks (:func:`check_sampling`), then sgnb's names and greedy normalisation."""
+    clean = check_sampling(params, tokenizer, vocab_size)
+    temp = clean.get("temperature")
+    if isinstance(temp, float | int) and 0 <= temp < GREEDY_EPS:
+        clean["temperature"] = 0.0
+    if isinstance(clean.get("json_schema"), dict):
+        clean["json_schema"] = json.dumps(clean["json_schema"])
+    return clean
 
 
-def parse_generate(body: Any) -> tuple[GenerateRequest, list[Item], bool]:
-    """``(request, items, batched)`` for a ``/generate`` body; BadRequest on anything wrong."""
-    if not isinstance(body, dict):
-        raise BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
-    refuse_unsupported(body, UNSUPPORTED_GENERATE, generate_defaults())
-    try:
-        req = GenerateRequest.model_validate(body)
-    except ValidationError as exc:
-        raise BadRequest(describe(exc)) from None
-    if (req.text is None) == (req.input_ids is None):
-        raise BadRequest("pass exactly one of text or input_ids")
-    texts: list[str | None]
-    ids: list[list[int] | None]
-    if req.text is not None:
-        batched = isinstance(req.text, list)
-        texts = list(req.text) if isinstance(req.text, list) else [req.text]
-        ids = [None] * len(texts)
-    else:
-        raw: list[Any] = list(req.input_ids or [])
-        batched = bool(raw) and isinstance(raw[0], list)
-        ids = [list(x) for x in raw] if batched else [raw]
-        texts = [None] * len(ids)
-    n = len(texts)
-    if n == 0:
-        raise BadRequest("the batch is empty")
+def constraint_of(params: dict[str, Any]) -> str | None:
+    return next((k for k in ("regex", "json_schema", "ebnf") if k in params), None)
+
+
+# ---- /generate --------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerateRequest:
+    stream: bool
+    batched: bool
+
+
+def parse_generate(body: Any, tokenizer: Any, vocab_size: int) -> tuple[GenerateRequest, list[Item], bool]:
+    """``(request, items, batched)`` for a ``/generate`` body; raises ValueError on anything wrong.
+
+    One Item per prompt the client sent: SGLang's ``normalize_batch_and_arguments`` also repeats
+    each prompt ``n`` times for parallel sampling, which sgnb's runtime does itself (``params["n"]``).
+    """
+    obj, ones = admit_generate(body)
+    single = isinstance(body.get("text"), str) or (
+        body.get("text") is None and bool(body.get("input_ids")) and isinstance(body["input_ids"][0], int)
+    )
+    batched = not single
+    ones = ones[: 1 if single else obj.batch_size]
+    n = len(ones)
     if n > MAX_BATCH:
         raise BadRequest(f"a batch holds at most {MAX_BATCH} prompts, got {n}")
-    if batched and req.stream:
-        raise BadRequest("streaming a batch is not supported; send one request per prompt")
-    params = _per_item(req.sampling_params, n, "sampling_params", batched)
-    rids = (
-        _per_item(req.rid, n, "rid", batched)
-        if not (isinstance(req.rid, str) and batched)
-        else [f"{req.rid}_{i}" for i in range(n)]
-    )
-    want = _per_item(req.return_logprob, n, "return_logprob", batched)
-    start = _per_item(req.logprob_start_len, n, "logprob_start_len", batched)
-    top = _per_item(req.top_logprobs_num, n, "top_logprobs_num", batched)
-    # GenerateReqInput._normalize_logprob_params: a flat list is every prompt's, a list of lists one each.
-    token_ids = req.token_ids_logprob or None
-    per_ids: list[Any] = (
-        _per_item(token_ids, n, "token_ids_logprob", batched)
-        if token_ids and isinstance(token_ids[0], list)
-        else [token_ids] * n
-    )
+    if batched and obj.stream:
+        raise Unsupported("stream with a batch of prompts is not supported by sgnb serve")
     items = []
-    for i in range(n):
-        clean = check_sampling(params[i])
+    for one in ones:
+        params = sgnb_params(dict(one.sampling_params or {}), tokenizer, vocab_size)
+        ids = one.input_ids  # SGLang prefers input_ids when both are given (_tokenize_one_request)
+        if ids is not None and ids and isinstance(ids[0], list):  # obj itself after n-expansion
+            ids = ids[0]
+        text = one.text[0] if isinstance(one.text, list) else one.text
+        rid = body.get("rid") if single else one.rid
         items.append(
             Item(
-                text=texts[i],
-                input_ids=ids[i],
-                params=clean,
-                rid=rids[i],
-                return_logprob=bool(want[i]),
-                logprob_start_len=-1 if start[i] is None else int(start[i]),
-                top_logprobs_num=int(top[i] or 0),
-                token_ids_logprob=per_ids[i],
-                text_in_logprobs=req.return_text_in_logprobs,
-                log_metrics=req.log_metrics,
-                constraint=next((k for k in ("regex", "json_schema", "ebnf") if k in clean), None),
+                text=None if ids is not None else text,
+                input_ids=list(ids) if ids is not None else None,
+                params=params,
+                # SGLang names a request without a rid itself; sgnb's runtime does that here
+                rid=rid if isinstance(rid, str) and body.get("rid") is not None else None,
+                return_logprob=_first(one.return_logprob, False),
+                logprob_start_len=int(_first(one.logprob_start_len, -1)),
+                top_logprobs_num=int(_first(one.top_logprobs_num, 0)),
+                token_ids_logprob=_ids_of(one.token_ids_logprob),
+                text_in_logprobs=bool(one.return_text_in_logprobs),
+                log_metrics=bool(one.log_metrics),
+                constraint=constraint_of(params),
             )
         )
-    return req, items, batched
+    return GenerateRequest(stream=bool(obj.stream), batched=batched), items, batched
 
 
-# ---- OpenAI /v1 -----------------------------------------------------------------------------
+def _first(value: Any, default: Any) -> Any:
+    """A per-prompt value; after SGLang's n-expansion of one prompt, lists of n equal values."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return default if value is None else value
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+def _ids_of(value: Any) -> list[int] | None:
+    if not value:
+        return None
+    return list(value[0]) if isinstance(value[0], list) else list(value)
 
 
-class TextPart(_Lenient):
-    type: Literal["text"]
-    text: str
+# ---- OpenAI /v1 -------------------------------------------------------------------------------
 
 
-class ChatMessage(_Lenient):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
-    name: str | None = None
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
-
-class JsonSchemaSpec(_Lenient):
-    name: str | None = None
-    description: str | None = None
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(_Lenient):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaSpec | None = None
-
-
-class StreamOptions(_Lenient):
-    include_usage: bool | None = None
-    continuous_usage_stats: bool | None = None
-
-
-class _OpenAICommon(BaseModel):
-    # Unknown keys are ignored, as SGLang's protocol classes do; see sgnb.serve.accept.
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    n: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    seed: int | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    repetition_penalty: float | None = None
-    response_format: ResponseFormat | None = None
-    user: str | None = None
-    # SGLang's extensions to the OpenAI protocol
-    regex: str | None = None
-    ebnf: str | None = None
-    json_schema: str | None = None
-    ignore_eos: bool | None = None
-    min_tokens: int | None = None
-    stop_token_ids: list[int] | None = None
-    skip_special_tokens: bool | None = None
-    no_stop_trim: bool | None = None
-
-    def sampling(self) -> dict[str, Any]:
-        """The request as ``/generate`` sampling parameters (checked like ``/generate``'s)."""
-        names = {
-            "max_tokens": "max_new_tokens",
-            "min_tokens": "min_new_tokens",
-            "seed": "sampling_seed",
-        }
-        keep = [
-            "temperature",
-            "top_p",
-            "top_k",
-            "min_p",
-            "n",
-            "stop",
-            "frequency_penalty",
-            "presence_penalty",
-            "repetition_penalty",
-            "regex",
-            "ebnf",
-            "json_schema",
-            "ignore_eos",
-            "stop_token_ids",
-            "skip_special_tokens",
-            "no_stop_trim",
-        ]
-        raw: dict[str, Any] = {}
-        for key in (*keep, *names):
-            value = getattr(self, key)
-            if value is not None:
-                raw[names.get(key, key)] = value
-        fmt = self.response_format
-        if fmt is not None and fmt.type != "text":
-            if any(k in raw for k in ("regex", "ebnf", "json_schema")):
-                raise BadRequest("response_format cannot be combined with regex, ebnf or json_schema")
-            if fmt.type == "json_object":
-                raw["json_schema"] = json.dumps({"type": "object"})
-            else:
-                if fmt.json_schema is None or fmt.json_schema.schema_ is None:
-                    raise BadRequest('response_format json_schema needs {"json_schema": {"schema": {...}}}')
-                raw["json_schema"] = json.dumps(fmt.json_schema.schema_)
-        return check_sampling(raw)
-
-
-class ChatCompletionRequest(_OpenAICommon):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-
-    def sampling(self) -> dict[str, Any]:
-        if self.max_completion_tokens is not None and self.max_tokens is None:
-            self.max_tokens = self.max_completion_tokens
-        return super().sampling()
-
-
-class CompletionRequest(_OpenAICommon):
-    prompt: str | list[str] | list[int] | list[list[int]]
-    logprobs: int | None = None
-
-
-def parse_model(model: type[BaseModel], body: Any) -> Any:
-    if not isinstance(body, dict):
-        raise BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
-    if model is ChatCompletionRequest:
+def parse_openai(kind: str, body: Any, context_length: int | None = None) -> Any:
+    """SGLang's ``ChatCompletionRequest`` (``"chat"``) or ``CompletionRequest`` for ``body``,
+    checked as ``serving_chat`` / ``serving_completions._validate_request`` check it."""
+    cls = openai_class(kind)
+    try:
+        # the class's "before" validators edit the dict they get: give them a copy
+        req = cls.model_validate(json.loads(json.dumps(body)))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    except (AttributeError, TypeError, KeyError) as exc:  # its "before" validators assume a dict
+        raise openai_error(f"the body must be a JSON object: {exc}", "Bad Request") from None
+    if kind == "chat":
+        _validate_chat(req, context_length)
         refuse_unsupported(body, UNSUPPORTED_CHAT, openai_defaults("chat"))
     else:
+        prompt = req.prompt
+        if not prompt or (isinstance(prompt, list) and all(not p for p in prompt)):
+            raise openai_error("Prompt cannot be empty")
         refuse_unsupported(body, UNSUPPORTED_COMPLETION, openai_defaults("completion"))
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise BadRequest(describe(exc)) from None
+    return req
+
+
+def _validate_chat(req: Any, context_length: int | None) -> None:
+    """``OpenAIServingChat._validate_request``'s checks, with its messages, for a text-only model
+    served without ``--trust-request-chat-template`` or ``--allow-auto-truncate``."""
+    if not req.messages:
+        raise openai_error("Messages cannot be empty.")
+    kwargs = req.chat_template_kwargs or {}
+    if "chat_template" in kwargs:
+        raise openai_error(
+            "Request-supplied chat_template is not allowed. Start the server "
+            "with --trust-request-chat-template to permit it."
+        )
+    if req.return_sampling_mask and not req.return_meta_info:
+        raise openai_error("return_sampling_mask requires return_meta_info=true.")
+    if req.return_flat_raw_output_top_logprobs and not req.return_meta_info:
+        raise openai_error("return_flat_raw_output_top_logprobs requires return_meta_info=true.")
+    media = next(
+        (
+            part.type
+            for m in req.messages
+            if isinstance(m.content, list)
+            for part in m.content
+            if part.type in ("image_url", "video_url", "audio_url")
+        ),
+        None,
+    )
+    if media is not None:
+        raise openai_error(f"Model only supports text input; received unsupported content type '{media}'.")
+    tools = list(req.tools or []) + [
+        t
+        for m in req.messages
+        if m.role in ("root", "system", "developer")
+        for t in (getattr(m, "tools", None) or [])
+    ]
+    choice = req.tool_choice
+    if isinstance(choice, str) and choice.lower() == "required" and not tools:
+        raise openai_error("Tools cannot be empty if tool choice is set to required.")
+    if choice is not None and not isinstance(choice, str):
+        if not tools:
+            raise openai_error("Tools cannot be empty if tool choice is set to a specific tool.")
+        if not any(t.function.name == choice.function.name for t in tools):
+            raise openai_error(f"Tool '{choice.function.name}' not found in tools list.")
+    most = req.max_completion_tokens or req.max_tokens
+    if most and context_length and most > context_length:
+        raise openai_error(
+            f"max_completion_tokens is too large: {most}."
+            f"This model supports at most {context_length} completion tokens."
+        )
+    fmt = req.response_format
+    if fmt is not None and fmt.type == "json_schema" and getattr(fmt.json_schema, "schema_", None) is None:
+        raise openai_error("schema_ is required for json_schema response format request.")
+
+
+_PART_FEATURES = {
+    "image_url": "image input",
+    "video_url": "video input",
+    "audio_url": "audio input",
+    "input_audio": "audio input",
+    "thinking": "thinking content parts",
+    "reasoning": "thinking content parts",
+    "tool_reference": "tool references",
+}
+
+
+def chat_messages(req: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """The conversation for the chat template, and the assistant prefix to continue (SGLang's
+    ``continue_final_message``: the last assistant message's text, appended after the template)."""
+    messages: list[dict[str, Any]] = []
+    for m in req.messages:
+        if getattr(m, "tool_calls", None) or getattr(m, "tools", None):
+            raise Unsupported("tool_calls / tools in messages (tool calling) is not supported by sgnb serve")
+        if getattr(m, "prefix", None):
+            raise Unsupported("prefix (prefix completion) is not supported by sgnb serve")
+        content = m.content
+        if isinstance(content, list):
+            for part in content:
+                if part.type != "text":
+                    feature = _PART_FEATURES.get(part.type, part.type)
+                    raise Unsupported(
+                        f"{part.type} content parts ({feature}) are not supported by sgnb serve"
+                    )
+            content = "".join(part.text for part in content)
+        role = "system" if m.role in ("developer", "root") else m.role
+        messages.append({"role": role, "content": content or ""})
+    prefix = None
+    if req.continue_final_message and messages and messages[-1]["role"] == "assistant":
+        prefix = messages.pop()["content"]
+    return messages, prefix
+
+
+def openai_sampling(kind: str, req: Any, tokenizer: Any, vocab_size: int) -> dict[str, Any]:
+    """The request's sampling parameters as SGLang builds them (``ChatCompletionRequest.
+    to_sampling_params`` / ``OpenAIServingCompletion._build_sampling_params``), checked as
+    ``/generate``'s are."""
+    if kind == "chat":
+        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        raw = req.to_sampling_params(stop=stop, model_generation_config={})
+    else:
+        from sglang.srt.entrypoints.openai.serving_completions import OpenAIServingCompletion
+
+        raw = OpenAIServingCompletion._build_sampling_params(None, req)  # uses no server state
+    if raw.get("n") == 1:
+        raw.pop("n")
+    # max_new_tokens None: no cap but the context length, as SGLang's scheduler
+    return sgnb_params(
+        {k: v for k, v in raw.items() if v is not None or k == "max_new_tokens"}, tokenizer, vocab_size
+    )
