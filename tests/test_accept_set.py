@@ -349,9 +349,9 @@ def short(body: Any) -> Any:
             p["max_new_tokens"] = 2
     if "sampling_params" not in body and ("text" in body or "input_ids" in body):
         body["sampling_params"] = {"max_new_tokens": 2}
-    if ("messages" in body or "prompt" in body) and body.get("max_tokens") is None:
-        if body.get("max_completion_tokens") is None:
-            body["max_tokens"] = 2
+    unset = body.get("max_tokens") is None and body.get("max_completion_tokens") is None
+    if ("messages" in body or "prompt" in body) and unset:
+        body["max_tokens"] = 2
     return body
 
 
