@@ -277,3 +277,46 @@ def test_widgets_in_jupyterlab(lab: dict[str, Any]) -> None:
         browser.close()
     assert not [e for e in errors if "sgnb" in e or "render" in e], errors
     assert report["big_js_first_render_ms"] < 2000, report  # target 500 ms; a loaded 2-core box gets slack
+
+
+def test_readme_tour_as_pasted_in_jupyterlab(lab: dict[str, Any]) -> None:
+    """The README's Python blocks, one cell each, Run All in JupyterLab: no error, the README's answers."""
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("readme_blocks", REPO / "tests" / "test_readme.py")
+    assert spec is not None and spec.loader is not None
+    readme = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = readme  # its dataclass looks its module up there
+    spec.loader.exec_module(readme)
+    blocks = [b for b in readme.python_blocks() if not b.skip]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(b.source) for b in blocks] + [
+        nbformat.v4.new_code_cell('print("TOUR_DONE")')
+    ]
+    nb.metadata["kernelspec"] = {"name": "sgnb-test", "display_name": "sgnb (venv)", "language": "python"}
+    nbformat.write(nb, lab["work"] / "tour.ipynb")
+    url = f"{lab['base']}/lab/workspaces/sgnbtour/tree/tour.ipynb?reset&token={lab['token']}"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+        kernel_idle = "() => [...document.querySelectorAll('.jp-StatusBar-Item')].some(e => /\\| Idle/.test(e.innerText))"
+        page.wait_for_function(kernel_idle, timeout=120_000)
+        page.click(".jp-Notebook .jp-Cell >> nth=0")
+        page.click("#jp-MainMenu >> text=Run")
+        page.click(".lm-Menu-content >> text=Run All Cells")
+        text = wait_output(page, "TOUR_DONE", 540)
+        page.screenshot(path=str(ARTIFACTS / "readme-tour.png"), full_page=True)
+        images = page.evaluate(
+            "document.querySelectorAll('.jp-OutputArea-output img[src^=\"data:image/png\"]').length"
+        )
+        browser.close()
+    assert "Error" not in text and "Traceback" not in text, text[-3000:]
+    for block in blocks:
+        if block.expected is not None:
+            assert block.expected.strip() in text, (block.line, block.expected)
+    assert "SGLang runtime ready" in text and "radix cache flushed" in text and "stopped the local" in text
+    assert images >= 1  # stats.plot()
