@@ -400,6 +400,8 @@ def test_raw_bytes_are_a_4xx(http: httpx.Client, raw: bytes) -> None:
 
 def test_the_differential_test_covered_both_sides(http: httpx.Client, rt: Any) -> None:
     """At least 500 bodies, many admitted and answered 200, many refused; nothing left running."""
+    if not STATS:
+        pytest.skip("the differential tests above did not run in this session (-k?)")
     print(f"\naccept-set verdicts: {json.dumps(STATS, indent=1)}")
     total = sum(sum(c.values()) for c in STATS.values())
     assert total >= 500, STATS
