@@ -14,6 +14,7 @@ are computed the same way.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,15 @@ import pytest
 
 import sgnb
 from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored, EventLog, RequestFinished
+
+# A shell that starts a command in the background (`cmd &`, nohup, some CI runners) hands it SIGINT
+# and SIGQUIT ignored; then `_thread.interrupt_main()` does nothing and the interrupt tests cannot
+# tell a working Ctrl-C from a broken one. A Jupyter kernel always has Python's own SIGINT handler,
+# so the tests run with it too, and with SIGQUIT's default action (what a kernel has).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 SYSTEM = "You are a helpful geography tutor. Answer in one short sentence. Be precise and friendly."
 FEW_SHOT = [
