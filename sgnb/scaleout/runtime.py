@@ -15,7 +15,6 @@ SGLang's HTTP API), with two differences:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -68,15 +67,8 @@ class ClusterRuntime(RemoteRuntime):
     def _tagged_stream(
         self, body: dict[str, Any], ids: list[int], sent_at: float, started: float
     ) -> Iterator[dict[str, Any]]:
-        res = self._post("/generate", body, stream=True)
         last = None
-        for line in res.iter_lines(decode_unicode=False):
-            text = line.decode("utf-8")
-            if not text.startswith("data:"):
-                continue
-            if text.strip() == "data: [DONE]":
-                break
-            last = json.loads(text[5:])
+        for last in self._sse("/generate", body):
             yield last
         if last is None:
             raise RuntimeError("the server closed the stream before sending anything")

@@ -154,16 +154,20 @@ class RemoteRuntime:
         self._finished(out, input_ids, started, body["sampling_params"])
         return out
 
-    def _stream(self, body: dict[str, Any], started: float) -> Iterator[dict[str, Any]]:
-        res = self._post("/generate", body, stream=True)
-        last = None
+    def _sse(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST ``body`` to ``path`` with streaming; yield each ``data:`` chunk until ``[DONE]``."""
+        res = self._post(path, body, stream=True)
         for line in res.iter_lines(decode_unicode=False):
             text = line.decode("utf-8")
             if not text.startswith("data:"):
                 continue
             if text.strip() == "data: [DONE]":
                 break
-            last = json.loads(text[5:])
+            yield json.loads(text[5:])
+
+    def _stream(self, body: dict[str, Any], started: float) -> Iterator[dict[str, Any]]:
+        last = None
+        for last in self._sse("/generate", body):
             yield last
         if last is None:
             raise RuntimeError("the server closed the stream before sending anything")
