@@ -99,7 +99,13 @@ SCRIPT = textwrap.dedent(
             print("NO ERROR")
         except runtime.EngineStartError as exc:
             print("ERROR", json.dumps(str(exc)), isinstance(exc, ValueError))
-        left = [p for p in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())]
+        left = []
+        for p in psutil.Process().children(recursive=True):
+            try:  # a child that has exited but is not reaped yet is a zombie: dead, not left over
+                if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(p.cmdline()):
+                    left.append(p)
+            except psutil.Error:
+                pass
         print("LEFT", len(left))
         engine = runtime.start_on_loop(loop, lambda: FakeEngine(fail=False), what="fake Engine")
         print("STARTED", all(p.is_alive() for p in engine.procs))
