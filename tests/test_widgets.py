@@ -205,6 +205,46 @@ def test_cache_panel_rows_rate_plot_and_snapshot() -> None:
     late.close()
 
 
+def test_cache_panel_row_highlights_its_request_path_in_the_tree() -> None:
+    """A selected panel row marks its request's prompt path in a tree that saw it: the nodes the
+    prompt found cached (SGLang's ``RadixCache.match_prefix``: ``cached_tokens``) apart from the
+    ones it wrote; another tree, which did not see the request, stays as it is."""
+    hub = EventHub()
+    tree = RadixTreeWidget(hub, decode=letters)
+    other = RadixTreeWidget(EventHub(), decode=letters)
+    panel = CachePanel(hub, decode=letters)
+    cache = RadixCache(on_event=hub.publish)
+    cache.insert([1, 2, 3, 4, 9], torch.arange(5))
+    hub.publish(finished([1, 2, 3, 4], [9], "req-a"))
+    cache.insert([1, 2, 3, 5, 6, 9], torch.arange(6))
+    hub.publish(finished([1, 2, 3, 5, 6], [9], "req-b", cached=3))
+    wait_for(lambda: len(panel.rows) == 2 and tree.view["stats"]["requests"] == 2)
+    assert [r["request"] for r in panel.rows] == ["req-a", "req-b"]
+
+    panel.selected = "req-b"
+    assert tree.highlight == "req-b" and other.highlight == ""
+    tree._throttle.flush()
+    marked = {r["text"]: ("hlc" in r) for r in tree.view["rows"] if "hl" in r}
+    assert marked == {"bcd": True, "fgj": False}, tree.view["rows"]  # cached prefix, then what it wrote
+    assert tree.view["stats"]["highlight"] == {
+        "rid": "req-b",
+        "prompt_tokens": 5,
+        "cached_tokens": 3,
+        "nodes": 2,
+    }
+    assert "outline:2px solid" in tree._static_html()
+
+    panel.selected = "req-a"  # nothing of req-a was cached when it ran: its whole path is new
+    tree._throttle.flush()
+    assert {r["text"]: ("hlc" in r) for r in tree.view["rows"] if "hl" in r} == {"bcd": False, "ej": False}
+    panel.selected = ""
+    tree._throttle.flush()
+    assert tree.highlight == "" and not any("hl" in r for r in tree.view["rows"])
+    assert tree.view["stats"]["highlight"] is None
+    for widget in (tree, other, panel):
+        widget.close()
+
+
 # ---- constrained view ----------------------------------------------------------------------
 
 

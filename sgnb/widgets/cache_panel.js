@@ -24,6 +24,9 @@ const CSS = `
 .sgnb-cache td.p { cursor: pointer; }
 .sgnb-cache td.p.open { white-space: pre-wrap; max-width: none; word-break: break-word; }
 .sgnb-cache tr.hit td.h { color: #c96a00; font-weight: 600; }
+.sgnb-cache tr[data-request] { cursor: pointer; }
+.sgnb-cache tr[data-request]:hover { background: var(--jp-layout-color2, #f3f3f3); }
+.sgnb-cache tr.sel { outline: 2px solid #c96a00; outline-offset: -2px; background: rgba(242, 142, 43, .12); }
 `;
 
 function render({ model, el }) {
@@ -33,10 +36,13 @@ function render({ model, el }) {
   root.className = "sgnb-cache";
   root.dataset.sgnbCache = "";
   el.append(style, root);
+  const opened = new Set(); // requests whose whole prompt is shown
 
-  function draw() {
+  function draw(follow = false) {
+    const keep = root.querySelector(".tbl")?.scrollTop ?? 0;
     const rows = model.get("rows") || [];
     const s = model.get("summary") || {};
+    const sel = model.get("selected") || "";
     const rate = Math.round(100 * (s.hit_rate || 0));
     const top = Math.max(1, ...rows.map((r) => r.prompt_tokens));
     const bars = rows
@@ -50,8 +56,13 @@ function render({ model, el }) {
     const body = rows
       .map(
         (r, i) =>
-          `<tr class="${r.cached ? "hit" : ""}" data-request="${esc(r.rid)}" data-cached="${r.cached}">` +
-          `<td>${i + 1}</td><td class="p" title="click: the whole prompt">${esc(r.prompt)}</td><td>${r.prompt_tokens}</td>` +
+          `<tr class="${r.cached ? "hit" : ""}${sel && (r.request || r.rid) === sel ? " sel" : ""}" ` +
+          `data-request="${esc(r.rid)}" data-cached="${r.cached}" title="click: its path in the radix tree">` +
+          `<td>${i + 1}</td>` +
+          (opened.has(r.request || r.rid)
+            ? `<td class="p open">${esc(r.prompt_full || r.prompt)}</td>`
+            : `<td class="p" title="click: the whole prompt">${esc(r.prompt)}</td>`) +
+          `<td>${r.prompt_tokens}</td>` +
           `<td class="h">${r.cached}</td><td>${r.new}</td><td class="h">${Math.round(100 * r.hit)}%</td>` +
           `<td>${r.ttft_ms.toFixed(0)}</td><td>${r.latency_ms.toFixed(0)}</td><td>${r.completion}</td>` +
           `<td>${esc(r.constraint)}</td></tr>`
@@ -67,24 +78,38 @@ function render({ model, el }) {
       `<div class="tbl"><table><tr><th>#</th><th style="text-align:left">prompt</th><th>tokens</th><th>cached</th>` +
       `<th>new</th><th>hit</th><th>TTFT ms</th><th>latency ms</th><th>out</th><th>constraint</th></tr>${body}</table></div>`;
     const tbl = root.querySelector(".tbl");
-    tbl.scrollTop = tbl.scrollHeight;
+    tbl.scrollTop = follow ? tbl.scrollHeight : keep; // new rows scroll into view; a click keeps the place
   }
 
-  // A click on a prompt shows it whole (decoded, up to its last 2000 characters); another click folds it.
+  // A click on a row selects its request (a tree view shown with this panel highlights its path),
+  // another click on it clears that; a click on the prompt shows it whole (decoded, up to its last
+  // 2000 characters) or folds it again, and selects its request.
   root.addEventListener("click", (event) => {
-    const cell = event.target.closest("td.p");
-    if (!cell) return;
-    const row = (model.get("rows") || [])[cell.parentElement.rowIndex - 1];
+    const tr = event.target.closest("tr[data-request]");
+    if (!tr) return;
+    const row = (model.get("rows") || [])[tr.rowIndex - 1];
     if (!row) return;
-    const open = cell.classList.toggle("open");
-    cell.textContent = open ? row.prompt_full || row.prompt : row.prompt;
+    const key = row.request || row.rid;
+    let chosen = model.get("selected") === key ? "" : key;
+    if (event.target.closest("td.p")) {
+      if (opened.has(key)) opened.delete(key);
+      else opened.add(key);
+      chosen = key;
+    }
+    model.set("selected", chosen);
+    model.save_changes();
+    draw(false);
   });
-  model.on("change:rows", draw);
-  model.on("change:summary", draw);
-  draw();
+  const follow = () => draw(true);
+  const redraw = () => draw(false);
+  model.on("change:rows", follow);
+  model.on("change:summary", redraw);
+  model.on("change:selected", redraw);
+  draw(true);
   return () => {
-    model.off("change:rows", draw);
-    model.off("change:summary", draw);
+    model.off("change:rows", follow);
+    model.off("change:summary", redraw);
+    model.off("change:selected", redraw);
   };
 }
 

@@ -7,7 +7,9 @@ Give it a runtime (its hub and tokenizer) or a bare ``EventHub``:
     panel.plot()                    # matplotlib Figure: cached vs new tokens, running hit rate
 
 Rows show the prompt (decoded with the runtime's tokenizer, shortened; a click shows it whole), its
-cached and new tokens, hit %, TTFT and latency.
+cached and new tokens, hit %, TTFT and latency. A click on a row also selects its request: every
+``RadixTreeWidget`` whose mirror saw that request highlights its path (``selected`` -> the tree's
+``highlight``), the cached nodes apart from the ones it wrote.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class CachePanel(SgnbWidget):
     rows = t.List(t.Dict()).tag(sync=True)
     summary = t.Dict().tag(sync=True)
     title = t.Unicode("Prefix cache hits").tag(sync=True)
+    selected = t.Unicode("").tag(sync=True)  # the request id of the clicked row ("" for none)
 
     def __init__(
         self,
@@ -57,7 +60,21 @@ class CachePanel(SgnbWidget):
         for event in history:  # requests that finished before the panel existed
             self.observe_event(event)
         self._unsubscribe = hub.subscribe(self.observe_event) if hub is not None else None
+        self.observe(self._select, names=["selected"])
         self._refresh()
+
+    def _select(self, change: dict[str, Any]) -> None:
+        """Highlight the selected request's path in every live tree whose mirror saw it."""
+        from sgnb.widgets.tree import RadixTreeWidget
+
+        old, new = str(change["old"]), str(change["new"])
+        for widget in list(SgnbWidget._live):
+            if not isinstance(widget, RadixTreeWidget):
+                continue
+            if new and widget.mirror.request(new) is not None:
+                widget.highlight = new
+            elif old and widget.highlight == old:
+                widget.highlight = ""
 
     def observe_event(self, event: Any) -> None:
         """Hub subscriber: keeps ``RequestFinished`` events (cheap; runs on the runtime thread)."""
@@ -83,6 +100,7 @@ class CachePanel(SgnbWidget):
         prompt, cached = int(ev.prompt_tokens), int(ev.cached_tokens)
         return {
             "rid": str(ev.rid)[:8],
+            "request": str(ev.rid),
             "prompt": text,
             "prompt_full": full[-FULL_PROMPT_CHARS:],  # shown on click (the end: where prompts differ)
             "prompt_tokens": prompt,

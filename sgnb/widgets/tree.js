@@ -30,6 +30,9 @@ function rowHtml(r, fade, animate) {
   const cls = ["sgnb-row"];
   let style = `--heat:${heat(r.age)}`;
   if (r.path) cls.push("path");
+  const hl = !r.hl ? "" : !r.hlc ? "new" : r.hlc >= r.ntok ? "cached" : "partial";
+  if (hl) cls.push(hl === "cached" ? "req hit" : hl === "partial" ? "req part" : "req");
+  if (hl === "partial") style += `;--cut:${((100 * r.hlc) / r.ntok).toFixed(1)}%`;
   if (r.fl && animate) cls.push("inflight"); // thousands of pulsing rows would keep the page busy
   if (r.ev !== undefined) {
     cls.push("evicted");
@@ -41,8 +44,11 @@ function rowHtml(r, fade, animate) {
   return (
     `<div class="${cls.join(" ")}" style="${style}" data-node-id="${r.id}"` +
     (r.ev !== undefined ? " data-evicted" : "") +
+    (hl ? ` data-highlight="${hl}"` : "") +
     `>${guide}${tog}<span class="dot"></span><span class="txt">${esc(r.text)}</span>` +
-    `<span class="chip">${r.ntok} tok</span>${hits}${sub}<span class="age" data-age="${r.age}">${age(r.age)}</span></div>`
+    `<span class="chip">${r.ntok} tok</span>` +
+    (hl === "partial" ? `<span class="chip part">${r.hlc} cached</span>` : "") +
+    `${hits}${sub}<span class="age" data-age="${r.age}">${age(r.age)}</span></div>`
   );
 }
 
@@ -94,7 +100,14 @@ function render({ model, el }) {
       `<b>${esc(model.get("title"))}</b> <span class="dim">${st.nodes ?? 0} nodes · ${st.tokens ?? 0} tokens · ` +
       `${st.requests ?? 0} requests · hit rate ${Math.round(100 * (st.hit_rate || 0))}%` +
       (st.evicted ? ` · ${st.evicted} evicting` : "") +
-      `</span>`;
+      `</span>` +
+      (st.highlight
+        ? `<div class="hl">request ${esc(st.highlight.rid)}: its path, ${st.highlight.nodes} node` +
+          `${st.highlight.nodes === 1 ? "" : "s"} (<span class="hit">${st.highlight.cached_tokens} of ` +
+          `${st.highlight.prompt_tokens} prompt tokens cached</span>, <span class="new">the rest it wrote</span>)` +
+          `<span class="x" data-unhighlight title="clear">✕</span></div>`
+        : "");
+    root.dataset.highlight = st.highlight ? st.highlight.rid : "";
     body.innerHTML = rows.length
       ? rows.map((r) => rowHtml(r, fade, rows.length <= 1000)).join("")
       : `<div class="dim">(empty: no cached prefixes yet)</div>`;
@@ -127,6 +140,11 @@ function render({ model, el }) {
 
   root.addEventListener("click", (ev) => {
     const t = ev.target;
+    if (t.closest("[data-unhighlight]")) {
+      model.set("highlight", "");
+      model.save_changes();
+      return;
+    }
     if (t.closest("[data-close]")) {
       model.set("selected", "");
       model.save_changes();

@@ -5,7 +5,9 @@
 
 Each row is a radix node: its text, token count, hits, recency; the last request's path is
 highlighted, nodes still being written by a running request pulse, evicted ones fade out. Click a
-row for its full text and the requests that used it. Big trees open breadth-first within
+row for its full text and the requests that used it. ``highlight`` (a request id; a click on a
+``CachePanel`` row sets it) marks that request's path through the tree: the nodes its prompt entered,
+those it found cached apart from those it wrote. Big trees open breadth-first within
 ``budget`` rows (treescope's balanced expansion): a node whose children do not fit stays closed
 ("▸ N below", click to open), and long child lists end in a "+N more" row that opens more.
 """
@@ -37,6 +39,7 @@ class RadixTreeWidget(SgnbWidget):
     collapsed = t.List(t.Unicode()).tag(sync=True)
     selected = t.Unicode("").tag(sync=True)
     detail = t.Dict().tag(sync=True)
+    highlight = t.Unicode("").tag(sync=True)  # a request id: its path is marked
     budget = t.Int(400).tag(sync=True)
     title = t.Unicode("RadixAttention cache").tag(sync=True)
     render_ms = t.Float(-1.0).tag(sync=True)  # set by the browser after each draw
@@ -57,7 +60,7 @@ class RadixTreeWidget(SgnbWidget):
             self.mirror = TreeMirror(source, decode=decode, fade_s=fade_s)
         super().__init__(interval=interval, budget=budget, title=title)
         self._off = self.mirror.on_change(self.request_update)
-        self.observe(lambda _: self.request_update(), names=["expanded", "collapsed", "budget"])
+        self.observe(lambda _: self.request_update(), names=["expanded", "collapsed", "budget", "highlight"])
         self.observe(lambda _: self._update_detail(), names=["selected"])
         self._refresh()
 
@@ -68,9 +71,45 @@ class RadixTreeWidget(SgnbWidget):
         """What the browser draws: ``rows`` (see ``_layout``), ``stats``, ``version``."""
         return self._view
 
+    def highlight_path(self, snap: TreeSnapshot | None = None) -> dict[str, int]:
+        """The highlighted request's path: node id -> how many of its tokens the request found cached.
+
+        The nodes its tokens entered, root first: its prompt, then what it generated and the cache
+        kept (``RequestRecord.path`` holds the hash of every page its tokens cover; a node is entered
+        when its first page is). The first
+        ``cached_tokens`` of the prompt were a prefix hit (SGLang's ``RadixCache.match_prefix`` in
+        ``sglang/srt/mem_cache/radix_cache.py``); the rest the request wrote. A node holds both
+        when the tree has not branched there since. Empty when nothing is highlighted or the mirror
+        no longer knows the request.
+        """
+        rec = self.mirror.request(self.highlight) if self.highlight else None
+        if rec is None:
+            return {}
+        snap = snap or self.mirror.snapshot()
+        out: dict[str, int] = {}
+        start = 0
+        for h in rec.path:
+            node = snap.nodes.get(str(h))
+            if node is None:
+                continue
+            out[node.id] = max(0, min(node.n_tokens, rec.cached_tokens - start))
+            start += node.n_tokens
+        return out
+
     def _layout(self, snap: TreeSnapshot, budget: int) -> list[dict[str, Any]]:
         opened, more = parse_expansion(list(self.expanded))
-        return layout(snap, budget, opened, set(self.collapsed), more, now=self.mirror.now())
+        marked = self.highlight_path(snap)
+        # the highlighted path stays visible: the nodes above its last one open (unless the user closed one)
+        rows = layout(
+            snap, budget, opened | set(list(marked)[:-1]), set(self.collapsed), more, now=self.mirror.now()
+        )
+        for row in rows:
+            hit = marked.get(row["id"])
+            if hit is not None:
+                row["hl"] = 1
+                if hit:
+                    row["hlc"] = hit  # cached tokens of this node (all of them: a prefix hit)
+        return rows
 
     def _refresh(self) -> None:
         snap = self.mirror.snapshot()
@@ -88,7 +127,17 @@ class RadixTreeWidget(SgnbWidget):
         reqs = self.mirror.requests()
         prompt = sum(r.prompt_tokens for r in reqs)
         last = snap.last_request
+        marked = self.highlight_path(snap)
+        rec = self.mirror.request(self.highlight) if marked else None
         return {
+            "highlight": None
+            if rec is None
+            else {
+                "rid": rec.rid[:8],
+                "prompt_tokens": rec.prompt_tokens,
+                "cached_tokens": rec.cached_tokens,
+                "nodes": len(marked),
+            },
             "nodes": len(live),
             "tokens": sum(n.n_tokens for n in live),
             "evicted": len(snap.nodes) - len(live),
@@ -183,6 +232,9 @@ def render_static(rows: list[dict[str, Any]], stats: dict[str, Any], title: str)
         style = _ROW
         if "path" in row:
             style += "background:#e3f0ff;"
+        if "hl" in row:
+            whole = row.get("hlc") == row["ntok"]
+            style += "outline:2px solid #c96a00;" if whole else "outline:2px dashed #c96a00;"
         if "ev" in row:
             style += "opacity:.45;text-decoration:line-through;"
         badges = f'<span style="{_CHIP}background:#eee">{row["ntok"]} tok</span>'

@@ -1,0 +1,111 @@
+"""The live parts of the views in a real browser (JupyterLab + Debian's Chromium, Playwright),
+reusing test_browser's JupyterLab fixture, in a notebook of ``%sglang`` cells as a user writes them:
+
+* a click on a cache-panel row highlights that request's path in the radix tree shown with it
+  (``%sglang tree`` and ``%sglang stats``, or ``%%sglang --show tree,cache``): the nodes its prompt
+  found cached (SGLang's ``RadixCache.match_prefix``, the request's ``cached_tokens``) apart from the
+  nodes it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import nbformat
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, lab, sync_api, wait_output
+
+__all__ = ["lab"]  # the fixture, imported so pytest finds it here
+
+CELLS = [
+    "%load_ext sgnb\n%sglang start",
+    '%%sglang\ns += "The capital of France is" + sgl.gen("first", max_tokens=6, temperature=0)',
+    # shares the first prompt, then branches off: the tree splits where they part
+    '%%sglang\ns += "The capital of France is the city of" + sgl.gen("second", max_tokens=6, temperature=0)',
+    "%sglang tree\n%sglang stats",  # the session's views: the tree and every request so far
+    'print("ALL_DONE")',
+]
+HIGHLIGHT = """() => {
+  const t = document.querySelector('[data-sgnb-tree]');
+  if (!t) return null;
+  const rows = [...t.querySelectorAll('[data-highlight]')];
+  const n = (kind) => rows.filter(r => r.dataset.highlight === kind).length;
+  return {rid: t.dataset.highlight, cached: n('cached'), partial: n('partial'), new: n('new'),
+          text: rows.map(r => r.querySelector('.txt').innerText)};
+}"""
+
+
+def write_notebook(path: Any, cells: list[str]) -> None:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    notebook.metadata["kernelspec"] = {
+        "name": "sgnb-test",
+        "display_name": "sgnb (venv)",
+        "language": "python",
+    }
+    nbformat.write(notebook, path)
+
+
+def open_and_run_all(p: Any, lab: dict[str, Any], name: str, cells: list[str]) -> tuple[Any, Any, list[str]]:
+    write_notebook(lab["work"] / name, cells)
+    url = f"{lab['base']}/lab/workspaces/{name.split('.')[0]}/tree/{name}?reset&token={lab['token']}"
+    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    idle = (
+        "() => [...document.querySelectorAll('.jp-StatusBar-Item')].some(e => /\\| Idle/.test(e.innerText))"
+    )
+    page.wait_for_function(idle, timeout=120_000)
+    page.click(".jp-Notebook .jp-Cell >> nth=0")
+    page.click("#jp-MainMenu >> text=Run")
+    page.click(".lm-Menu-content >> text=Run All Cells")
+    return browser, page, errors
+
+
+def test_cache_row_click_highlights_the_tree_path(lab: dict[str, Any]) -> None:
+    assert CHROMIUM.exists()
+    with sync_api.sync_playwright() as p:
+        browser, page, errors = open_and_run_all(p, lab, "live_highlight.ipynb", CELLS)
+        wait_output(page, "ALL_DONE", 300)
+        none = {"rid": "", "cached": 0, "partial": 0, "new": 0, "text": []}
+        assert page.evaluate(HIGHLIGHT) == none
+        rows = page.locator("[data-sgnb-cache] tr[data-request]")
+        prompts = [rows.nth(i).locator("td.p").inner_text() for i in range(rows.count())]
+        first_i = next(i for i, t in enumerate(prompts) if t.endswith("France is"))
+        second_i = next(i for i, t in enumerate(prompts) if "the city of" in t)
+        first_row, second_row = rows.nth(first_i), rows.nth(second_i)
+        assert int(second_row.get_attribute("data-cached") or 0) > 0, prompts
+
+        # the second request: the shared prefix it found cached, and the branch it wrote
+        second_row.locator("td >> nth=2").click(force=True)  # its token count, not the prompt
+        deadline = time.time() + 30
+        while not ((mark := page.evaluate(HIGHLIGHT)) and mark["cached"] and mark["new"]):
+            assert time.time() < deadline, mark
+            time.sleep(0.2)
+        assert "sel" in (second_row.get_attribute("class") or "")
+        assert mark["rid"] == second_row.get_attribute("data-request") and mark["partial"] == 0, mark
+        assert mark["text"][0].endswith("France is") and "the city of" in mark["text"][-1], mark
+        page.locator("[data-sgnb-tree]").screenshot(path=str(ARTIFACTS / "tree-highlight.png"))
+
+        # the first request found nothing cached: its whole path is new
+        first_row.locator("td >> nth=2").click(force=True)
+        deadline = time.time() + 30
+        while not ((first := page.evaluate(HIGHLIGHT)) and first["rid"] != mark["rid"] and first["new"]):
+            assert time.time() < deadline, first
+            time.sleep(0.2)
+        assert first["cached"] == first["partial"] == 0 and first["new"] >= 2, first
+        # a second click on the selected row clears the highlight
+        first_row.locator("td >> nth=2").click(force=True)
+        deadline = time.time() + 30
+        while (cleared := page.evaluate(HIGHLIGHT))["rid"]:
+            assert time.time() < deadline, cleared
+            time.sleep(0.2)
+        assert cleared == none
+        page.screenshot(path=str(ARTIFACTS / "browser-live-highlight.png"), full_page=True)
+        browser.close()
+    assert not [e for e in errors if "sgnb" in e or "render" in e], errors
+    print("\nLIVE_HIGHLIGHT", json.dumps({"second": mark, "first": first}))
