@@ -174,18 +174,22 @@ def tree_view(session: Any) -> Any:
     return RadixTreeWidget(session.mirror if session.mirror is not None else session.require())
 
 
-def stats_view(session: Any) -> Any:
-    """Every request of the session so far, and the ones to come; prompts decoded with its tokenizer."""
+def _cache_panel(rt: Any, **kwargs: Any) -> Any:
+    """The runtime's own cache panel when it has one (a cluster's rows name the worker), else CachePanel."""
     from sgnb.widgets import CachePanel
 
-    return CachePanel(session.require(), history=list(session.finished))
+    make = getattr(rt, "cache_panel", None)
+    return make(**kwargs) if make is not None else CachePanel(rt, **kwargs)
+
+
+def stats_view(session: Any) -> Any:
+    """Every request of the session so far, and the ones to come; prompts decoded with its tokenizer."""
+    return _cache_panel(session.require(), history=list(session.finished))
 
 
 def cell_cache_view(session: Any) -> Any:
     """``--show cache``: this cell's requests only (``finish_views`` stops it at the cell's end)."""
-    from sgnb.widgets import CachePanel
-
-    return CachePanel(session.require(), title="Prefix cache hits (this cell)")
+    return _cache_panel(session.require(), title="Prefix cache hits (this cell)")
 
 
 def tokens_view(session: Any) -> Any:

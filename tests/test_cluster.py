@@ -36,6 +36,56 @@ def c() -> Iterator[Cluster]:
         handle.stop()
 
 
+def test_wait_tagged_returns_once_the_session_has_the_request() -> None:
+    """``Attributor.wait`` returns only after ``on_tagged`` published each request (no processes).
+
+    ``%sglang stats`` read the session's history right after ``wait_tagged``: a request tagged but
+    not yet published was missing from it. The event is SGLang's own ``BlockStored``
+    (sglang/srt/disaggregation/kv_events.py), one block per page as ``RadixCache`` stores it.
+    """
+    from sglang.srt.disaggregation.kv_events import BlockStored
+
+    from sgnb.events import RequestFinished, block_hashes
+    from sgnb.scaleout.attribution import Attributor, BlockIndex
+
+    published: list[tuple[str, int | None]] = []
+
+    def on_tagged(event: RequestFinished, worker: int | None) -> None:
+        time.sleep(0.3)  # a slow subscriber (a widget): wait() must still not return before it ends
+        published.append((event.rid, worker))
+
+    index = BlockIndex()
+    attributor = Attributor([index], on_tagged)
+    try:
+        tokens = [11, 12, 13, 14, 15, 16]
+        sent = time.time()
+        index.handle(
+            BlockStored(
+                block_hashes=block_hashes(tokens, None, 1),
+                parent_block_hash=None,
+                token_ids=tokens,
+                block_size=1,
+                lora_id=None,
+            )
+        )
+        event = RequestFinished(
+            rid="r1",
+            prompt_tokens=4,
+            cached_tokens=0,
+            completion_tokens=2,
+            ttft=0.0,
+            e2e_latency=0.0,
+            finish_reason=None,
+            prompt_ids=tokens[:4],
+            output_ids=tokens[4:],
+        )
+        attributor.submit(event, sent)
+        assert attributor.wait(10)
+        assert published == [("r1", 0)]
+    finally:
+        attributor.close()
+
+
 def sys_prompt(topic: str) -> str:
     return f"You are an expert on {topic}. Answer in one short sentence about {topic}. " * 4
 

@@ -51,28 +51,45 @@ def test_bad_input_is_one_line(ip: InteractiveShell) -> None:
     assert "workers must be a positive integer" in usage_error(ip, "%sglang cluster start --workers 0")
 
 
-@pytest.mark.xfail(
-    reason="found on the final main (2026-11-29): `%sglang stats` on a cluster session shows 0 requests "
-    "(the session's history misses the cluster runtime's tagged RequestFinished); open in issue 15",
-    strict=False,
-)
 def test_start_run_inspect_stop(ip: InteractiveShell) -> None:
+    """``%sglang stats`` on a cluster session counts every request the session sent, once, by worker.
+
+    Every path from the session to the router: a DSL cell (``gen`` streamed, ``select`` scored as
+    ``RuntimeEndpoint.select`` does, sglang/lang/backend/runtime_endpoint.py), ``rt.generate``
+    whole and streamed. The right count is the worker's own: SGLang's ``sglang:num_requests_total``
+    (sglang/srt/metrics/collector.py), read from its ``/metrics``.
+    """
     view = value(ip, "%sglang cluster start --workers 1 --policy round_robin")
     assert "1/1 workers alive" in repr(view)
     cluster = current()
-    assert get_session().runtime is cluster.runtime  # the session goes through the router
+    rt = cluster.runtime
+    assert get_session().runtime is rt  # the session goes through the router
     assert "already running" in usage_error(ip, "%sglang cluster start --workers 1")
+    before = cluster.workers[0].requests
     program = (
         "%%sglang -o state\n"
         's += sgl.user("What is the capital of France?")\n'
-        's += sgl.assistant(sgl.gen("answer", max_tokens=12, temperature=0))'
+        's += sgl.assistant(sgl.gen("answer", max_tokens=12, temperature=0))\n'
+        's += sgl.user("Is that right? Answer yes or no.")\n'
+        's += sgl.assistant(sgl.select("ok", choices=["yes", "no"]))'
     )
     assert ip.run_cell(program).error_in_exec is None
     assert "Paris" in ip.user_ns["state"]["answer"]
-    assert cluster.runtime.wait_tagged(10)
-    assert [cluster.served_by(ev.rid) for ev in cluster.finished] == [0]  # one worker: it served it
+    rt.generate("The capital of Italy is", {"max_new_tokens": 4, "temperature": 0})
+    chunks = list(
+        rt.generate("The capital of Spain is", {"max_new_tokens": 4, "temperature": 0}, stream=True)
+    )
+    assert len(chunks) >= 1
+    assert rt.wait_tagged(10)
+    served = cluster.workers[0].requests - before
+    assert served >= 5  # gen, two scored choices, two generate calls
     stats = value(ip, "%sglang stats")
-    assert "1 request" in repr(stats)
+    assert f"{served} requests" in repr(stats)  # each request once: as many as the worker served
+    rids = [row["rid"] for row in stats.rows]
+    assert len(set(rids)) == len(rids) == served
+    assert [row["worker"] for row in stats.rows] == [0] * served  # one worker: it served each
+    assert all(row["prompt"].startswith("w0 ▸ ") for row in stats.rows)
+    assert [cluster.served_by(ev.rid) for ev in cluster.finished] == [0] * served
     tree = value(ip, "%sglang tree")  # the union of the workers' trees
     assert tree.mirror.node_count() >= 1
     status = value(ip, "%sglang cluster status")

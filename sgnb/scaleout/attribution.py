@@ -142,7 +142,8 @@ class Attributor:
             return len(self._pending)
 
     def wait(self, timeout: float = 10.0) -> bool:
-        """Block until every submitted request is tagged (True) or ``timeout`` passes (False)."""
+        """Block until every submitted request is tagged and ``on_tagged`` has returned for it (True),
+        or ``timeout`` passes (False)."""
         deadline = time.monotonic() + timeout
         while self.pending() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -174,9 +175,6 @@ class Attributor:
                 finished, worker = self._decide(p, now)
                 if finished:
                     done.append((p, worker))
-            with self._lock:
-                for p, _ in done:
-                    self._pending.remove(p)
             for p, worker in done:
                 self.served_by[p.event.rid] = worker
                 try:
@@ -185,6 +183,9 @@ class Attributor:
                     import logging
 
                     logging.getLogger(__name__).exception("tagging %s failed", p.event.rid)
+                # Pending until published: wait() returning means the session and its views have it.
+                with self._lock:
+                    self._pending.remove(p)
             time.sleep(0.02)
 
     def close(self) -> None:

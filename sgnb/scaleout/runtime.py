@@ -9,8 +9,11 @@ SGLang's HTTP API), with two differences:
 - its hub also carries the union of the workers' KV events (:mod:`sgnb.scaleout.union`), so the
   session's tree (``%sglang tree``) is the whole cluster's cache;
 - its DSL backend is sgnb's :class:`~sgnb.backend.SgnbBackend` over this runtime (SGLang's
-  ``RuntimeEndpoint`` semantics), so DSL programs' requests pass through ``generate`` and are
-  tagged too.
+  ``RuntimeEndpoint`` semantics), so DSL programs' requests (``gen``, streamed or not, and
+  ``select``'s scoring) pass through this runtime and are tagged too.
+
+Requests sent to the router by other clients (curl, the openai client) do not pass through here:
+the session does not see them, as with any remote server.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
+
+import requests
 
 from sgnb.events import finished_from_result
 from sgnb.runtimes.remote import RemoteRuntime
@@ -36,43 +41,38 @@ class ClusterRuntime(RemoteRuntime):
             self._backend = SgnbBackend(self)
         return self._backend
 
-    def _encode(self, prompt: str) -> list[int]:
-        """The prompt's token ids as the workers count them (SGLang encodes with special tokens)."""
+    def _prompt_ids(self, body: dict[str, Any]) -> list[int]:
+        """The request's prompt token ids as the workers count them (SGLang encodes with special tokens)."""
+        if body.get("input_ids") is not None:
+            return [int(t) for t in body["input_ids"]]
         tok = self.tokenizer
-        return [] if tok is None else [int(t) for t in tok.encode(prompt)]
+        return [] if tok is None else [int(t) for t in tok.encode(str(body.get("text", "")))]
 
-    def generate(
-        self,
-        prompt: str | None = None,
-        sampling_params: dict[str, Any] | None = None,
-        *,
-        input_ids: list[int] | None = None,
-        stream: bool = False,
-        **kwargs: Any,
-    ) -> Any:
-        """As :meth:`RemoteRuntime.generate`; the request's ``RequestFinished`` is published once tagged."""
-        self._check_running()
-        if (prompt is None) == (input_ids is None):
-            raise ValueError("pass exactly one of prompt (text) or input_ids")
-        body: dict[str, Any] = {"sampling_params": {**(sampling_params or {}), **kwargs}, "stream": stream}
-        body["text" if prompt is not None else "input_ids"] = prompt if prompt is not None else input_ids
-        ids = list(input_ids) if input_ids is not None else self._encode(str(prompt))
+    # Every request this runtime sends reaches the router through ``_post`` (whole answers) or
+    # ``_sse`` (streams): ``generate`` either way, ``score`` (DSL ``select``, ``cache_prefix``).
+    # Both submit the request for tagging there, once; ``_finished`` (RemoteRuntime's untagged
+    # publish) is therefore off, or a request would count twice in ``%sglang stats``.
+
+    def _finished(self, *args: Any, **kwargs: Any) -> None:
+        """Published by ``_submit`` once tagged, not here."""
+
+    def _post(self, path: str, body: dict[str, Any], stream: bool = False) -> requests.Response:
         sent_at, started = time.time(), time.perf_counter()
-        if stream:
-            return self._tagged_stream(body, ids, sent_at, started)
-        out = dict(self._post("/generate", body).json())
-        self._submit(out, ids, sent_at, started, body["sampling_params"])
-        return out
+        res = super()._post(path, body, stream)
+        if path == "/generate" and not stream:
+            data = res.json()
+            ids = self._prompt_ids(body)
+            for out in data if isinstance(data, list) else [data]:  # a list: n > 1 samples
+                self._submit(dict(out), ids, sent_at, started, body.get("sampling_params") or {})
+        return res
 
-    def _tagged_stream(
-        self, body: dict[str, Any], ids: list[int], sent_at: float, started: float
-    ) -> Iterator[dict[str, Any]]:
+    def _sse(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        sent_at, started = time.time(), time.perf_counter()
         last = None
-        for last in self._sse("/generate", body):
+        for last in super()._sse(path, body):
             yield last
-        if last is None:
-            raise RuntimeError("the server closed the stream before sending anything")
-        self._submit(last, ids, sent_at, started, body["sampling_params"])
+        if path == "/generate" and last is not None:
+            self._submit(last, self._prompt_ids(body), sent_at, started, body.get("sampling_params") or {})
 
     def _submit(
         self, out: dict[str, Any], ids: list[int], sent_at: float, started: float, params: dict[str, Any]
@@ -80,9 +80,18 @@ class ClusterRuntime(RemoteRuntime):
         event = finished_from_result(out, ids, time.perf_counter() - started, params)
         if len(ids) != event.prompt_tokens:  # not the workers' tokens: nothing to match them by
             self.cluster.attributor.served_by[event.rid] = None
-            self.hub.publish(event)
+            self.cluster._tagged(event, None)
             return
         self.cluster.attributor.submit(event, sent_at)
+
+    def cache_panel(self, **kwargs: Any) -> Any:
+        """The cache panel for this session (``%sglang stats``, ``--show cache``): rows tagged by worker.
+
+        ``kwargs`` as :class:`~sgnb.widgets.CachePanel` (``history``, ``title``, ...).
+        """
+        from sgnb.scaleout.views import WorkerCachePanel
+
+        return WorkerCachePanel(self.cluster, **kwargs)
 
     def wait_tagged(self, timeout: float = 10.0) -> bool:
         """Block until every finished request is tagged and published (False after ``timeout``)."""

@@ -26,18 +26,20 @@ class WorkerCachePanel(CachePanel):
     """The cache panel with each row's prompt prefixed by the worker that served it (``w0 ▸ ...``).
 
     Tags come from ``cluster.served_by(rid)`` (the workers' KV events); ``w?`` means their events
-    do not say (a full cache hit stores nothing new).
+    do not say (a full cache hit stores nothing new). Each row also carries ``worker`` (the index,
+    or None). ``history``: requests that finished before the panel (none unless given).
     """
 
     def __init__(self, cluster: Any, **kwargs: Any) -> None:
         self.cluster = cluster
         kwargs.setdefault("title", "Prefix cache hits, by worker")
-        kwargs.setdefault("history", list(cluster.finished))
         super().__init__(cluster.runtime, **kwargs)
 
     def _row(self, ev: Any) -> dict[str, Any]:
         row = super()._row(ev)
-        row["prompt"] = f"{worker_label(self.cluster.served_by(ev.rid))} ▸ {row['prompt']}"
+        worker = self.cluster.served_by(ev.rid)
+        row["worker"] = worker
+        row["prompt"] = f"{worker_label(worker)} ▸ {row['prompt']}"
         return row
 
 
@@ -96,7 +98,9 @@ class ClusterView:
             RadixTreeWidget(m, budget=budget, title=tree_title(w))
             for m, w in zip(cluster.mirrors, workers, strict=True)
         ]
-        self.panel = WorkerCachePanel(cluster) if panel and cluster.started else None
+        self.panel = (
+            WorkerCachePanel(cluster, history=list(cluster.finished)) if panel and cluster.started else None
+        )
         self._workers = workers
         self._box: Any = None
         self._header: Any = None
