@@ -221,13 +221,19 @@ class TokenTracer:
 
 
 class ConstrainedCollector:
-    """Collects the constrained requests of one cell; shows a ConstrainedView for each when it ends."""
+    """``--show constrained``: the cell's first constrained request paints live, token by token (its
+    steps come from the trace hook, so the cell's requests are traced); the others show when it ends."""
 
     def __init__(self, runtime: Any, limit: int = 8) -> None:
         from sgnb.events import RequestFinished
+        from sgnb.token_trace import tracing
+        from sgnb.widgets import ConstrainedView
 
         self.runtime, self.limit = runtime, limit
         self.finished: list[Any] = []
+        self.view = ConstrainedView.follow(runtime)
+        self._tracing = tracing(runtime)
+        self._tracing.__enter__()
         self._unsubscribe = runtime.hub.subscribe(
             lambda e: (
                 self.finished.append(e) if isinstance(e, RequestFinished) and e.constraint_source else None
@@ -240,8 +246,10 @@ class ConstrainedCollector:
         from sgnb.widgets import ConstrainedView
 
         self._unsubscribe()
+        self._tracing.__exit__(None, None, None)
+        self.view.stop_following("no constrained request ran in this cell")
         tok = self.runtime.tokenizer
-        for event in self.finished[: self.limit]:
+        for event in [e for e in self.finished if e.rid != self.view.rid][: self.limit - 1]:
             text = tok.decode(event.output_ids, skip_special_tokens=True) if tok is not None else ""
             result = {"text": text, "output_ids": event.output_ids, "meta_info": {}}
             display(ConstrainedView(result, self.runtime, event.constraint, event.constraint_source or ""))
@@ -250,8 +258,8 @@ class ConstrainedCollector:
 def live_views(session: Any, shows: list[str]) -> list[Any]:
     """Display the requested live views before a program runs; they update from events.
 
-    ``constrained`` is the exception: it collects the cell's constrained requests and shows each
-    one, replayed through its grammar, when the cell ends (``finish_views``).
+    ``constrained`` paints the cell's first constrained request as it is sampled, and shows the
+    others, replayed through their grammar, when the cell ends (``finish_views``).
     """
     from IPython.display import display
 
@@ -266,10 +274,7 @@ def live_views(session: Any, shows: list[str]) -> list[Any]:
         elif name == "tokens":
             out.append(TokenTracer(session.require()))
     for view in out:
-        if isinstance(view, TokenTracer):
-            display(view.view)
-        elif not isinstance(view, ConstrainedCollector):
-            display(view)
+        display(view.view if isinstance(view, TokenTracer | ConstrainedCollector) else view)
     return out
 
 
@@ -277,7 +282,7 @@ def finish_views(views: list[Any], state: Any = None) -> None:
     """End the cell's views; ``state`` (the program state, if the cell ran one) adds its selects."""
     from sgnb.widgets import CachePanel
 
-    for view in views:
+    for view in reversed(views):  # tracing() contexts nest: the last entered exits first
         if isinstance(view, CachePanel):
             view.detach()  # later cells' requests are not this cell's
         elif isinstance(view, ConstrainedCollector):

@@ -5,6 +5,8 @@ reusing test_browser's JupyterLab fixture, in a notebook of ``%sglang`` cells as
   (``%sglang tree`` and ``%sglang stats``, or ``%%sglang --show tree,cache``): the nodes its prompt
   found cached (SGLang's ``RadixCache.match_prefix``, the request's ``cached_tokens``) apart from the
   nodes it wrote.
+* ``%%sglang --show constrained`` paints each token while the constrained generation runs: two
+  samples taken during the run differ and the second has more tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from typing import Any
 
 import nbformat
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, lab, sync_api, wait_output
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, lab, outputs_text, sync_api, wait_output
 
 __all__ = ["lab"]  # the fixture, imported so pytest finds it here
 
@@ -109,3 +111,50 @@ def test_cache_row_click_highlights_the_tree_path(lab: dict[str, Any]) -> None:
         browser.close()
     assert not [e for e in errors if "sgnb" in e or "render" in e], errors
     print("\nLIVE_HIGHLIGHT", json.dumps({"second": mark, "first": first}))
+
+
+PHONES = r"(\d{3}-\d{4}, ){11}\d{3}-\d{4}"
+CONSTRAINED_CELLS = [
+    "%load_ext sgnb\n%sglang start",
+    f'%%sglang --show constrained\ns += "Phone numbers: " + sgl.gen("p", regex=r"{PHONES}", temperature=0)',
+    'print("ALL_DONE")',
+]
+CONSTRAINED = """() => {
+  const v = document.querySelector('[data-sgnb-constrained]');
+  return v ? {state: v.dataset.state, steps: Number(v.dataset.steps), forced: Number(v.dataset.forced),
+              text: v.querySelector('.toks').innerText, legend: v.querySelector('.legend').innerText} : null;
+}"""
+
+
+def test_constrained_view_paints_while_generating(lab: dict[str, Any]) -> None:
+    with sync_api.sync_playwright() as p:
+        browser, page, errors = open_and_run_all(p, lab, "live_constrained.ipynb", CONSTRAINED_CELLS)
+        page.wait_for_selector("[data-sgnb-constrained]", timeout=300_000)
+        samples: list[dict[str, Any]] = []
+        deadline = time.time() + 240
+        while time.time() < deadline and "ALL_DONE" not in outputs_text(page):
+            sample = page.evaluate(CONSTRAINED)
+            if sample and sample["state"] == "running" and (not samples or sample != samples[-1]):
+                samples.append(sample)
+                if len(samples) == 2:
+                    page.locator("[data-sgnb-constrained]").screenshot(
+                        path=str(ARTIFACTS / "constrained-during-generation.png")
+                    )
+            time.sleep(0.1)
+        wait_output(page, "ALL_DONE", 120)
+        deadline = time.time() + 30
+        while (final := page.evaluate(CONSTRAINED))["state"] != "done":
+            assert time.time() < deadline, final
+            time.sleep(0.2)
+        page.locator("[data-sgnb-constrained]").screenshot(path=str(ARTIFACTS / "constrained-live-final.png"))
+        browser.close()
+    assert len(samples) >= 2, f"the constrained view did not change while generating: {samples}"
+    first, second = samples[0], samples[-1]
+    assert first != second and second["steps"] > first["steps"] > 0, (first, second)
+    assert second["text"].startswith(first["text"].rstrip()), (first, second)
+    assert final["steps"] > second["steps"] and final["forced"] > 0, final  # the "-" and ", " are forced
+    assert "re.fullmatch matches" in final["legend"], final
+    assert not [e for e in errors if "sgnb" in e or "render" in e], errors
+    print(
+        "\nLIVE_CONSTRAINED", json.dumps({"samples": [s["steps"] for s in samples], "final": final["steps"]})
+    )

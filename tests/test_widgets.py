@@ -304,6 +304,39 @@ def test_constrained_json_schema_and_rejection(grammar_rt: Any) -> None:
     )
 
 
+def test_constrained_view_paints_each_token_while_the_request_runs(rt: Any) -> None:
+    """``ConstrainedView.follow``: the steps grow as tokens are sampled (sgnb's trace hook, the
+    counterpart of SGLang's ``SamplingBatchInfo.apply_logits_bias_with_observer``), each step's allowed
+    count is xgrammar's at that step, and when the request ends the grammar replay takes over and
+    agrees with what was painted live."""
+    from sgnb.token_trace import tracing
+
+    view = ConstrainedView.follow(rt)
+    assert view.info["state"] == "waiting" and "waiting" in repr(view)
+    painted: list[int] = []
+    view.observe(lambda ch: painted.append(len(ch["new"])), names=["steps"])
+    pattern = r"\d{3}-\d{4}"
+    with tracing(rt):
+        out = rt.generate("My phone number is ", regex=pattern, max_new_tokens=12, temperature=0)
+    view.stop_following()
+    wait_for(lambda: view.info["state"] == "done")
+    n = out["meta_info"]["completion_tokens"]
+    assert len(painted) >= 2 and painted == sorted(painted), painted  # grew step by step
+    assert painted[0] < n, painted  # the first paint came before the last token
+    assert view.rid == out["meta_info"]["id"] and view.info["valid"] is True
+    assert [s["id"] for s in view.steps] == out["output_ids"][: len(view.steps)]
+    assert "-" in [view.steps[i]["text"] for i in view.forced_steps]
+    replayed = ConstrainedView(out, rt, "regex", pattern)
+    assert [s["allowed"] for s in view.steps] == [s["allowed"] for s in replayed.steps]
+    # a view whose cell ran no constrained request says so
+    idle = ConstrainedView.follow(rt)
+    rt.generate("Hello", max_new_tokens=2)
+    idle.stop_following("no constrained request ran in this cell")
+    assert idle.info["message"] == "no constrained request ran in this cell" and not idle.steps
+    for widget in (view, replayed, idle):
+        widget.close()
+
+
 def test_validate() -> None:
     assert validate("regex", r"\d+", "123")["valid"] is True
     assert validate("regex", r"\d+", "12a")["valid"] is False

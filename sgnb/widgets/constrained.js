@@ -17,6 +17,9 @@ const CSS = `
 .sgnb-cons .legend span { display: inline-block; padding: 0 4px; border-radius: 3px; margin-right: 6px; }
 .sgnb-cons .ok { color: #2a7; } .sgnb-cons .bad { color: #c33; } .sgnb-cons .dim { color: #777; }
 .sgnb-cons .why { margin-top: 4px; font-family: var(--jp-code-font-family, monospace); }
+.sgnb-cons .cursor { display: inline-block; width: 6px; height: 1em; background: #999; vertical-align: text-bottom;
+  animation: sgnb-cons-blink 1s steps(2) infinite; }
+@keyframes sgnb-cons-blink { 50% { opacity: 0; } }
 `;
 
 function render({ model, el }) {
@@ -42,10 +45,13 @@ function render({ model, el }) {
       })
       .join("");
     const v = info.valid === true ? "ok" : info.valid === false ? "bad" : "dim";
+    const state = info.state || "done";
     root.dataset.forced = String(info.forced || 0);
+    root.dataset.steps = String(steps.length);
+    root.dataset.state = state;
     root.innerHTML =
       `<div><b>${esc(info.kind || "")}</b> <code>${esc((info.source || "").slice(0, 300))}</code></div>` +
-      `<div class="toks">${toks}</div>` +
+      `<div class="toks">${toks}${state === "running" || state === "waiting" ? `<span class="cursor"></span>` : ""}</div>` +
       `<div class="legend"><span style="background:#ffd8a8">forced: ${info.forced || 0}</span>` +
       `<span style="background:#e8f0fe">free: ${(info.tokens || 0) - (info.forced || 0)}</span>` +
       `<span class="dim">bar = log(allowed tokens)</span> ` +
