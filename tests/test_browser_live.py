@@ -7,6 +7,9 @@ reusing test_browser's JupyterLab fixture, in a notebook of ``%sglang`` cells as
   nodes it wrote.
 * ``%%sglang --show constrained`` paints each token while the constrained generation runs: two
   samples taken during the run differ and the second has more tokens.
+* the Stop button (cache panel) aborts a running generation while its cell runs: the request ends
+  with SGLang's ``finish_reason`` ``abort``, the views say "stopped after N tokens", no KV slot
+  stays held (used + free = capacity) and the next cell runs.
 """
 
 from __future__ import annotations
@@ -157,4 +160,68 @@ def test_constrained_view_paints_while_generating(lab: dict[str, Any]) -> None:
     assert not [e for e in errors if "sgnb" in e or "render" in e], errors
     print(
         "\nLIVE_CONSTRAINED", json.dumps({"samples": [s["steps"] for s in samples], "final": final["steps"]})
+    )
+
+
+STOP_CELLS = [
+    "%load_ext sgnb\n%sglang start",
+    # long enough to be stopped: about 3,000 tokens of phone numbers
+    '%%sglang --show cache,constrained\ns += "Phone numbers: " + '
+    'sgl.gen("p", regex=r"(\\d{3}-\\d{4}, ){300}\\d{3}-\\d{4}", max_tokens=4000, temperature=0)',
+    "import sgnb\nsession = sgnb.get_session()\nrt = session.require()\nstate = rt.cache_state()\n"
+    "print('AFTER_STOP', session.finished[-1].finish_reason['type'], state['running'],"
+    " state['used'] + state['free'] == state['capacity'])\n"
+    "out = rt.generate('The capital of France is', max_new_tokens=4, temperature=0)\n"
+    "print('NEXT_CELL_RAN', out['meta_info']['finish_reason']['type'], out['meta_info']['completion_tokens'])",
+]
+
+
+def test_stop_button_aborts_the_running_cell(lab: dict[str, Any]) -> None:
+    with sync_api.sync_playwright() as p:
+        browser, page, errors = open_and_run_all(p, lab, "live_stop.ipynb", STOP_CELLS)
+        page.wait_for_selector("[data-sgnb-constrained]", timeout=300_000)
+        deadline = time.time() + 240
+        while not ((sample := page.evaluate(CONSTRAINED)) and sample["steps"] >= 8):
+            assert time.time() < deadline, sample
+            time.sleep(0.1)
+        stop = page.locator("[data-sgnb-cache] [data-stop]")
+        stop.scroll_into_view_if_needed()
+        page.locator("[data-sgnb-cache]").screenshot(path=str(ARTIFACTS / "cache-panel-stop.png"))
+        stop.click()
+        deadline = time.time() + 120
+        while not (stopped := page.evaluate(CONSTRAINED)) or stopped["state"] != "stopped":
+            assert time.time() < deadline, stopped
+            time.sleep(0.2)
+        text = outputs_text(page)
+        assert "generation interrupted" in text and "Traceback" not in text, text[-2000:]
+        panel = page.locator("[data-sgnb-cache]")
+        deadline = time.time() + 30
+        while panel.get_attribute("data-stopped") != "1":
+            assert time.time() < deadline, panel.inner_text()
+            time.sleep(0.2)
+        tokens = int(panel.locator("[data-stopped]").last.get_attribute("data-stopped") or -1)
+        assert 8 <= tokens < 4000 and f"stopped after {tokens} tokens" in panel.inner_text()
+        assert f"stopped after {tokens} tokens" in stopped["legend"], stopped
+        assert panel.locator("[data-stop]").count() == 0  # the cell ended: nothing to stop
+        page.screenshot(path=str(ARTIFACTS / "browser-after-stop.png"), full_page=True)
+
+        # the next cell runs (Run All stopped at the interrupted cell: run it by hand, once the
+        # kernel has answered the interrupted cell and aborted the queued one, as ipykernel does
+        # after an error: a request sent before that is aborted too)
+        prompts = "() => [...document.querySelectorAll('.jp-InputPrompt')].map(e => e.innerText.trim())"
+        deadline = time.time() + 60
+        while "[*]:" in (shown := page.evaluate(prompts)):
+            assert time.time() < deadline, shown
+            time.sleep(0.2)
+        page.locator(".jp-Notebook .jp-Cell >> nth=2").locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        text = wait_output(page, "NEXT_CELL_RAN", 120)
+        browser.close()
+    after = text.split("AFTER_STOP", 1)[1].split()[:3]
+    assert after == ["abort", "0", "True"], after
+    assert text.split("NEXT_CELL_RAN", 1)[1].split()[0] in ("length", "stop"), text[-500:]
+    assert not [e for e in errors if "sgnb" in e or "render" in e], errors
+    print(
+        "\nLIVE_STOP",
+        json.dumps({"stopped_after_tokens": tokens, "steps_seen_before_click": sample["steps"]}),
     )

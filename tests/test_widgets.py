@@ -201,8 +201,48 @@ def test_cache_panel_rows_rate_plot_and_snapshot() -> None:
     hub.publish(finished([1], [2], "after-close"))
     assert panel.summary["requests"] == 2
     late = CachePanel(hub, history=[finished([1, 2], [3], "earlier", cached=1)])
-    assert late.summary == {"requests": 1, "prompt_tokens": 2, "cached_tokens": 1, "hit_rate": 0.5}
+    assert late.summary == {
+        "requests": 1,
+        "prompt_tokens": 2,
+        "cached_tokens": 1,
+        "hit_rate": 0.5,
+        "stopped": 0,
+        "stopped_tokens": 0,
+    }
     late.close()
+
+
+def test_cache_panel_counts_stopped_requests_and_offers_stop_while_following(rt: Any) -> None:
+    """A request aborted mid-generation (SGLang's ``finish_reason`` ``{"type": "abort"}``, as
+    ``Scheduler.abort_request`` ends it) shows as stopped, with the tokens it had generated; the
+    Stop button is offered only while the panel follows requests."""
+    panel = CachePanel(rt)
+    assert panel.stoppable and panel.kernel_id == ""  # no Jupyter kernel here: the view hides it
+    thread = threading.Thread(
+        target=rt.generate,
+        args=("Tell me a long story.",),
+        kwargs={"max_new_tokens": 400, "ignore_eos": True},
+    )
+    from sgnb.events import EventLog, TokenStep
+    from sgnb.token_trace import tracing
+
+    log = EventLog(rt.hub)
+    with tracing(rt):  # TokenStep events say when tokens came
+        thread.start()
+        wait_for(lambda: len(log.of_type(TokenStep)) >= 3, timeout=120)
+        rt.abort_all()
+        thread.join(60)
+    wait_for(lambda: panel.summary["requests"] == 1)
+    (row,) = panel.rows
+    assert row["finish"] == "abort" and 3 <= row["completion"] < 400
+    assert panel.summary["stopped"] == 1 and panel.summary["stopped_tokens"] == row["completion"]
+    assert f"1 request stopped after {row['completion']} tokens" in repr(panel)
+    assert "stopped after" in panel._static_html()
+    state = rt.cache_state()
+    assert state["running"] == 0 and state["used"] + state["free"] == state["capacity"]
+    panel.detach()
+    assert not panel.stoppable
+    panel.close()
 
 
 def test_cache_panel_row_highlights_its_request_path_in_the_tree() -> None:

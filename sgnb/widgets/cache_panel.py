@@ -10,12 +10,20 @@ Rows show the prompt (decoded with the runtime's tokenizer, shortened; a click s
 cached and new tokens, hit %, TTFT and latency. A click on a row also selects its request: every
 ``RadixTreeWidget`` whose mirror saw that request highlights its path (``selected`` -> the tree's
 ``highlight``), the cached nodes apart from the ones it wrote.
+
+While it follows requests (a cell's ``--show cache`` panel until its cell ends; the session's panel
+always) it carries a Stop button, in JupyterLab and Notebook 7: the kernel's own interrupt (the
+server's ``POST /api/kernels/<id>/interrupt``, what Kernel > Interrupt sends), which reaches a running
+cell where a widget message would wait for the cell to end. sgnb's runtimes abort the interrupted
+request (SGLang's ``finish_reason`` ``{"type": "abort"}``) and free its KV; the panel then says how
+many tokens the stopped requests had generated.
 """
 
 from __future__ import annotations
 
 import html
 import pathlib
+import sys
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -37,6 +45,8 @@ class CachePanel(SgnbWidget):
     summary = t.Dict().tag(sync=True)
     title = t.Unicode("Prefix cache hits").tag(sync=True)
     selected = t.Unicode("").tag(sync=True)  # the request id of the clicked row ("" for none)
+    kernel_id = t.Unicode("").tag(sync=True)  # what the Stop button interrupts ("": no button)
+    stoppable = t.Bool(False).tag(sync=True)  # the panel follows requests: the Stop button shows
 
     def __init__(
         self,
@@ -57,9 +67,12 @@ class CachePanel(SgnbWidget):
         self._events: list[Any] = []
         self._texts: dict[str, str] = {}
         self._totals = [0, 0, 0]  # requests, prompt tokens, cached tokens (never truncated)
+        self._stopped = [0, 0]  # aborted requests, the tokens they had generated
         for event in history:  # requests that finished before the panel existed
             self.observe_event(event)
         self._unsubscribe = hub.subscribe(self.observe_event) if hub is not None else None
+        self.kernel_id = _kernel_id()
+        self.stoppable = self._unsubscribe is not None
         self.observe(self._select, names=["selected"])
         self._refresh()
 
@@ -85,6 +98,9 @@ class CachePanel(SgnbWidget):
             self._totals[0] += 1
             self._totals[1] += int(event.prompt_tokens)
             self._totals[2] += int(event.cached_tokens)
+            if _finish(event) == "abort":
+                self._stopped[0] += 1
+                self._stopped[1] += int(event.completion_tokens)
             del self._events[: max(0, len(self._events) - self.max_rows)]
         self.request_update()
 
@@ -111,12 +127,14 @@ class CachePanel(SgnbWidget):
             "ttft_ms": round(1000 * float(ev.ttft), 1),
             "latency_ms": round(1000 * float(ev.e2e_latency), 1),
             "constraint": ev.constraint or "",
+            "finish": _finish(ev),
         }
 
     def _refresh(self) -> None:
         with self._lock:
             events = list(self._events)
             n, prompt, cached = self._totals
+            stopped, stopped_tokens = self._stopped
         rows = [self._row(ev) for ev in events]
         if len(self._texts) > 4 * self.max_rows:
             keep = {str(ev.rid) for ev in events}
@@ -127,6 +145,8 @@ class CachePanel(SgnbWidget):
             "prompt_tokens": prompt,
             "cached_tokens": cached,
             "hit_rate": round(cached / prompt, 4) if prompt else 0.0,
+            "stopped": stopped,
+            "stopped_tokens": stopped_tokens,
         }
 
     # ---- outputs -------------------------------------------------------------------------
@@ -174,6 +194,7 @@ class CachePanel(SgnbWidget):
             f"CachePanel: {s.get('requests', 0)} request{'' if s.get('requests') == 1 else 's'}, "
             f"{s.get('cached_tokens', 0)}/"
             f"{s.get('prompt_tokens', 0)} prompt tokens cached (hit rate {s.get('hit_rate', 0.0):.0%})"
+            f"{_stopped_line(s).replace(' · ', '; ')}"
         )
 
     def _static_html(self) -> str:
@@ -185,10 +206,31 @@ class CachePanel(SgnbWidget):
         if unsubscribe is not None:
             unsubscribe()
             self._unsubscribe = None
+            self.stoppable = False
 
     def close(self) -> None:
         self.detach()
         super().close()
+
+
+def _finish(event: Any) -> str:
+    """The type of SGLang's ``finish_reason`` ("stop", "length", "abort"; "" when missing)."""
+    reason = getattr(event, "finish_reason", None)
+    return str(reason.get("type", "")) if isinstance(reason, dict) else ""
+
+
+def _kernel_id() -> str:
+    """The id the Jupyter server knows this kernel by ("" outside a server-started kernel).
+
+    jupyter_client's ``MultiKernelManager`` names a kernel's connection file ``kernel-<id>.json``.
+    """
+    # Only a kernel that is running: importing ipykernel elsewhere would swap the comm manager
+    # of widgets made before (the ``comm`` package's hooks).
+    app = sys.modules.get("ipykernel.kernelapp")
+    if app is None or not app.IPKernelApp.initialized():
+        return ""
+    stem = pathlib.Path(str(app.IPKernelApp.instance().connection_file)).stem
+    return stem.removeprefix("kernel-") if stem.startswith("kernel-") else ""
 
 
 def bars_svg(rows: list[dict[str, Any]], width: int = 480, height: int = 70) -> str:
@@ -209,6 +251,14 @@ def bars_svg(rows: list[dict[str, Any]], width: int = 480, height: int = 70) -> 
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _stopped_line(summary: dict[str, Any]) -> str:
+    n = int(summary.get("stopped", 0) or 0)
+    if not n:
+        return ""
+    tokens = int(summary.get("stopped_tokens", 0) or 0)
+    return f" · {n} request{'' if n == 1 else 's'} stopped after {tokens} token{'' if tokens == 1 else 's'}"
 
 
 def render_static(rows: list[dict[str, Any]], summary: dict[str, Any], title: str) -> str:
@@ -234,6 +284,6 @@ def render_static(rows: list[dict[str, Any]], summary: dict[str, Any], title: st
         f'<div style="font:600 13px sans-serif">{html.escape(title)} <span style="font-weight:400;color:#666">'
         f"{summary.get('requests', 0)} requests · {summary.get('cached_tokens', 0)}/"
         f"{summary.get('prompt_tokens', 0)} prompt tokens cached · hit rate {summary.get('hit_rate', 0):.0%}"
-        f"</span></div>{bars_svg(rows)}"
+        f"{_stopped_line(summary)}</span></div>{bars_svg(rows)}"
         f'<table style="border-collapse:collapse"><tr>{head}</tr>{"".join(body)}</table></div>'
     )
