@@ -7,9 +7,10 @@ reusing test_browser's JupyterLab fixture, in a notebook of ``%sglang`` cells as
   nodes it wrote.
 * ``%%sglang --show constrained`` paints each token while the constrained generation runs: two
   samples taken during the run differ and the second has more tokens.
-* the Stop button (cache panel) aborts a running generation while its cell runs: the request ends
-  with SGLang's ``finish_reason`` ``abort``, the views say "stopped after N tokens", no KV slot
-  stays held (used + free = capacity) and the next cell runs.
+* the Stop button (on the cache panel; the live constrained view has it too) aborts a running
+  generation while its cell runs: the request ends with SGLang's ``finish_reason`` ``abort``, the
+  views say "stopped after N tokens", no KV slot stays held (used + free = capacity) and the next
+  cell runs.
 """
 
 from __future__ import annotations
@@ -184,6 +185,7 @@ def test_stop_button_aborts_the_running_cell(lab: dict[str, Any]) -> None:
         while not ((sample := page.evaluate(CONSTRAINED)) and sample["steps"] >= 8):
             assert time.time() < deadline, sample
             time.sleep(0.1)
+        assert page.locator("[data-sgnb-constrained] [data-stop]").count() == 1  # both views offer it
         stop = page.locator("[data-sgnb-cache] [data-stop]")
         stop.scroll_into_view_if_needed()
         page.locator("[data-sgnb-cache]").screenshot(path=str(ARTIFACTS / "cache-panel-stop.png"))
@@ -202,7 +204,7 @@ def test_stop_button_aborts_the_running_cell(lab: dict[str, Any]) -> None:
         tokens = int(panel.locator("[data-stopped]").last.get_attribute("data-stopped") or -1)
         assert 8 <= tokens < 4000 and f"stopped after {tokens} tokens" in panel.inner_text()
         assert f"stopped after {tokens} tokens" in stopped["legend"], stopped
-        assert panel.locator("[data-stop]").count() == 0  # the cell ended: nothing to stop
+        assert page.locator("[data-stop]").count() == 0  # the cell ended: nothing to stop
         page.screenshot(path=str(ARTIFACTS / "browser-after-stop.png"), full_page=True)
 
         # the next cell runs (Run All stopped at the interrupted cell: run it by hand, once the

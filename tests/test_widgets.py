@@ -352,17 +352,24 @@ def test_constrained_view_paints_each_token_while_the_request_runs(rt: Any) -> N
     from sgnb.token_trace import tracing
 
     view = ConstrainedView.follow(rt)
-    assert view.info["state"] == "waiting" and "waiting" in repr(view)
-    painted: list[int] = []
-    view.observe(lambda ch: painted.append(len(ch["new"])), names=["steps"])
+    assert view.info["state"] == "waiting" and "waiting" in repr(view) and view.stoppable
+    painted: list[int] = []  # the steps the view holds as each token is sampled
+
+    def after_view(event: Any) -> None:  # subscribed after the view: it has seen the event
+        if type(event).__name__ == "TokenStep":
+            view._throttle.flush()  # what the timer would push, pushed now
+            painted.append(len(view.steps))
+
+    unsubscribe = rt.hub.subscribe(after_view)
     pattern = r"\d{3}-\d{4}"
     with tracing(rt):
         out = rt.generate("My phone number is ", regex=pattern, max_new_tokens=12, temperature=0)
+    unsubscribe()
     view.stop_following()
+    assert not view.stoppable
     wait_for(lambda: view.info["state"] == "done")
     n = out["meta_info"]["completion_tokens"]
-    assert len(painted) >= 2 and painted == sorted(painted), painted  # grew step by step
-    assert painted[0] < n, painted  # the first paint came before the last token
+    assert painted == list(range(1, n + 1)), painted  # one more token painted per token sampled
     assert view.rid == out["meta_info"]["id"] and view.info["valid"] is True
     assert [s["id"] for s in view.steps] == out["output_ids"][: len(view.steps)]
     assert "-" in [view.steps[i]["text"] for i in view.forced_steps]

@@ -1,32 +1,8 @@
 // CachePanel view: a running hit rate, stacked bars (cached over new prompt tokens) and a table.
+// (_stop.js comes first: sgnb/widgets/cache_panel.py joins the two.)
 
 const esc = (s) =>
   String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
-
-// The Stop button interrupts the kernel the way Kernel > Interrupt does (the server's REST API):
-// a widget message would wait until the running cell ends, an interrupt reaches it now.
-function jupyterServer() {
-  const el = document.getElementById("jupyter-config-data");
-  if (!el) return null; // not JupyterLab / Notebook 7 (VS Code, Colab): no button
-  try {
-    const cfg = JSON.parse(el.textContent || "{}");
-    return { base: String(cfg.baseUrl || "/").replace(/\/?$/, "/"), token: cfg.token || "" };
-  } catch {
-    return null;
-  }
-}
-
-async function interruptKernel(kernelId) {
-  const server = jupyterServer();
-  if (!server || !kernelId) return false;
-  const headers = {};
-  const xsrf = document.cookie.match("\\b_xsrf=([^;]*)\\b"); // as @jupyterlab/services reads it
-  if (xsrf) headers["X-XSRFToken"] = xsrf[1];
-  if (server.token) headers["Authorization"] = `token ${server.token}`;
-  const url = `${server.base}api/kernels/${encodeURIComponent(kernelId)}/interrupt`;
-  const reply = await fetch(url, { method: "POST", headers, credentials: "same-origin" });
-  return reply.ok;
-}
 
 const CSS = `
 .sgnb-cache { font: 12px var(--jp-ui-font-family, sans-serif); color: var(--jp-ui-font-color1, #222);
@@ -51,9 +27,6 @@ const CSS = `
 .sgnb-cache tr.hit td.h { color: #c96a00; font-weight: 600; }
 .sgnb-cache tr[data-request] { cursor: pointer; }
 .sgnb-cache tr[data-request]:hover { background: var(--jp-layout-color2, #f3f3f3); }
-.sgnb-cache .stop { float: right; font: 12px var(--jp-ui-font-family, sans-serif); cursor: pointer;
-  border: 1px solid #c33; color: #c33; background: var(--jp-layout-color1, #fff); border-radius: 3px; padding: 0 8px; }
-.sgnb-cache .stop:disabled { opacity: .6; cursor: default; }
 .sgnb-cache .stopped { color: #c33; }
 .sgnb-cache td.abort { color: #c33; }
 .sgnb-cache tr.sel { outline: 2px solid #c96a00; outline-offset: -2px; background: rgba(242, 142, 43, .12); }
@@ -61,13 +34,13 @@ const CSS = `
 
 function render({ model, el }) {
   const style = document.createElement("style");
-  style.textContent = CSS;
+  style.textContent = CSS + STOP_CSS;
   const root = document.createElement("div");
   root.className = "sgnb-cache";
   root.dataset.sgnbCache = "";
   el.append(style, root);
   const opened = new Set(); // requests whose whole prompt is shown
-  let stopping = false;
+  const stop = stopControl(model, root, () => draw(false));
 
   function draw(follow = false) {
     const keep = root.querySelector(".tbl")?.scrollTop ?? 0;
@@ -101,17 +74,13 @@ function render({ model, el }) {
       .join("");
     root.dataset.requests = String(s.requests || 0);
     root.dataset.hitRate = String(s.hit_rate || 0);
-    const canStop = model.get("stoppable") && model.get("kernel_id") && jupyterServer();
     const stopped = s.stopped
       ? ` · <span class="stopped" data-stopped="${s.stopped_tokens}">${s.stopped} request${s.stopped === 1 ? "" : "s"} ` +
         `stopped after ${s.stopped_tokens} token${s.stopped_tokens === 1 ? "" : "s"}</span>`
       : "";
     root.dataset.stopped = String(s.stopped || 0);
     root.innerHTML =
-      (canStop
-        ? `<button class="stop" data-stop title="abort the running requests: interrupts the kernel, as Kernel > Interrupt does"` +
-          `${stopping ? " disabled" : ""}>${stopping ? "stopping…" : "■ Stop"}</button>`
-        : "") +
+      stop.html() +
       `<div class="hd"><b>${esc(model.get("title"))}</b> <span class="dim">${s.requests || 0} requests · ` +
       `${s.cached_tokens || 0}/${s.prompt_tokens || 0} prompt tokens cached${stopped}</span>` +
       `<span class="rate"><i style="width:${rate}%"></i></span><b>${rate}%</b></div>` +
@@ -126,18 +95,7 @@ function render({ model, el }) {
   // another click on it clears that; a click on the prompt shows it whole (decoded, up to its last
   // 2000 characters) or folds it again, and selects its request.
   root.addEventListener("click", (event) => {
-    if (event.target.closest("[data-stop]")) {
-      stopping = true;
-      draw(false);
-      interruptKernel(model.get("kernel_id"))
-        .catch(() => false)
-        .then((ok) => {
-          stopping = false;
-          root.dataset.stopSent = ok ? "ok" : "failed";
-          draw(false);
-        });
-      return;
-    }
+    if (stop.click(event)) return;
     const tr = event.target.closest("tr[data-request]");
     if (!tr) return;
     const row = (model.get("rows") || [])[tr.rowIndex - 1];

@@ -38,8 +38,13 @@ STATIC_ROWS = 50
 FULL_PROMPT_CHARS = 2000
 
 
+def view_module(name: str) -> str:
+    """A view's ES module with the Stop button's functions (``_stop.js``) in front."""
+    return (_HERE / "_stop.js").read_text() + "\n" + (_HERE / name).read_text()
+
+
 class CachePanel(SgnbWidget):
-    _esm = _HERE / "cache_panel.js"
+    _esm = view_module("cache_panel.js")
 
     rows = t.List(t.Dict()).tag(sync=True)
     summary = t.Dict().tag(sync=True)
@@ -71,7 +76,7 @@ class CachePanel(SgnbWidget):
         for event in history:  # requests that finished before the panel existed
             self.observe_event(event)
         self._unsubscribe = hub.subscribe(self.observe_event) if hub is not None else None
-        self.kernel_id = _kernel_id()
+        self.kernel_id = jupyter_kernel_id()
         self.stoppable = self._unsubscribe is not None
         self.observe(self._select, names=["selected"])
         self._refresh()
@@ -219,7 +224,7 @@ def _finish(event: Any) -> str:
     return str(reason.get("type", "")) if isinstance(reason, dict) else ""
 
 
-def _kernel_id() -> str:
+def jupyter_kernel_id() -> str:
     """The id the Jupyter server knows this kernel by ("" outside a server-started kernel).
 
     jupyter_client's ``MultiKernelManager`` names a kernel's connection file ``kernel-<id>.json``.

@@ -1,5 +1,6 @@
 // ConstrainedView: one chip per generated token; its width of choice (allowed tokens) as a bar,
-// forced tokens (exactly one allowed) marked; click a chip for what was allowed.
+// forced tokens (exactly one allowed) marked; click a chip for what was allowed. A live view has the
+// Stop button (_stop.js comes first: sgnb/widgets/constrained.py joins the two).
 
 const esc = (s) =>
   String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
@@ -24,11 +25,12 @@ const CSS = `
 
 function render({ model, el }) {
   const style = document.createElement("style");
-  style.textContent = CSS;
+  style.textContent = CSS + STOP_CSS;
   const root = document.createElement("div");
   root.className = "sgnb-cons";
   root.dataset.sgnbConstrained = "";
   el.append(style, root);
+  const stop = stopControl(model, root, () => draw());
 
   function draw() {
     const steps = model.get("steps") || [];
@@ -50,6 +52,7 @@ function render({ model, el }) {
     root.dataset.steps = String(steps.length);
     root.dataset.state = state;
     root.innerHTML =
+      stop.html() +
       `<div><b>${esc(info.kind || "")}</b> <code>${esc((info.source || "").slice(0, 300))}</code></div>` +
       `<div class="toks">${toks}${state === "running" || state === "waiting" ? `<span class="cursor"></span>` : ""}</div>` +
       `<div class="legend"><span style="background:#ffd8a8">forced: ${info.forced || 0}</span>` +
@@ -61,6 +64,7 @@ function render({ model, el }) {
   }
 
   root.addEventListener("click", (ev) => {
+    if (stop.click(ev)) return;
     const chip = ev.target.closest("[data-step]");
     if (!chip) return;
     const s = (model.get("steps") || [])[Number(chip.dataset.step)];
@@ -71,10 +75,12 @@ function render({ model, el }) {
   });
   model.on("change:steps", draw);
   model.on("change:info", draw);
+  model.on("change:stoppable", draw);
   draw();
   return () => {
     model.off("change:steps", draw);
     model.off("change:info", draw);
+    model.off("change:stoppable", draw);
   };
 }
 

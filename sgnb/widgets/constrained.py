@@ -16,7 +16,8 @@ paints each token as it is sampled, from the ``TokenStep`` events of a traced re
 runtime under ``sgnb.token_trace.tracing``: the allowed count is xgrammar's, read where the mask is
 applied, as in SGLang's ``SamplingBatchInfo.apply_logits_bias_with_observer``), then replays the
 grammar over the whole output when the request finishes (the allowed options, the check). Where no
-steps come (sglang.Engine, a server), it paints at the end.
+steps come (sglang.Engine, a server), it paints at the end. While it follows a request it carries the
+Stop button of ``CachePanel`` (the kernel's interrupt); a stopped request says after how many tokens.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import traitlets as t
 
 from sgnb.widgets._base import SgnbWidget
+from sgnb.widgets.cache_panel import jupyter_kernel_id, view_module
 
 _HERE = pathlib.Path(__file__).parent
 SHOW_ALLOWED = 8  # list the allowed tokens when there are at most this many
@@ -110,10 +112,12 @@ def validate(kind: str, source: str, text: str) -> dict[str, Any]:
 
 
 class ConstrainedView(SgnbWidget):
-    _esm = _HERE / "constrained.js"
+    _esm = view_module("constrained.js")
 
     steps = t.List(t.Dict()).tag(sync=True)
     info = t.Dict().tag(sync=True)
+    kernel_id = t.Unicode("").tag(sync=True)  # what the Stop button interrupts ("": no button)
+    stoppable = t.Bool(False).tag(sync=True)  # a live view following a request: the button shows
 
     def __init__(
         self,
@@ -153,6 +157,7 @@ class ConstrainedView(SgnbWidget):
         """
         view = cls(None, runtime)
         view._unsubscribe = runtime.hub.subscribe(view.observe_event)
+        view.kernel_id, view.stoppable = jupyter_kernel_id(), True
         return view
 
     def _load(self, result: dict[str, Any], kind: str | None, src: str) -> None:
@@ -210,6 +215,7 @@ class ConstrainedView(SgnbWidget):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self.stoppable = False
         self._throttle.flush()
         if self.rid is None and not self.steps:
             self.info = {**_EMPTY, "message": reason, "state": "done"}
@@ -253,6 +259,7 @@ class ConstrainedView(SgnbWidget):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self.stoppable = False
         tok = self.runtime.tokenizer
         text = str(tok.decode(event.output_ids, skip_special_tokens=True)) if tok is not None else ""
         result = {"text": text, "output_ids": list(event.output_ids), "meta_info": {}}

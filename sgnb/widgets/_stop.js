@@ -1,0 +1,61 @@
+// The Stop button of sgnb's live views (put in front of a view's module by its Python class).
+// It interrupts the kernel the way Kernel > Interrupt does (the server's REST API):
+// a widget message would wait until the running cell ends, an interrupt reaches it now.
+function jupyterServer() {
+  const el = document.getElementById("jupyter-config-data");
+  if (!el) return null; // not JupyterLab / Notebook 7 (VS Code, Colab): no button
+  try {
+    const cfg = JSON.parse(el.textContent || "{}");
+    return { base: String(cfg.baseUrl || "/").replace(/\/?$/, "/"), token: cfg.token || "" };
+  } catch {
+    return null;
+  }
+}
+
+async function interruptKernel(kernelId) {
+  const server = jupyterServer();
+  if (!server || !kernelId) return false;
+  const headers = {};
+  const xsrf = document.cookie.match("\\b_xsrf=([^;]*)\\b"); // as @jupyterlab/services reads it
+  if (xsrf) headers["X-XSRFToken"] = xsrf[1];
+  if (server.token) headers["Authorization"] = `token ${server.token}`;
+  const url = `${server.base}api/kernels/${encodeURIComponent(kernelId)}/interrupt`;
+  const reply = await fetch(url, { method: "POST", headers, credentials: "same-origin" });
+  return reply.ok;
+}
+
+
+const STOP_CSS = `
+.sgnb-stop { float: right; font: 12px var(--jp-ui-font-family, sans-serif); cursor: pointer; margin-left: 8px;
+  border: 1px solid #c33; color: #c33; background: var(--jp-layout-color1, #fff); border-radius: 3px; padding: 0 8px; }
+.sgnb-stop:disabled { opacity: .6; cursor: default; }
+`;
+
+// The button of a view whose model has `kernel_id` and `stoppable`: `html()` draws it (nothing when
+// there is nothing to stop or no Jupyter server to ask), `click(event)` handles a click on it and says
+// whether it was one; `redraw` is called while the interrupt is on its way and when it is answered.
+function stopControl(model, root, redraw) {
+  let stopping = false;
+  return {
+    html() {
+      if (!(model.get("stoppable") && model.get("kernel_id") && jupyterServer())) return "";
+      return (
+        `<button class="sgnb-stop" data-stop title="abort the running requests: interrupts the kernel, ` +
+        `as Kernel > Interrupt does"${stopping ? " disabled" : ""}>${stopping ? "stopping…" : "■ Stop"}</button>`
+      );
+    },
+    click(event) {
+      if (!event.target.closest("[data-stop]")) return false;
+      stopping = true;
+      redraw();
+      interruptKernel(model.get("kernel_id"))
+        .catch(() => false)
+        .then((ok) => {
+          stopping = false;
+          root.dataset.stopSent = ok ? "ok" : "failed";
+          redraw();
+        });
+      return true;
+    },
+  };
+}
