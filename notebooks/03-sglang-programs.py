@@ -222,8 +222,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sgnb.models import resolve_model  # "bundled" -> its folder: SGLang knows no such model
-from sgnb.session import choose_runtime
+from sgnb.core.models import resolve_model  # "bundled" -> its folder: SGLang knows no such model
+from sgnb.runtimes.factory import choose_runtime
 
 KIND, WHY = choose_runtime(RUNTIME)  # "local" or "engine", the same choice %sglang start makes
 
@@ -289,7 +289,7 @@ def stop_server(proc, timeout: float = 30) -> None:
 # %%
 import sglang as sgl
 
-from sgnb.chat_template import register
+from sgnb.core.chat_template import register
 
 register()  # teach SGLang's frontend SmolLM2's chat template (it matches templates by model path)
 local_state = story_then_summary.run(topic="an old map")

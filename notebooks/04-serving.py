@@ -55,8 +55,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sgnb.models import resolve_model  # "bundled" -> its folder: SGLang knows no such model
-from sgnb.session import choose_runtime
+from sgnb.core.models import resolve_model  # "bundled" -> its folder: SGLang knows no such model
+from sgnb.runtimes.factory import choose_runtime
 
 KIND, WHY = choose_runtime(RUNTIME)  # "local" or "engine", the same choice %sglang start makes
 

@@ -50,7 +50,7 @@ import tempfile
 from pathlib import Path
 
 import sgnb
-from sgnb.models import BUNDLED_NAME
+from sgnb.core.models import BUNDLED_NAME
 
 session = sgnb.get_session()
 if session.runtime is not None:
@@ -90,7 +90,7 @@ print(entrypoint)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from sgnb.deploy import dockerfile as render_dockerfile
+from sgnb.tools.deploy import dockerfile as render_dockerfile
 
 slim = render_dockerfile(model, PORT, base="slim")
 print("\n".join(line for line in slim.splitlines() if line.startswith(("FROM", "RUN pip"))))

@@ -45,8 +45,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sgnb.models import resolve_model  # "bundled" -> its folder: SGLang knows no such model
-from sgnb.session import choose_runtime
+from sgnb.core.models import resolve_model  # "bundled" -> its folder: SGLang knows no such model
+from sgnb.runtimes.factory import choose_runtime
 
 KIND, WHY = choose_runtime(RUNTIME)  # "local" or "engine", the same choice %sglang start makes
 
@@ -112,7 +112,7 @@ def stop_server(proc, timeout: float = 30) -> None:
 # %%
 from importlib.metadata import version
 
-from sgnb.version_check import SGLANG_PIN
+from sgnb.core.version_check import SGLANG_PIN
 
 # Start the server now: it loads while the next cells run.
 port = free_port()

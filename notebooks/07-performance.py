@@ -39,7 +39,7 @@ import time
 import matplotlib.pyplot as plt
 
 import sgnb
-from sgnb import bench
+from sgnb.bench import run as bench
 
 rt = sgnb.get_session().runtime
 KIND = rt.kind
@@ -199,7 +199,7 @@ print(json.dumps({k: round(v, 4) for k, v in figures.items()}))
 # NBVAL_CHECK_OUTPUT
 from transformers import AutoConfig
 
-from sgnb.models import resolve_model
+from sgnb.core.models import resolve_model
 
 config = AutoConfig.from_pretrained(resolve_model(MODEL))
 head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

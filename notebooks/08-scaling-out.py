@@ -59,8 +59,8 @@ MIN_RATIO: float = 2.0  # cache_aware must cache at least this many times the to
 # %%
 import shlex
 
-from sgnb.scaleout.magic import current
-from sgnb.session import choose_runtime
+from sgnb.notebook.cluster_magic import current
+from sgnb.runtimes.factory import choose_runtime
 
 KIND, WHY = choose_runtime(RUNTIME)
 worker_flags = f"--worker-arg {shlex.quote(ENGINE_ARGS)}" if ENGINE_ARGS.strip() else ""

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgnb.version_check import SGLANG_PIN, check_sglang_version
+from sgnb.core.version_check import SGLANG_PIN, SGNB_VERSION, check_sglang_version
 
-__version__ = "0.1.0"
+__version__ = SGNB_VERSION
 __all__ = [
     "SGLANG_PIN",
     "__version__",
@@ -39,7 +39,7 @@ def start(model: str = "bundled", runtime: str = "local", **options: Any) -> Any
     The handle has ``generate``, ``score``, ``flush_cache``, ``status``, ``stop``, ``hub`` (events)
     and ``backend`` (an sglang ``BaseBackend``: ``sgl.set_default_backend(rt.backend)``).
     """
-    from sgnb.session import start_runtime
+    from sgnb.runtimes.factory import start_runtime
 
     return start_runtime(model, runtime, **options)
 
@@ -64,13 +64,13 @@ def cluster(
 
 def get_session() -> Any:
     """The kernel's session: the runtime that ``%sglang`` magics use."""
-    from sgnb.session import get_session
+    from sgnb.notebook.session import get_session
 
     return get_session()
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from sgnb.magics import load
+    from sgnb.notebook.magics import load
 
     check_sglang_version()
     load(ipython)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import sgnb
-from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored, EventLog, RequestFinished
+from sgnb.core.events import AllBlocksCleared, BlockRemoved, BlockStored, EventLog, RequestFinished
 
 # A shell that starts a command in the background (`cmd &`, nohup, some CI runners) hands it SIGINT
 # and SIGQUIT ignored; then `_thread.interrupt_main()` does nothing and the interrupt tests cannot

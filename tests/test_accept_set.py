@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import sgnb
+from sgnb.net import free_port
 from sgnb.serve.app import create_app
-from sgnb.serve.server import ServerThread, free_port
+from sgnb.serve.server import ServerThread
 
 # What sglang-router 0.3.2 forwards to a worker, recorded from its requests to `sgnb serve`: it
 # re-serialises each body with its own defaults (and renames chat's max_tokens).

@@ -10,8 +10,8 @@ import pytest
 from conftest import assert_idle_balanced, chat, cold
 
 import sgnb
-from sgnb.events import EventLog
-from sgnb.models import ModelNotFoundError
+from sgnb.core.events import EventLog
+from sgnb.core.models import ModelNotFoundError
 from sgnb.runtimes.local.grammar import GrammarError
 
 PROMPT_TEXT = "What is the capital of France?"

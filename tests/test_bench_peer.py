@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from sgnb import bench, bench_peer, bench_workloads
+from sgnb.bench import peer as bench_peer
+from sgnb.bench import run as bench
+from sgnb.bench import workloads as bench_workloads
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,7 +26,7 @@ def _imports_of(module: str) -> set[str]:
     return set(json.loads(out.stdout))
 
 
-@pytest.mark.parametrize("module", ["sgnb.bench_workloads", "sgnb.peer_vllm"])
+@pytest.mark.parametrize("module", ["sgnb.bench.workloads", "sgnb.bench.peer_vllm"])
 def test_peer_side_modules_import_nothing_heavy(module: str) -> None:
     """The peer venv has neither sglang nor sgnb's dependencies: these must import with stdlib only."""
     loaded = _imports_of(module)
@@ -72,11 +74,11 @@ def test_peer_run_alternates_and_summarises(monkeypatch: pytest.MonkeyPatch, tmp
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").touch()
     monkeypatch.setattr(bench_peer, "PEER_VENV", venv)
-    monkeypatch.setattr("sgnb.models.resolve_model", lambda model: tmp_path)
+    monkeypatch.setattr("sgnb.core.models.resolve_model", lambda model: tmp_path)
     order: list[str] = []
 
     def fake(cmd: list[str], env: dict[str, str], log: Any, timeout: float) -> dict[str, Any]:
-        engine = "vllm" if "sgnb.peer_vllm" in cmd else "sgnb"
+        engine = "vllm" if "sgnb.bench.peer_vllm" in cmd else "sgnb"
         order.append(engine)
         assert env["VLLM_CPU_KVCACHE_SPACE"]
         slow = 1.0 if engine == "sgnb" else 10.0

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from sgnb import cli, gates
-from sgnb.serve.server import free_port
-from sgnb.version_check import SGLANG_PIN
+from sgnb import net
+from sgnb.core.version_check import SGLANG_PIN
+from sgnb.net import free_port
+from sgnb.tools import cli, gates
 
-SGNB = [sys.executable, "-m", "sgnb.cli"]
+SGNB = [sys.executable, "-m", "sgnb.cli"]  # the entry point the tutorials type
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -78,7 +79,7 @@ def test_wait_for_server_waits_for_a_late_server() -> None:
 
 def test_wait_for_server_keeps_waiting_on_503(health_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_Health, "status", 503)
-    ready, last = cli.wait_for_server(health_server, timeout=0.6, interval=0.2)
+    ready, last = net.wait_for_server(health_server, timeout=0.6, interval=0.2)
     assert not ready and last == "HTTP 503"
 
 
@@ -116,7 +117,7 @@ def test_wait_for_server_stops_when_the_server_it_waits_for_is_killed(tmp_path: 
 def test_wait_for_server_shows_the_exit_code_and_log_of_a_server_that_failed(tmp_path: Path) -> None:
     proc, url, log = start_serve(tmp_path, "--model", str(tmp_path / "no-such-model"))
     try:
-        ready, last = cli.wait_for_server(url, timeout=900, interval=0.2, process=proc, log=log)
+        ready, last = net.wait_for_server(url, timeout=900, interval=0.2, process=proc, log=log)
     finally:
         proc.kill()
         proc.wait()
@@ -128,7 +129,7 @@ def test_wait_for_server_shows_the_exit_code_and_log_of_a_server_that_failed(tmp
 def test_wait_for_server_pid_of_a_process_already_collected() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()  # reaped: its exit code is gone, the wait still stops
-    ready, last = cli.wait_for_server(f"http://127.0.0.1:{free_port()}", timeout=900, process=proc.pid)
+    ready, last = net.wait_for_server(f"http://127.0.0.1:{free_port()}", timeout=900, process=proc.pid)
     assert not ready and "exit code unknown" in last
 
 
@@ -143,7 +144,7 @@ def test_check_version_matches_the_pin() -> None:
 
 @pytest.mark.parametrize("found", ["0.5.16", None])
 def test_check_version_fails_off_pin(monkeypatch: pytest.MonkeyPatch, capsys: Any, found: str | None) -> None:
-    import sgnb.version_check as vc
+    import sgnb.core.version_check as vc
 
     monkeypatch.setattr(vc, "installed_sglang", lambda: found)
     assert cli.main(["check-version"]) == 1

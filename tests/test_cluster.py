@@ -45,7 +45,7 @@ def test_wait_tagged_returns_once_the_session_has_the_request() -> None:
     """
     from sglang.srt.disaggregation.kv_events import BlockStored
 
-    from sgnb.events import RequestFinished, block_hashes
+    from sgnb.core.events import RequestFinished, block_hashes
     from sgnb.scaleout.attribution import Attributor, BlockIndex
 
     published: list[tuple[str, int | None]] = []

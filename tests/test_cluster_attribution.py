@@ -11,7 +11,7 @@ import time
 
 from sglang.srt.disaggregation.kv_events import BlockRemoved, BlockStored
 
-from sgnb.events import RequestFinished, block_hashes
+from sgnb.core.events import RequestFinished, block_hashes
 from sgnb.scaleout.attribution import Attributor, BlockIndex
 
 

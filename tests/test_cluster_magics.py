@@ -12,9 +12,9 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from sgnb.scaleout.magic import current
+from sgnb.notebook.cluster_magic import current
+from sgnb.notebook.session import get_session
 from sgnb.scaleout.procs import pids_alive
-from sgnb.session import get_session
 
 pytestmark = pytest.mark.timeout(900)
 

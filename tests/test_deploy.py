@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from sgnb.deploy import dockerfile, entrypoint, write_files
-from sgnb.version_check import SGLANG_PIN
+from sgnb.core.version_check import SGLANG_PIN
+from sgnb.tools.deploy import dockerfile, entrypoint, write_files
 
 if TYPE_CHECKING:
     from dockerfile_parse import DockerfileParser

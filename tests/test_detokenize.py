@@ -19,7 +19,7 @@ from conftest import assert_idle_balanced, chat
 from sglang_oracle import Replay, sglang_texts
 
 import sgnb
-from sgnb.detokenize import find_printable_text, regex_max_len, trim_matched_stop
+from sgnb.core.detokenize import find_printable_text, regex_max_len, trim_matched_stop
 from sgnb.serve.app import create_app
 from sgnb.serve.server import ServerThread
 

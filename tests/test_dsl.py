@@ -16,7 +16,7 @@ from sglang.lang.choices import (
 )
 
 import sgnb
-from sgnb.backend import SgnbBackend
+from sgnb.runtimes.backend import SgnbBackend
 
 
 @pytest.fixture(scope="module")

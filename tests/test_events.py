@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from conftest import KVMirror, assert_idle_balanced, chat
 
-from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored, EventLog, RequestFinished, block_hashes
+from sgnb.core.events import (
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    EventLog,
+    RequestFinished,
+    block_hashes,
+)
 
 
 def fresh_ids(runtime: Any, text: str) -> list[int]:

@@ -17,7 +17,7 @@ import pytest
 from conftest import assert_idle_balanced, chat
 
 import sgnb
-from sgnb.events import EventLog, RequestFinished
+from sgnb.core.events import EventLog, RequestFinished
 from sgnb.serve.app import create_app
 from sgnb.serve.server import ServerThread
 
@@ -263,7 +263,7 @@ def test_allow_auto_truncate(rt: Any, http: httpx.Client, monkeypatch: pytest.Mo
 
 def test_cli_flag_reaches_the_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     import sgnb.serve.server as server_mod
-    from sgnb.cli import build_parser
+    from sgnb.tools.cli import build_parser
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(server_mod, "run_server", lambda model, **kw: seen.update(kw))

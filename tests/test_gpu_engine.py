@@ -191,7 +191,7 @@ class TestEngineRuntime:
         _save()
 
     def test_kv_events_mirror_prompts(self, engine: Any) -> None:
-        from sgnb.events import BlockStored
+        from sgnb.core.events import BlockStored
 
         time.sleep(1.0)  # events are published after the scheduler step
         stored = engine.log.of_type(BlockStored)
@@ -220,7 +220,7 @@ class TestEngineRuntime:
             "received": engine._subscriber.received,
         }
         try:
-            from sgnb.tree_mirror import TreeMirror
+            from sgnb.tree.mirror import TreeMirror
 
             mirror = TreeMirror(decode=engine.tokenizer)
             mirror.replay(engine.log.events[: RESULTS["events_before_bench"]])  # before the bench's flushes
@@ -253,7 +253,7 @@ def engine() -> Any:
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
-    from sgnb.events import EventLog
+    from sgnb.core.events import EventLog
     from sgnb.runtimes.engine import EngineRuntime
 
     free_before, _ = torch.cuda.mem_get_info()

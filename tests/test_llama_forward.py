@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from sgnb.models import resolve_model
+from sgnb.core.models import resolve_model
 from sgnb.runtimes.local.attention import SLOT_BUCKET, DecodePlan, ForwardBatch, Segment, attend
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel

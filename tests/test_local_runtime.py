@@ -19,7 +19,7 @@ from conftest import (
     shared_prefix_prompts,
 )
 
-from sgnb.events import BlockRemoved, BlockStored, EventLog, block_hashes
+from sgnb.core.events import BlockRemoved, BlockStored, EventLog, block_hashes
 
 MAX_NEW = 16
 # All 20 prompts compare cache on vs off. The eviction and paging runs, to stay short (a float32

@@ -1,4 +1,4 @@
-"""Logprobs on the local runtime, in SGLang's shapes and with SGLang's values (see sgnb/logprobs.py)."""
+"""Logprobs on the local runtime, in SGLang's shapes and with SGLang's values (see sgnb/core/logprobs.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import assert_idle_balanced, chat
 
-from sgnb.events import EventLog, RequestFinished
+from sgnb.core.events import EventLog, RequestFinished
 
 PROMPT = "What is the capital of France?"
 

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from sgnb.session import get_session
+from sgnb.notebook.session import get_session
 
 
 def ipython_shell() -> Any:
@@ -131,7 +131,7 @@ def test_show_live_views(ip: InteractiveShell, capsys: pytest.CaptureFixture[str
 
 
 def test_cache_panels_show_prompts_and_a_cells_panel_keeps_to_its_cell(ip: InteractiveShell) -> None:
-    from sgnb import views
+    from sgnb.notebook import views
 
     session = get_session()
     rt = session.require()
@@ -177,7 +177,7 @@ def test_interrupt_mid_generation_then_generate(ip: InteractiveShell) -> None:
 
 def test_trailing_comments_are_comments() -> None:
     """A ``# comment`` after a magic is a comment, as in Python and POSIX shells (``shlex``'s rule)."""
-    from sgnb.cells import strip_comment
+    from sgnb.notebook.cells import strip_comment
 
     assert strip_comment("start   # bundled SmolLM2-135M-Instruct; sglang.Engine") == "start"
     assert strip_comment("# all comment") == ""

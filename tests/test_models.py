@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from sgnb.models import CACHE_ENV, CONVERSION_FORMAT, MARKER, bundled_model_dir, normalize_tokenizer_files
+from sgnb.core.models import (
+    CACHE_ENV,
+    CONVERSION_FORMAT,
+    MARKER,
+    bundled_model_dir,
+    normalize_tokenizer_files,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tokenizer-transformers-5.12.1.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")

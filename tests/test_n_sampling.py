@@ -10,10 +10,10 @@ import httpx
 import pytest
 from conftest import assert_idle_balanced, chat
 
-from sgnb.events import EventLog, RequestFinished
+from sgnb.core.events import EventLog, RequestFinished
 from sgnb.serve.app import create_app
 from sgnb.serve.server import ServerThread
-from sgnb.tree_mirror import TreeMirror
+from sgnb.tree.mirror import TreeMirror
 
 POEM = "Write a short poem about the sea."
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import assert_idle_balanced, chat, cold
 
-from sgnb.params import SamplingParams
+from sgnb.core.params import SamplingParams
 
 # ---- SamplingParams.from_dict ---------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent, block_hashes
+from sgnb.core.events import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent, block_hashes
 from sgnb.runtimes.local.radix_cache import RadixCache, TreeNode
 
 # ---- helpers -----------------------------------------------------------------------------

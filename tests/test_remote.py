@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from sgnb.events import BlockStored, EventLog, RequestFinished
-from sgnb.runtimes.kv_subscriber import free_port
+from sgnb.core.events import BlockStored, EventLog, RequestFinished
+from sgnb.net import free_port
+from sgnb.notebook.session import get_session
 from sgnb.runtimes.remote import RemoteRuntime, wait_for_server
 from sgnb.runtimes.remote.runtime import ServerNotReadyError
 from sgnb.serve.server import ServerProcess
-from sgnb.session import get_session
 
 API_KEY = "sekrit"
 

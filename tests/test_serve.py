@@ -17,10 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 import sgnb
-from sgnb.chat_template import register
-from sgnb.events import EventLog, RequestFinished
+from sgnb.core.chat_template import register
+from sgnb.core.events import EventLog, RequestFinished
+from sgnb.net import free_port
 from sgnb.serve.app import create_app
-from sgnb.serve.server import ServerProcess, ServerThread, free_port
+from sgnb.serve.server import ServerProcess, ServerThread
 
 PROMPT = "The capital of France is"
 SCHEMA = {
@@ -483,7 +484,7 @@ def test_killed_server_gives_a_clear_error_and_a_restart_serves(tmp_path: Any) -
 
 
 def test_serve_overhead_is_measurable(rt: Any) -> None:
-    from sgnb.serve.bench import measure_serve_overhead
+    from sgnb.bench.serve_overhead import measure_serve_overhead
 
     overhead = measure_serve_overhead(runtime=rt, batch=4, max_new_tokens=8, rounds=1)
     assert isinstance(overhead, float) and -0.9 < overhead < 5.0

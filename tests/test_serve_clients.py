@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from sgnb.chat_template import register
+from sgnb.core.chat_template import register
 from sgnb.serve.server import ServerProcess
 
 
@@ -34,7 +34,7 @@ def server(tmp_path_factory: Any) -> Any:
 def test_runtime_endpoint_runs_an_sgl_program(server: Any) -> None:
     import sglang as sgl
 
-    register()  # SmolLM2's ChatML template for sglang.lang (see sgnb.chat_template)
+    register()  # SmolLM2's ChatML template for sglang.lang (see sgnb.core.chat_template)
     backend = sgl.RuntimeEndpoint(server.url)
     assert backend.get_chat_template().name == "smollm2"
     sgl.set_default_backend(backend)

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from sgnb.events import BlockStored, EventHub, EventLog
+from sgnb.core.events import BlockStored, EventHub, EventLog
 from sgnb.runtimes.kv_subscriber import coalesce, convert, decode_payload
-from sgnb.tree_mirror import TreeMirror
+from sgnb.tree.mirror import TreeMirror
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sglang_kv_events.msgpack.jsonl"
 # The repeated prompt of test_gpu_engine.test_repeated_prompt_hits_cache.
@@ -81,6 +81,6 @@ def test_hub_delivers_converted_events() -> None:
 def tokenizer() -> Any:
     from transformers import AutoTokenizer
 
-    from sgnb.models import resolve_model
+    from sgnb.core.models import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("bundled"))

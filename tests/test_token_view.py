@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from conftest import assert_idle_balanced, chat
 
-from sgnb.events import EventLog, RequestFinished, TokenStep
-from sgnb.token_trace import GrammarReplay
+from sgnb.core.events import EventLog, RequestFinished, TokenStep
+from sgnb.core.token_trace import GrammarReplay
 from sgnb.widgets import TokenView
 from sgnb.widgets._static import MARK, WIDGET_VIEW
 
@@ -221,7 +221,7 @@ def ip_on_rt(rt: Any) -> Iterator[Any]:
     """IPython's test shell with sgnb loaded and the session on the shared runtime (not stopped after)."""
     from IPython.testing.globalipapp import get_ipython, start_ipython
 
-    from sgnb.session import _clear_default_backend, get_session
+    from sgnb.notebook.session import _clear_default_backend, get_session
 
     shell = start_ipython() or get_ipython()
     shell.run_line_magic("load_ext", "sgnb")

@@ -1,4 +1,4 @@
-"""TreeMirror rebuilds the radix tree from KV events alone (sgnb/tree_mirror.py).
+"""TreeMirror rebuilds the radix tree from KV events alone (sgnb/tree/mirror.py).
 
 The oracle is always the real tree: sgnb's RadixCache (driven directly, and inside a running
 LocalRuntime) and SGLang's own RadixCache with its KV-event recorder on.
@@ -14,9 +14,16 @@ from typing import Any
 import pytest
 import torch
 
-from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored, EventHub, RequestFinished, block_hashes
+from sgnb.core.events import (
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    EventHub,
+    RequestFinished,
+    block_hashes,
+)
 from sgnb.runtimes.local.radix_cache import RadixCache
-from sgnb.tree_mirror import TreeMirror
+from sgnb.tree.mirror import TreeMirror
 
 
 class Clock:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from sgnb.events import EventHub, RequestFinished
+from sgnb.core.events import EventHub, RequestFinished
 from sgnb.runtimes.local.radix_cache import RadixCache
-from sgnb.tree_mirror import TreeMirror
+from sgnb.tree.mirror import TreeMirror
 from sgnb.widgets import CachePanel, ConstrainedView, ProgramView, RadixTreeWidget, static_snapshots, sync_all
 from sgnb.widgets._layout import MIN_OPEN, layout, parse_expansion, short_text
 from sgnb.widgets._static import WIDGET_VIEW
@@ -223,8 +223,8 @@ def test_cache_panel_counts_stopped_requests_and_offers_stop_while_following(rt:
         args=("Tell me a long story.",),
         kwargs={"max_new_tokens": 400, "ignore_eos": True},
     )
-    from sgnb.events import EventLog, TokenStep
-    from sgnb.token_trace import tracing
+    from sgnb.core.events import EventLog, TokenStep
+    from sgnb.core.token_trace import tracing
 
     log = EventLog(rt.hub)
     with tracing(rt):  # TokenStep events say when tokens came
@@ -295,7 +295,7 @@ def grammar_rt() -> Any:
 
     from transformers import AutoTokenizer
 
-    from sgnb.models import resolve_model
+    from sgnb.core.models import resolve_model
     from sgnb.runtimes.local.grammar import GrammarCompiler
 
     tok = AutoTokenizer.from_pretrained(resolve_model("bundled"))
@@ -349,7 +349,7 @@ def test_constrained_view_paints_each_token_while_the_request_runs(rt: Any) -> N
     counterpart of SGLang's ``SamplingBatchInfo.apply_logits_bias_with_observer``), each step's allowed
     count is xgrammar's at that step, and when the request ends the grammar replay takes over and
     agrees with what was painted live."""
-    from sgnb.token_trace import tracing
+    from sgnb.core.token_trace import tracing
 
     view = ConstrainedView.follow(rt)
     assert view.info["state"] == "waiting" and "waiting" in repr(view) and view.stoppable
@@ -473,7 +473,7 @@ def test_program_state_marks_a_variable_where_it_was_generated() -> None:
     """
     from types import SimpleNamespace
 
-    from sgnb.views import ProgramStateView
+    from sgnb.notebook.views import ProgramStateView
 
     question = "Is this review positive or negative?"
     executor = SimpleNamespace(
@@ -540,7 +540,7 @@ def test_program_state_streams_the_whole_answer_and_its_speed() -> None:
     appends the message): the view shows the growing text whole, then SGLang's meta_info figures."""
     from types import SimpleNamespace
 
-    from sgnb.views import ProgramStateView
+    from sgnb.notebook.views import ProgramStateView
 
     answer = "Paris is the capital of France, and it has been for a very long time, " * 3
     executor = SimpleNamespace(

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from sgnb.events import EventHub
+from sgnb.core.events import EventHub
 
 
 @runtime_checkable

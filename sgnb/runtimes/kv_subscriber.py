@@ -7,7 +7,6 @@ msgpack ``KVEventBatch``. A subscriber that connects late misses what came befor
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -15,14 +14,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored, EventHub, KVEvent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from sgnb.core.events import AllBlocksCleared, BlockRemoved, BlockStored, EventHub, KVEvent
 
 # Positional field order of SGLang's tagged-array events (sglang <= 0.5.17 encodes events as
 # ``["BlockStored", block_hashes, parent_block_hash, token_ids, block_size, ...]``; later releases

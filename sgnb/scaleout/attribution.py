@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sgnb.events import RequestFinished
+from sgnb.core.events import RequestFinished
 
 ROOT = None
 SETTLE_S = 0.05  # after the first worker's evidence, wait this long for a second one

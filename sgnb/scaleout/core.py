@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from sgnb.events import EventHub, RequestFinished
+from sgnb.core.events import EventHub, RequestFinished
 from sgnb.scaleout.attribution import Attributor, BlockIndex
 from sgnb.scaleout.procs import (
     HOST,
@@ -90,7 +90,7 @@ class Cluster:
 
     ``url`` is the router's; ``workers`` is a fresh list of :class:`WorkerInfo`; ``runtime``
     connects (once) a remote runtime through the router whose finished requests are tagged with
-    their worker; ``mirrors[i]`` is worker i's radix tree (:class:`sgnb.tree_mirror.TreeMirror`)
+    their worker; ``mirrors[i]`` is worker i's radix tree (:class:`sgnb.tree.mirror.TreeMirror`)
     rebuilt from its KV events; ``stop()`` ends every process it started and checks by PID.
     """
 
@@ -108,7 +108,7 @@ class Cluster:
         timeout: float = 300.0,
         log_dir: str | None = None,
     ) -> None:
-        from sgnb.session import choose_runtime
+        from sgnb.runtimes.factory import choose_runtime
 
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -183,7 +183,7 @@ class Cluster:
     def _subscribe(self) -> None:
         from sgnb.runtimes.kv_subscriber import KVEventSubscriber
         from sgnb.scaleout.union import UnionStream
-        from sgnb.tree_mirror import TreeMirror
+        from sgnb.tree.mirror import TreeMirror
 
         tokenizer = self._tokenizer()
         union = UnionStream(self.n, self._to_session)

@@ -15,14 +15,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from sgnb.serve.server import free_port
+from sgnb.net import free_port, wait_for_server
 
 HOST = "127.0.0.1"
 POLICIES = ("cache_aware", "round_robin", "power_of_two", "random", "manual")
@@ -59,14 +56,25 @@ def worker_command(
     """
     events = kv_events_config(events_port)
     if kind == "engine":
-        from sgnb.models import BUNDLED, bundled_model_dir
+        from sgnb.core.models import BUNDLED, bundled_model_dir
 
         path = str(bundled_model_dir()) if model == BUNDLED else model  # SGLang knows no "bundled"
         cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", path]
         cmd += ["--host", HOST, "--port", str(port), "--base-gpu-id", str(index), "--enable-metrics"]
         cmd += ["--kv-events-config", events, *args]
         return cmd, {}
-    cmd = [sys.executable, "-m", "sgnb.cli", "serve", "--model", model, "--host", HOST, "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sgnb.tools.cli",
+        "serve",
+        "--model",
+        model,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
     cmd += ["--kv-events-config", events, "--log-level", "warning", *args]
     return cmd, {}
 
@@ -120,17 +128,15 @@ class Proc:
         except OSError:
             return ""
 
-    def wait_healthy(self, timeout: float, path: str = "/health") -> None:
-        """Poll ``path`` until 200; RuntimeError (with the log's tail) if it exits or times out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                code = None if self.popen is None else self.popen.returncode
-                raise RuntimeError(f"{self.name} exited with {code}:\n{self.log_tail()}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            time.sleep(0.25)
+    def wait_healthy(self, timeout: float) -> None:
+        """Poll ``/health`` until 200 (:func:`sgnb.net.wait_for_server`); RuntimeError with the log's
+        tail if the process exits or the time runs out."""
+        ready, _ = wait_for_server(self.url, timeout, interval=0.25, process=self.popen)
+        if ready:
+            return
+        if not self.alive():
+            code = None if self.popen is None else self.popen.returncode
+            raise RuntimeError(f"{self.name} exited with {code}:\n{self.log_tail()}")
         raise RuntimeError(
             f"{self.name} ({self.url}) was not healthy after {timeout:g} s:\n{self.log_tail()}"
         )

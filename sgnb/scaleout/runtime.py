@@ -8,7 +8,7 @@ SGLang's HTTP API), with two differences:
   cache panel can say which worker ran what;
 - its hub also carries the union of the workers' KV events (:mod:`sgnb.scaleout.union`), so the
   session's tree (``%sglang tree``) is the whole cluster's cache;
-- its DSL backend is sgnb's :class:`~sgnb.backend.SgnbBackend` over this runtime (SGLang's
+- its DSL backend is sgnb's :class:`~sgnb.runtimes.backend.SgnbBackend` over this runtime (SGLang's
   ``RuntimeEndpoint`` semantics), so DSL programs' requests (``gen``, streamed or not, and
   ``select``'s scoring) pass through this runtime and are tagged too.
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from sgnb.events import finished_from_result
+from sgnb.core.events import finished_from_result
 from sgnb.runtimes.remote import RemoteRuntime
 
 
@@ -36,7 +36,7 @@ class ClusterRuntime(RemoteRuntime):
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            from sgnb.backend import SgnbBackend
+            from sgnb.runtimes.backend import SgnbBackend
 
             self._backend = SgnbBackend(self)
         return self._backend

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sgnb.events import BlockRemoved
+from sgnb.core.events import BlockRemoved
 
 
 class UnionStream:

@@ -13,13 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sgnb.serve.app import ServeConfig, create_app
+    from sgnb.serve.app import create_app
+    from sgnb.serve.context import ServeConfig
     from sgnb.serve.server import ServerThread, run_server
 
 __all__ = ["ServeConfig", "ServerThread", "create_app", "run_server"]
 
 _WHERE = {
-    "ServeConfig": "sgnb.serve.app",
+    "ServeConfig": "sgnb.serve.context",
     "create_app": "sgnb.serve.app",
     "ServerThread": "sgnb.serve.server",
     "run_server": "sgnb.serve.server",

@@ -7,7 +7,7 @@ aborts the request at the scheduler's next step. A non-streaming request runs un
 (the client's, or a fresh one), so ``/abort_request`` and a client disconnect abort it too, as
 SGLang's ``TokenizerManager`` does (``abort_request``, ``_wait_one_response``).
 
-The text the runtime returns is already SGLang's (``sgnb.detokenize``): the matched stop trimmed,
+The text the runtime returns is already SGLang's (``sgnb.core.detokenize``): the matched stop trimmed,
 streams held back while they end in an incomplete character or part of a stop string.
 """
 
@@ -55,7 +55,7 @@ class Engine:
 
     @staticmethod
     def logprob_kwargs(item: Item) -> dict[str, Any]:
-        """The item's request-level logprob fields for ``rt.generate`` (see ``sgnb.logprobs``); none unless asked."""
+        """The item's request-level logprob fields for ``rt.generate`` (see ``sgnb.core.logprobs``); none unless asked."""
         if not item.return_logprob:
             return {}
         return {

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored
+from sgnb.core.events import AllBlocksCleared, BlockRemoved, BlockStored
 
 logger = logging.getLogger(__name__)
 _STOP = object()

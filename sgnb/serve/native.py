@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from sgnb.serve.app import ServeContext, ctx_of, dumps, json_response, read_json, vocab_size
+from sgnb.serve.context import ServeContext, ctx_of, dumps, json_response, read_json, vocab_size
 from sgnb.serve.engine import fan_out, flatten
 from sgnb.serve.metrics import CONTENT_TYPE
 from sgnb.serve.schemas import BadRequest, Item, parse_generate
@@ -66,7 +66,7 @@ async def _sse_generate(
     ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None]
 ) -> AsyncIterator[bytes]:
     try:
-        async for chunk in chunks:  # text already held back as SGLang's stream (sgnb.detokenize)
+        async for chunk in chunks:  # text already held back as SGLang's stream (sgnb.core.detokenize)
             final = chunk["meta_info"].get("finish_reason") is not None
             yield sse(chunk)
             if final and item.log_metrics:
@@ -166,8 +166,7 @@ def server_args(ctx: ServeContext) -> dict[str, Any]:
 @router.get("/get_server_info")
 @router.get("/server_info")
 async def server_info(request: Request) -> Response:
-    from sgnb import __version__
-    from sgnb.version_check import SGLANG_PIN, installed_sglang
+    from sgnb.core.version_check import SGLANG_PIN, SGNB_VERSION, installed_sglang
 
     ctx = ctx_of(request)
     state = await ctx.engine.call(ctx.runtime.cache_state)
@@ -180,7 +179,7 @@ async def server_info(request: Request) -> Response:
             "version": installed_sglang() or SGLANG_PIN,
             "frontend": "sgnb",
             "runtime": getattr(ctx.runtime, "kind", "local"),
-            "sgnb_version": __version__,
+            "sgnb_version": SGNB_VERSION,
         }
     )
 

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from sgnb.serve.accept import Unsupported
-from sgnb.serve.app import ServeContext, ctx_of, json_response, read_json, vocab_size
+from sgnb.serve.context import ServeContext, ctx_of, json_response, read_json, vocab_size
 from sgnb.serve.engine import fan_out, flatten
 from sgnb.serve.native import DONE, sse, stream_error
 from sgnb.serve.openai_logprobs import chat_logprobs, completion_logprobs
@@ -216,7 +216,7 @@ async def _sse_chat(
                 if seen.get(index, 0) < total:
                     logprobs = _chat_logprobs(ctx, meta, seen.get(index, 0), total)
                 seen[index] = total
-            text = chunk["text"]  # already held back as SGLang's stream (sgnb.detokenize)
+            text = chunk["text"]  # already held back as SGLang's stream (sgnb.core.detokenize)
             if len(text) > len(sent[index]) and text.startswith(sent[index]):
                 yield event(index, {"content": text[len(sent[index]) :]}, logprobs=logprobs)
                 sent[index] = text
@@ -372,7 +372,7 @@ async def _sse_completion(
             index = int(chunk.get("index", 0))
             meta = chunk["meta_info"]
             final = meta.get("finish_reason") is not None
-            text = chunk["text"]  # already held back as SGLang's stream (sgnb.detokenize)
+            text = chunk["text"]  # already held back as SGLang's stream (sgnb.core.detokenize)
             before = sent.get(index, "")
             piece = text[len(before) :] if text.startswith(before) else ""
             logprobs = None

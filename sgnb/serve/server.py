@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from typing import Any
 
 import uvicorn
 
-from sgnb.serve.app import ServeConfig, create_app
+from sgnb.net import free_port, wait_for_server
+from sgnb.serve.app import create_app
+from sgnb.serve.context import ServeConfig
 
 logger = logging.getLogger("sgnb.serve")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> uvicorn.Config:
@@ -47,14 +42,14 @@ def run_server(
     runtime_options: dict[str, Any] | None = None,
 ) -> None:
     """Load ``model`` in the local runtime and serve it until interrupted (what ``sgnb serve`` runs)."""
-    import sgnb
+    from sgnb.runtimes.factory import start_runtime
     from sgnb.serve.kv_events import parse_config
 
     parse_config(kv_events_config)  # fail on a bad config before the model loads
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logger.warning("serving on %s without --api-key: anyone who can reach this port can use it", host)
     started = time.perf_counter()
-    runtime = sgnb.start(model, **(runtime_options or {}))
+    runtime = start_runtime(model, **(runtime_options or {}))
     config = ServeConfig(
         api_key=api_key,
         kv_events_config=kv_events_config,
@@ -105,7 +100,7 @@ class ServerThread:
 
 
 class ServerProcess:
-    """``sgnb serve`` in a child process (``python -m sgnb.cli serve ...``), for tests and notebooks."""
+    """``sgnb serve`` in a child process (``python -m sgnb.tools.cli serve ...``), for tests and notebooks."""
 
     def __init__(self, *args: str, port: int | None = None, host: str = "127.0.0.1", log: Any = None) -> None:
         self.host = host
@@ -122,12 +117,10 @@ class ServerProcess:
         import subprocess
         import sys
 
-        from sgnb.cli import wait_for_server
-
         cmd = [
             sys.executable,
             "-m",
-            "sgnb.cli",
+            "sgnb.tools.cli",
             "serve",
             "--host",
             self.host,
@@ -137,15 +130,11 @@ class ServerProcess:
         ]
         out = self.log if self.log is not None else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"`{' '.join(cmd)}` exited with {self.proc.returncode}")
-            ready, _ = wait_for_server(self.url, timeout=1.0, interval=0.25)
-            if ready:
-                return self
+        ready, last = wait_for_server(self.url, timeout, interval=0.25, process=self.proc)
+        if ready:
+            return self
         self.stop()
-        raise RuntimeError(f"{self.url} did not become healthy within {timeout:g} s")
+        raise RuntimeError(f"`{' '.join(cmd)}` did not become healthy within {timeout:g} s: {last}")
 
     def kill(self) -> None:
         """SIGKILL: the server dies mid-whatever, as a crashed machine would."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from sgnb.tree_mirror import MirrorNode, TreeSnapshot
+from sgnb.tree.mirror import MirrorNode, TreeSnapshot
 
 MIN_OPEN = 50  # rows an explicitly opened node may show even when the budget is spent
 ROOT = ""

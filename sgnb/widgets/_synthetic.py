@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from sgnb.events import BlockStored, block_hashes
+from sgnb.core.events import BlockStored, block_hashes
 
 
 def synthetic_events(n_nodes: int, *, seed: int = 0, deepen: float = 0.45) -> list[Any]:

@@ -13,7 +13,7 @@ Live, while a constrained generation runs (``%%sglang --show constrained``):
     view = ConstrainedView.follow(rt); view     # then generate with a regex / json_schema / ebnf
 
 paints each token as it is sampled, from the ``TokenStep`` events of a traced request (sgnb's local
-runtime under ``sgnb.token_trace.tracing``: the allowed count is xgrammar's, read where the mask is
+runtime under ``sgnb.core.token_trace.tracing``: the allowed count is xgrammar's, read where the mask is
 applied, as in SGLang's ``SamplingBatchInfo.apply_logits_bias_with_observer``), then replays the
 grammar over the whole output when the request finishes (the allowed options, the check). Where no
 steps come (sglang.Engine, a server), it paints at the end. While it follows a request it carries the
@@ -152,7 +152,7 @@ class ConstrainedView(SgnbWidget):
         """A view that paints the next constrained request of ``runtime`` token by token.
 
         Tokens arrive as ``TokenStep`` events (traced requests of sgnb's local runtime; see
-        ``sgnb.token_trace.tracing``); when the request finishes the grammar is replayed over its
+        ``sgnb.core.token_trace.tracing``); when the request finishes the grammar is replayed over its
         output for the allowed options and the independent check. ``stop_following()`` ends it.
         """
         view = cls(None, runtime)

@@ -12,7 +12,7 @@ a chip for its probability, rank, top-k and, on constrained steps, the model's o
 choices the grammar masked out. ``set_choices`` adds a ``select``'s normalised logprobs.
 
 Where the numbers come from: on the local runtime, the scheduler's trace hook
-(:mod:`sgnb.token_trace`, published as ``TokenStep`` events); on sglang.Engine and a server, SGLang's
+(:mod:`sgnb.core.token_trace`, published as ``TokenStep`` events); on sglang.Engine and a server, SGLang's
 ``meta_info`` (``output_token_logprobs``, ``output_top_logprobs``, ``cached_tokens``), the grammar
 replayed over the output for the allowed counts, and chunk arrival times for latency. Only the local
 runtime can show the unconstrained top-k: SGLang returns the logprobs of the masked distribution.
@@ -29,8 +29,8 @@ from typing import Any
 
 import traitlets as t
 
-from sgnb.events import RequestFinished, TokenStep
-from sgnb.token_trace import TRACE_TOP_K, GrammarReplay, tracing
+from sgnb.core.events import RequestFinished, TokenStep
+from sgnb.core.token_trace import TRACE_TOP_K, GrammarReplay, tracing
 from sgnb.widgets._base import SgnbWidget
 from sgnb.widgets._token_rows import KINDS, Row, render_static, row_view
 from sgnb.widgets.program import choice_rows
@@ -318,7 +318,7 @@ class TokenView(SgnbWidget):
 
 
 def _constraint(sampling: dict[str, Any]) -> tuple[str | None, str | None]:
-    from sgnb.events import constraint_of
+    from sgnb.core.events import constraint_of
 
     return constraint_of(dict(sampling.get("sampling_params") or {}) | sampling)
 

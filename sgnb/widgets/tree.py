@@ -21,7 +21,7 @@ from typing import Any
 
 import traitlets as t
 
-from sgnb.tree_mirror import TreeMirror, TreeSnapshot
+from sgnb.tree.mirror import TreeMirror, TreeSnapshot
 from sgnb.widgets._base import SgnbWidget
 from sgnb.widgets._layout import age_label, expand_guide, layout, parse_expansion, short_text
 

@@ -18,14 +18,15 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sgnb.backend import SgnbBackend
-from sgnb.events import EventHub, finished_from_result
-from sgnb.logprobs import LOGPROB_FIELDS
-from sgnb.models import resolve_model
-from sgnb.params import SamplingParams
+from sgnb.core.events import EventHub, finished_from_result
+from sgnb.core.logprobs import LOGPROB_FIELDS
+from sgnb.core.models import resolve_model
+from sgnb.core.params import SamplingParams
+from sgnb.core.version_check import installed_sglang
+from sgnb.net import free_port
+from sgnb.runtimes.backend import SgnbBackend
 from sgnb.runtimes.engine.start import EngineStartError, start_on_loop
-from sgnb.runtimes.kv_subscriber import KVEventSubscriber, free_port
-from sgnb.version_check import installed_sglang
+from sgnb.runtimes.kv_subscriber import KVEventSubscriber
 
 T = TypeVar("T")
 __all__ = ["ENGINE_DEFAULTS", "EngineRuntime", "EngineStartError"]
@@ -143,7 +144,7 @@ class EngineRuntime:
     ) -> Any:
         self._check_running()
         raw = {**(sampling_params or {}), **kwargs}
-        # Request-level fields of SGLang's GenerateReqInput (sgnb.logprobs), not sampling parameters.
+        # Request-level fields of SGLang's GenerateReqInput (sgnb.core.logprobs), not sampling parameters.
         logprob = {k: raw.pop(k) for k in LOGPROB_FIELDS if k in raw}
         # The local runtime's one-line ValueErrors for the parameters both know; the Engine
         # judges the rest (it has more, e.g. logit_bias).

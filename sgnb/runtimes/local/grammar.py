@@ -60,7 +60,7 @@ class Grammar:
         self.fill()
         xgr.apply_token_bitmask_inplace(logits.view(1, -1), self.bitmask)
 
-    # The token view's questions about the last filled mask (sgnb.token_trace); not on the decode path.
+    # The token view's questions about the last filled mask (sgnb.core.token_trace); not on the decode path.
 
     def allowed_count(self) -> int:
         """How many tokens of the vocabulary the last filled bitmask allows."""

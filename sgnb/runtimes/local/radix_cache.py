@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from sgnb.events import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent, block_hashes
+from sgnb.core.events import AllBlocksCleared, BlockRemoved, BlockStored, KVEvent, block_hashes
 
 _clock = itertools.count()  # a logical clock: monotonic, and never ties (time.monotonic can)
 _node_ids = itertools.count()

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from sgnb.detokenize import IncrementalDetokenizer, StopChecker
-from sgnb.logprobs import LogprobTrack
-from sgnb.params import SamplingParams
+from sgnb.core.detokenize import IncrementalDetokenizer, StopChecker
+from sgnb.core.logprobs import LogprobTrack
+from sgnb.core.params import SamplingParams
+from sgnb.core.token_trace import TokenTrace
 from sgnb.runtimes.local.grammar import Grammar
 from sgnb.runtimes.local.radix_cache import TreeNode
-from sgnb.token_trace import TokenTrace
 
 _seq = itertools.count()
 
@@ -32,7 +32,7 @@ class Request:
     logprob_start: int | None = None
     stream: queue.Queue[dict[str, Any] | None] | None = None
     rid: str = field(default_factory=lambda: uuid.uuid4().hex)
-    # return_logprob requests (sgnb.logprobs): what they asked for and what has been computed so far.
+    # return_logprob requests (sgnb.core.logprobs): what they asked for and what has been computed so far.
     logprobs: LogprobTrack | None = None
     input_logprob_start: int = 0  # resolved logprob_start_len; len(input_ids) means no prompt entries
     token_text: Callable[[int], str] = str  # a token's text, for return_text_in_logprobs

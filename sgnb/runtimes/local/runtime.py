@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import torch
 
-from sgnb.detokenize import IncrementalDetokenizer, StopChecker
-from sgnb.events import EventHub, RequestFinished
-from sgnb.logprobs import LogprobOptions, LogprobTrack
-from sgnb.models import resolve_model
-from sgnb.params import SamplingParams
+from sgnb.core.detokenize import IncrementalDetokenizer, StopChecker
+from sgnb.core.events import EventHub, RequestFinished
+from sgnb.core.logprobs import LogprobOptions, LogprobTrack
+from sgnb.core.models import resolve_model
+from sgnb.core.params import SamplingParams
+from sgnb.core.token_trace import TRACE_TOP_K, TokenTrace
+from sgnb.core.version_check import installed_sglang
 from sgnb.runtimes.local.grammar import GrammarCompiler
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel, parse_dtype
@@ -23,11 +25,9 @@ from sgnb.runtimes.local.parallel import generate_n, parallel_n
 from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.runtimes.local.request import Request
 from sgnb.runtimes.local.scheduler import Scheduler
-from sgnb.token_trace import TRACE_TOP_K, TokenTrace
-from sgnb.version_check import installed_sglang
 
 if TYPE_CHECKING:
-    from sgnb.backend import SgnbBackend
+    from sgnb.runtimes.backend import SgnbBackend
 
 DEFAULT_MAX_TOTAL_TOKENS = 16384
 
@@ -92,7 +92,7 @@ class LocalRuntime:
             "allow_auto_truncate": self.allow_auto_truncate,
         }
         self._token_texts: dict[int, str] = {}
-        self.trace_top_k = 0  # > 0: trace every request (sgnb.token_trace.tracing, the token view)
+        self.trace_top_k = 0  # > 0: trace every request (sgnb.core.token_trace.tracing, the token view)
         self._stopped = False
         self._backend: SgnbBackend | None = None
         self._rids: dict[str, Request] = {}  # the requests submitted by rid, for duplicate checks
@@ -151,7 +151,7 @@ class LocalRuntime:
             req.input_logprob_start = logprobs.resolve_start(len(ids))
             req.logprobs = LogprobTrack(logprobs)
             req.token_text = self.token_text
-        if logprobs.return_logprob or self.trace_top_k:  # sgnb.token_trace: only when asked
+        if logprobs.return_logprob or self.trace_top_k:  # sgnb.core.token_trace: only when asked
             req.trace = TokenTrace(logprobs.top_logprobs_num or self.trace_top_k or TRACE_TOP_K)
         if rid is not None:
             req.rid = rid
@@ -250,7 +250,7 @@ class LocalRuntime:
         ``return_text_in_logprobs``; ``meta_info`` then holds ``input_token_logprobs``,
         ``output_token_logprobs`` (``(logprob, token_id, text | None)`` tuples),
         ``output_token_logprobs_length`` and, when asked, ``*_top_logprobs`` / ``*_token_ids_logprobs``
-        (see :mod:`sgnb.logprobs`). They are computed only for requests that ask.
+        (see :mod:`sgnb.core.logprobs`). They are computed only for requests that ask.
         With ``stream=True`` returns an iterator of chunks, each holding the text so far (held
         back while it ends in an incomplete character or part of a stop string, as SGLang's
         stream). ``rid`` names the request for :meth:`abort`. The text is SGLang's: the matched
@@ -372,7 +372,7 @@ class LocalRuntime:
     def backend(self) -> SgnbBackend:
         """This runtime as an sglang frontend backend: ``sgl.set_default_backend(rt.backend)``."""
         if self._backend is None:
-            from sgnb.backend import SgnbBackend  # imports sglang: 5-10 s, only when the DSL is used
+            from sgnb.runtimes.backend import SgnbBackend  # imports sglang: 5-10 s, only when the DSL is used
 
             self._backend = SgnbBackend(self)
         return self._backend

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from sgnb.logprobs import LogprobRows
-from sgnb.params import SamplingParams
+from sgnb.core.logprobs import LogprobRows
+from sgnb.core.params import SamplingParams
 
 
 def apply_penalties(logits: torch.Tensor, params: SamplingParams, output_ids: list[int]) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from sgnb.detokenize import abort_reason
-from sgnb.events import RequestFinished
+from sgnb.core.detokenize import abort_reason
+from sgnb.core.events import RequestFinished
 from sgnb.runtimes.local.attention import ForwardBatch, Segment
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel
@@ -357,7 +357,7 @@ class Scheduler:
         """Add ``token`` to ``req``; return a finish reason when the request is done.
 
         The checks and their order are SGLang's ``Req.update_finish_state`` (see
-        :meth:`sgnb.detokenize.StopChecker.finish_reason_after`); grammar termination comes last.
+        :meth:`sgnb.core.detokenize.StopChecker.finish_reason_after`); grammar termination comes last.
         """
         if req.first_token_at is None:
             req.first_token_at = time.perf_counter()

@@ -14,8 +14,9 @@ from typing import Any
 
 import requests
 
-from sgnb.events import EventHub, finished_from_result
-from sgnb.logprobs import LOGPROB_FIELDS
+from sgnb import net
+from sgnb.core.events import EventHub, finished_from_result
+from sgnb.core.logprobs import LOGPROB_FIELDS
 from sgnb.runtimes.kv_subscriber import KVEventSubscriber
 
 
@@ -30,20 +31,12 @@ def _headers(api_key: str | None) -> dict[str, str]:
 def wait_for_server(
     url: str, timeout: float = 60.0, api_key: str | None = None, interval: float = 0.5
 ) -> float:
-    """Poll ``/health`` until it answers 200; return the seconds waited, or raise after ``timeout``."""
+    """Poll ``/health`` (:func:`sgnb.net.wait_for_server`); the seconds waited, or ``ServerNotReadyError``."""
     started = time.monotonic()
-    last = "no answer"
-    while True:
-        try:
-            res = requests.get(url.rstrip("/") + "/health", headers=_headers(api_key), timeout=5)
-            if res.status_code == 200:
-                return time.monotonic() - started
-            last = f"HTTP {res.status_code}"
-        except requests.RequestException as exc:
-            last = type(exc).__name__
-        if time.monotonic() - started + interval > timeout:
-            raise ServerNotReadyError(f"{url} was not ready after {timeout:g} s ({last})")
-        time.sleep(interval)
+    ready, last = net.wait_for_server(url, timeout, api_key, interval)
+    if not ready:
+        raise ServerNotReadyError(f"{url} was not ready after {timeout:g} s ({last})")
+    return time.monotonic() - started
 
 
 class RemoteRuntime:
@@ -121,7 +114,7 @@ class RemoteRuntime:
         if self._backend is None:
             from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
 
-            from sgnb.chat_template import register
+            from sgnb.core.chat_template import register
 
             register()  # SGLang's template matchers do not know SmolLM2 (the bundled model)
             self._backend = RuntimeEndpoint(self.url, api_key=self.api_key)
@@ -141,7 +134,7 @@ class RemoteRuntime:
         if (prompt is None) == (input_ids is None):
             raise ValueError("pass exactly one of prompt (text) or input_ids")
         params = {**(sampling_params or {}), **kwargs}
-        # Request-level fields of SGLang's GenerateReqInput (sgnb.logprobs), not sampling parameters.
+        # Request-level fields of SGLang's GenerateReqInput (sgnb.core.logprobs), not sampling parameters.
         logprob = {k: params.pop(k) for k in LOGPROB_FIELDS if k in params}
         body: dict[str, Any] = {"sampling_params": params, "stream": stream, **logprob}
         body["text" if prompt is not None else "input_ids"] = prompt if prompt is not None else input_ids

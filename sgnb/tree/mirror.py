@@ -16,8 +16,8 @@ It only reads events, so it serves the local runtime and a real ``sglang.Engine`
 methods are thread-safe: events arrive on the runtime's thread, views read on theirs.
 
 This module turns events and finished requests into tree changes and snapshots. The tree itself
-(blocks, nodes, split / merge surgery) is in ``sgnb.tree_radix``; the snapshot types it hands out
-(``TreeSnapshot``, ``MirrorNode``, ``RequestRecord``) are in ``sgnb.tree_snapshot``, re-exported here.
+(blocks, nodes, split / merge surgery) is in ``sgnb.tree.radix``; the snapshot types it hands out
+(``TreeSnapshot``, ``MirrorNode``, ``RequestRecord``) are in ``sgnb.tree.snapshot``, re-exported here.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
-from sgnb.tree_radix import Block, Node, RadixChains
-from sgnb.tree_snapshot import Decode, MirrorNode, RequestRecord, TreeSnapshot, make_decode
+from sgnb.tree.radix import Block, Node, RadixChains
+from sgnb.tree.snapshot import Decode, MirrorNode, RequestRecord, TreeSnapshot, make_decode
 
 __all__ = ["MirrorNode", "RequestRecord", "TreeMirror", "TreeSnapshot"]
 

@@ -56,10 +56,10 @@ class RequestFinished:
     constraint_source: str | None = None  # the pattern, schema or grammar itself
     output_ids: list[int] = field(default_factory=list)
     prompt_ids: list[int] = field(default_factory=list)
-    # return_logprob requests only: meta_info's *_logprobs keys, in SGLang's shapes (sgnb.logprobs)
+    # return_logprob requests only: meta_info's *_logprobs keys, in SGLang's shapes (sgnb.core.logprobs)
     logprobs: dict[str, Any] | None = None
     # traced requests only (return_logprob, or a token view asked): per output token, what
-    # meta_info does not carry (sgnb.token_trace.TokenTrace.steps)
+    # meta_info does not carry (sgnb.core.token_trace.TokenTrace.steps)
     token_trace: list[dict[str, Any]] | None = None
     ts: float = field(default_factory=time.time)
 
@@ -68,7 +68,7 @@ class RequestFinished:
 class TokenStep:
     """One sampled token of a traced request, published as it is sampled: the token view's live feed.
 
-    ``step`` is the wire dict of :class:`sgnb.token_trace.TokenTrace` (token, logprob, top-k, the
+    ``step`` is the wire dict of :class:`sgnb.core.token_trace.TokenTrace` (token, logprob, top-k, the
     grammar's allowed count and unconstrained top-k, latency). The first step of a request also
     carries its prompt ids and ``cached_tokens``.
     """

@@ -19,8 +19,8 @@ from sglang.lang.global_config import global_config
 from sglang.lang.interpreter import StreamExecutor
 from sglang.lang.ir import REGEX_BOOL, REGEX_FLOAT, REGEX_INT, REGEX_STR, SglSamplingParams
 
-from sgnb.chat_template import register as register_smollm2
-from sgnb.logprobs import LOGPROB_FIELDS
+from sgnb.core.chat_template import register as register_smollm2
+from sgnb.core.logprobs import LOGPROB_FIELDS
 from sgnb.runtimes.base import Runtime, model_path_hint
 
 _DTYPE_REGEX = {"int": REGEX_INT, "float": REGEX_FLOAT, "str": REGEX_STR, "bool": REGEX_BOOL}
@@ -85,7 +85,7 @@ class SgnbBackend(BaseBackend):
     @staticmethod
     def _request_fields(sampling_params: SglSamplingParams) -> dict[str, Any]:
         """The logprob fields ``gen`` carries, sent beside the sampling parameters when set, as
-        ``RuntimeEndpoint.generate`` / ``generate_stream`` send them (request-level, see sgnb.logprobs)."""
+        ``RuntimeEndpoint.generate`` / ``generate_stream`` send them (request-level, see sgnb.core.logprobs)."""
         fields = {name: getattr(sampling_params, name, None) for name in LOGPROB_FIELDS}
         return {name: value for name, value in fields.items() if value is not None}
 
@@ -108,7 +108,7 @@ class SgnbBackend(BaseBackend):
         A chunk that adds no text is not yielded unless it is the last: the interpreter's
         ``_merge_stream_meta_info`` would prepend its lists to the next chunk's (it is written for
         incremental lists), repeating entries; the next chunk carries them anyway. The runtime holds
-        text back as SGLang's server does (``sgnb.detokenize``), so no piece ends in half a character.
+        text back as SGLang's server does (``sgnb.core.detokenize``), so no piece ends in half a character.
         """
         if (sampling_params.n or 1) > 1:
             raise ValueError("gen(n > 1) cannot stream; run the program without stream=True")

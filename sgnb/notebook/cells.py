@@ -87,7 +87,7 @@ def _is_sglang_line_magic(node: ast.stmt) -> bool:
 
 
 class DisplayEveryMagic(ast.NodeTransformer):
-    """Wrap non-last top-level ``%sglang`` lines in ``sgnb.cells.show(...)``.
+    """Wrap non-last top-level ``%sglang`` lines in ``sgnb.notebook.cells.show(...)``.
 
     IPython's ``ast_node_interactivity`` ("last_expr" by default) displays the last expression
     only; with "all" it displays every one, and then nothing is wrapped (no double display).
@@ -105,7 +105,7 @@ class DisplayEveryMagic(ast.NodeTransformer):
                 show = ast.Attribute(
                     value=ast.Call(
                         func=ast.Name(id="__import__", ctx=ast.Load()),
-                        args=[ast.Constant("sgnb.cells")],
+                        args=[ast.Constant("sgnb.notebook.cells")],
                         keywords=[
                             ast.keyword(arg="fromlist", value=ast.List([ast.Constant("show")], ast.Load()))
                         ],

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sgnb.models import BUNDLED_NAME
-from sgnb.version_check import SGLANG_PIN
+from sgnb.core.models import BUNDLED_NAME
+from sgnb.core.version_check import SGLANG_PIN
 
 ENTRYPOINT_NAME = "entrypoint.sh"
 USER = "sglang"

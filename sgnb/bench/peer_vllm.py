@@ -2,9 +2,9 @@
 
 Runs in its own venv, made by ``make peer``::
 
-    VLLM_CPU_KVCACHE_SPACE=2 .venv-peer/bin/python -m sgnb.peer_vllm --json
+    VLLM_CPU_KVCACHE_SPACE=2 .venv-peer/bin/python -m sgnb.bench.peer_vllm --json
 
-It imports only the standard library, vllm, transformers and ``sgnb.bench_workloads`` (stdlib only),
+It imports only the standard library, vllm, transformers and ``sgnb.bench.workloads`` (stdlib only),
 so it needs neither sglang nor sgnb's dependencies. The figures are defined as in ``sgnb.bench``:
 
 - ``startup_s``: process start (exec) to engine ready, imports included;
@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sgnb.bench_workloads import (
+from sgnb.bench.workloads import (
     BATCH_MESSAGES,
     DECODE_MESSAGES,
     DECODE_TOKENS,
@@ -223,13 +223,15 @@ def measure(
 
 
 def default_model() -> str:
-    from sgnb.models import resolve_model  # stdlib only; converting the GGUF would need torch
+    from sgnb.core.models import resolve_model  # stdlib only; converting the GGUF would need torch
 
     return str(resolve_model("bundled"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sgnb.peer_vllm", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sgnb.bench.peer_vllm", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--model", default=None, help="a model folder (default: the bundled SmolLM2)")
     parser.add_argument("--reps", type=int, default=2, help="repetitions of each measurement (median)")
     parser.add_argument("--quick", action="store_true", help="32 new tokens instead of 128")

@@ -49,11 +49,11 @@ def measure_serve_overhead(
     """In-process tokens/s over served tokens/s for the same batch, minus 1 (lower is better)."""
     import requests
 
-    import sgnb
+    from sgnb.runtimes.local import LocalRuntime
     from sgnb.serve.app import create_app
     from sgnb.serve.server import ServerThread
 
-    rt = runtime or sgnb.start(model)
+    rt = runtime or LocalRuntime(model)
     try:
         prompts = [
             rt.apply_chat_template([{"role": "user", "content": f"Story {i} about a dragon."}])

@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 
-import sgnb
-from sgnb import bench_peer
-from sgnb.bench_workloads import (
+from sgnb.bench import peer as bench_peer
+from sgnb.bench.workloads import (
     BATCH_MESSAGES,
     DECODE_MESSAGES,
     DECODE_TOKENS,
@@ -129,7 +128,7 @@ def multiturn(rt: Any, turns: int = TURNS, new_tokens: int = TURN_TOKENS) -> flo
 
 def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[str, Any]:
     n = 32 if quick else DECODE_TOKENS
-    rt = sgnb.start(model)
+    rt = LocalRuntime(model)
     results: dict[str, Any] = {"model": model, "dtype": rt.options["dtype"], "threads": rt.options["threads"]}
     try:
         prompt = rt.apply_chat_template(DECODE_MESSAGES)
@@ -155,12 +154,12 @@ def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[st
         ]
         results["constrained_overhead"] = statistics.median(constrained) / statistics.median(free) - 1
         results["multiturn_s"] = _median(lambda: multiturn(rt), 1 if quick else rounds)
-        from sgnb.serve.bench import measure_serve_overhead
+        from sgnb.bench.serve_overhead import measure_serve_overhead
 
         results["serve_overhead"] = measure_serve_overhead(runtime=rt)
     finally:
         rt.stop()
-    off = sgnb.start(model, disable_radix_cache=True)
+    off = LocalRuntime(model, disable_radix_cache=True)
     try:
         results["multiturn_nocache_s"] = _median(lambda: multiturn(off), 1 if quick else rounds)
     finally:
@@ -205,7 +204,7 @@ def quick_bench(rt: Any, progress: Any = None) -> dict[str, Any]:
     return figures
 
 
-# ---- one sgnb round of the side-by-side run (``--peer``, see sgnb.bench_peer) ----------------------
+# ---- one sgnb round of the side-by-side run (``--peer``, see sgnb.bench.peer) ----------------------
 
 
 def engine_round(
@@ -215,11 +214,11 @@ def engine_round(
     nocache: bool = True,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """The peer workloads on sgnb's local runtime, in a fresh process (as ``sgnb.peer_vllm`` does vLLM's)."""
+    """The peer workloads on sgnb's local runtime, in a fresh process (as ``sgnb.bench.peer_vllm`` does vLLM's)."""
     load_start = load_average()
     n = 32 if quick else DECODE_TOKENS
     options: dict[str, Any] = {} if threads is None else {"threads": threads}
-    rt = sgnb.start(model, **options)
+    rt = LocalRuntime(model, **options)
     r: dict[str, Any] = {"engine": "sgnb", "startup_s": seconds_since_exec()}
     try:
         ready = time.perf_counter()
@@ -245,7 +244,7 @@ def engine_round(
     finally:
         rt.stop()
     if nocache:
-        off = sgnb.start(model, disable_radix_cache=True, **options)
+        off = LocalRuntime(model, disable_radix_cache=True, **options)
         try:
             r["multiturn_nocache_s"] = _median(lambda: multiturn(off), reps)
         finally:
@@ -263,8 +262,8 @@ def engine_round(
 def main(argv: list[str] | None = None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--workload", choices=["notebook", "router"], default="notebook")
-    if pre.parse_known_args(argv)[0].workload == "router":  # sgnb.bench_router: the router's policies
-        from sgnb.bench_router import main as router_main
+    if pre.parse_known_args(argv)[0].workload == "router":  # sgnb.bench.router: the router's policies
+        from sgnb.bench.router import main as router_main
 
         return router_main(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m sgnb.bench", description=__doc__)
@@ -332,7 +331,3 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in results.items():
             print(f"{key:>24}: {value:.3f}" if isinstance(value, float) else f"{key:>24}: {value}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
-from sgnb.labels import labelled, short_value, speed
+from sgnb.notebook.labels import labelled, short_value, speed
 
 T = TypeVar("T")
 LIVE_VIEWS = ("tree", "cache", "constrained", "tokens")
@@ -207,7 +207,7 @@ class TokenTracer:
     """``--show tokens``: a live TokenView, with every request of the cell traced (local runtime)."""
 
     def __init__(self, runtime: Any) -> None:
-        from sgnb.token_trace import tracing
+        from sgnb.core.token_trace import tracing
         from sgnb.widgets import TokenView
 
         self.view = TokenView(runtime, title="Tokens of this cell")
@@ -225,8 +225,8 @@ class ConstrainedCollector:
     steps come from the trace hook, so the cell's requests are traced); the others show when it ends."""
 
     def __init__(self, runtime: Any, limit: int = 8) -> None:
-        from sgnb.events import RequestFinished
-        from sgnb.token_trace import tracing
+        from sgnb.core.events import RequestFinished
+        from sgnb.core.token_trace import tracing
         from sgnb.widgets import ConstrainedView
 
         self.runtime, self.limit = runtime, limit

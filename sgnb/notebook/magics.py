@@ -1,4 +1,4 @@
-"""``%sglang`` and ``%%sglang``: thin sugar over :mod:`sgnb.session` and the runtimes.
+"""``%sglang`` and ``%%sglang``: thin sugar over :mod:`sgnb.notebook.session` and the runtimes.
 
 Every subcommand parses its line with ``magic_arguments`` (``%sglang?`` shows the help), calls
 the Python API, and displays the result. Bad input raises ``UsageError``: one line, no
@@ -19,9 +19,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Bool, Int, Unicode
 
-from sgnb import cells, views
-from sgnb.labels import started_line
-from sgnb.session import NoRuntimeError, SessionError, get_session
+from sgnb.notebook import cells, views
+from sgnb.notebook.labels import started_line
+from sgnb.notebook.session import NoRuntimeError, SessionError, get_session
 
 COMMANDS = ("start", "stop", "status", "connect", "flush", "tree", "stats", "tokens", "bench", "serve")
 ENGINE_ONLY = ("mem_fraction_static", "tp_size")
@@ -81,8 +81,8 @@ class SGLangMagics(Magics):
         """
         line = cells.strip_comment(line)
         command, _, rest = line.strip().partition(" ")
-        if command == "cluster":  # its own flags: sgnb.scaleout.magic
-            from sgnb.scaleout.magic import run
+        if command == "cluster":  # its own flags: sgnb.notebook.cluster_magic
+            from sgnb.notebook.cluster_magic import run
 
             try:
                 return run(rest)
@@ -116,7 +116,7 @@ class SGLangMagics(Magics):
         return options
 
     def _start(self, args: Any) -> None:
-        from sgnb.session import choose_runtime
+        from sgnb.runtimes.factory import choose_runtime
 
         runtime = args.runtime or args.target or self.default_runtime
         kind, _ = choose_runtime(runtime)
@@ -196,7 +196,7 @@ class SGLangMagics(Magics):
         print(f"connect a notebook: %sglang connect {url}    stop it: %sglang serve stop")
 
     def _bench(self, args: Any) -> Any:
-        from sgnb.bench import quick_bench
+        from sgnb.bench.run import quick_bench
 
         rt = get_session().require()
         bar = views.ProgressLine("sgnb bench")
@@ -254,7 +254,7 @@ class SGLangMagics(Magics):
                 self.shell.user_ns[args.output or "_state"] = state  # type: ignore[union-attr]
             except KeyboardInterrupt:
                 _abort_all()
-                raise  # sgnb.cells.interrupt_handler reports it in one line
+                raise  # sgnb.notebook.cells.interrupt_handler reports it in one line
             finally:
                 views.finish_views(live, state)
         return None

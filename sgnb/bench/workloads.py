@@ -1,4 +1,4 @@
-"""The benchmark workloads, shared by ``sgnb.bench`` and the vLLM peer script (``sgnb.peer_vllm``).
+"""The benchmark workloads, shared by ``sgnb.bench`` and the vLLM peer script (``sgnb.bench.peer_vllm``).
 
 Standard library only: the peer runs in its own venv (``.venv-peer``, see ``make peer``) without
 sglang, so nothing here may import torch, transformers or another sgnb module.

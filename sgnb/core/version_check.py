@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from importlib import metadata
 
+SGNB_VERSION = "0.1.0"  # pyproject.toml's version; sgnb.__version__
 SGLANG_PIN = "0.5.23"
 SGLANG_MIN = (0, 5, 16)
 

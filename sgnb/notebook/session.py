@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import atexit
 import collections
-import importlib.util
 from typing import Any
 
-from sgnb.events import Event, RequestFinished
+from sgnb.core.events import Event, RequestFinished
 from sgnb.runtimes.base import Runtime
-
-RUNTIMES = ("local", "engine", "remote")
+from sgnb.runtimes.factory import choose_runtime, start_runtime
 
 
 class SessionError(RuntimeError):
@@ -23,43 +21,6 @@ class NoRuntimeError(SessionError):
 
 class AlreadyRunningError(SessionError):
     """A runtime is already running in this session."""
-
-
-def cuda_available() -> bool:
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def choose_runtime(runtime: str | None) -> tuple[str, str]:
-    """The runtime to start, and the reason in words (``%sglang status`` shows it)."""
-    if runtime and runtime != "auto":
-        if runtime.startswith(("http://", "https://")):
-            return "remote", f"a server URL was given ({runtime})"
-        if runtime not in RUNTIMES:
-            raise ValueError(f"unknown runtime {runtime!r}; choose local, engine, auto or a server URL")
-        return runtime, "asked for explicitly"
-    if cuda_available():
-        return "engine", "a CUDA GPU is present, so the real sglang.Engine runs in-process"
-    return "local", "no CUDA GPU here, so sgnb's local reference engine runs on the CPU"
-
-
-def start_runtime(model: str = "bundled", runtime: str | None = "local", **options: Any) -> Runtime:
-    kind, _ = choose_runtime(runtime)
-    if kind == "local":
-        from sgnb.runtimes.local import LocalRuntime
-
-        return LocalRuntime(model, **options)
-    if kind == "engine":
-        from sgnb.runtimes.engine import EngineRuntime
-
-        return EngineRuntime(model, **options)
-    from sgnb.runtimes.remote import RemoteRuntime
-
-    assert runtime is not None
-    return RemoteRuntime(runtime, **options)
 
 
 class Session:
@@ -84,7 +45,7 @@ class Session:
     def _attach(self, rt: Runtime, reason: str) -> None:
         import sglang as sgl
 
-        from sgnb.tree_mirror import TreeMirror
+        from sgnb.tree.mirror import TreeMirror
 
         self.runtime, self.reason = rt, reason
         self.finished.clear()

@@ -1,4 +1,4 @@
-"""``make demo``: the radix cache at work, in a terminal (``python -m sgnb.demo``)."""
+"""``make demo``: the radix cache at work, in a terminal (``python -m sgnb.tools.demo``)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def current() -> Any:
 
 def run(line: str) -> Any:
     """Handle ``%sglang cluster ...`` (``line`` without the leading ``cluster``). ValueError on bad input."""
-    from sgnb.session import AlreadyRunningError, get_session
+    from sgnb.notebook.session import AlreadyRunningError, get_session
 
     args = parser().parse_args(shlex.split(line))
     session = get_session()

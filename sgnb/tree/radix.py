@@ -3,7 +3,7 @@
 A ``Node`` is a maximal chain of ``Block`` s in which every block but the last has exactly one
 child, all in one state (live or ghost). ``RadixChains`` holds the tree and the surgery that keeps
 nodes maximal as blocks come and go: split a node, flip a subtree's state, merge lone parents and
-children. It knows nothing of events or requests; ``sgnb.tree_mirror.TreeMirror`` builds on it.
+children. It knows nothing of events or requests; ``sgnb.tree.mirror.TreeMirror`` builds on it.
 Not thread-safe by itself: the mirror calls it under its lock.
 """
 

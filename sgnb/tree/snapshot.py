@@ -1,7 +1,7 @@
 """What a ``TreeMirror`` hands out: snapshot nodes, finished-request records, the token decoder.
 
 These are plain data: views (``sgnb.widgets``) read a ``TreeSnapshot`` and never touch the mirror's
-internal tree. ``sgnb.tree_mirror`` re-exports every name here.
+internal tree. ``sgnb.tree.mirror`` re-exports every name here.
 """
 
 from __future__ import annotations

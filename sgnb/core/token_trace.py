@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sgnb.events import TokenStep
+from sgnb.core.events import TokenStep
 
 if TYPE_CHECKING:
     from sgnb.runtimes.local.request import Request
