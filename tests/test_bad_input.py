@@ -11,8 +11,8 @@ from conftest import assert_idle_balanced, chat, cold
 
 import sgnb
 from sgnb.core.events import EventLog
+from sgnb.core.grammar import GrammarError
 from sgnb.core.models import ModelNotFoundError
-from sgnb.runtimes.local.grammar import GrammarError
 
 PROMPT_TEXT = "What is the capital of France?"
 

@@ -16,6 +16,7 @@ from sgnb.core.events import (
     EventLog,
     RequestFinished,
     block_hashes,
+    page_chunks,
 )
 
 
@@ -142,3 +143,62 @@ def test_events_replay_to_the_tree(make_runtime: Any) -> None:
     small.flush_cache()
     mirror.assert_matches(small)
     assert mirror.live == set()
+
+
+# ---- what a late subscriber gets: BlockLedger.replay and the runtimes' replay_tree ----------
+
+
+def test_ledger_keeps_a_block_while_any_medium_holds_it() -> None:
+    """SGLang's HiCache stores a block on GPU and host; ``BlockRemoved`` names the medium it leaves."""
+    from sgnb.core.events import BlockLedger
+
+    ledger = BlockLedger()
+    chain = block_hashes([1, 2, 3, 4], None, 2)
+    ledger.apply(BlockStored(chain, None, [1, 2, 3, 4], 2, medium="GPU"))
+    ledger.apply(BlockStored(chain[1:], chain[0], [3, 4], 2, medium="CPU_PINNED"))
+    ledger.apply(BlockRemoved(chain[1:], medium="GPU"))
+    replay = ledger.replay()
+    assert [(e.block_hashes, e.token_ids, e.medium) for e in replay if isinstance(e, BlockStored)] == [
+        ([chain[0]], [1, 2], "GPU"),
+        ([chain[1]], [3, 4], "CPU_PINNED"),
+    ]
+    ledger.apply(BlockRemoved(chain[1:], medium="CPU_PINNED"))
+    assert [e.block_hashes for e in ledger.replay() if isinstance(e, BlockStored)] == [[chain[0]]]
+
+
+def test_local_replay_tree_is_the_cache(make_runtime: Any) -> None:
+    """``LocalRuntime.replay_tree`` gives what the live events built (a ledger of them), through
+    eviction; ``follow`` hands a late subscriber the replay and then the live events, no more."""
+    from sgnb.core.events import BlockLedger
+
+    small = make_runtime(max_total_tokens=64)
+    ledger = BlockLedger()
+    unsubscribe = small.hub.subscribe(ledger.apply)
+    late = EventLog()
+    stop_following = None
+    for i, animal in enumerate(["owls", "bats", "owls", "frogs", "moles", "bats"]):
+        small.generate(f"Tell me fact number {i % 3} about {animal}.", max_new_tokens=8, temperature=0)
+        replay = small.replay_tree()
+        assert all(isinstance(e, BlockStored) for e in replay)
+        assert _hash_set(replay) == _hash_set(ledger.replay()), animal
+        if i == 2:
+            stop_following = small.follow(late.append)
+    assert stop_following is not None
+    followed = BlockLedger()
+    for event in late.events:
+        followed.apply(event)
+    assert _hash_set(followed.replay()) == _hash_set(ledger.replay())
+    assert late.of_type(BlockRemoved), "64 tokens were meant to force eviction"
+    stop_following()
+    unsubscribe()
+
+
+def _hash_set(events: list[Any]) -> set[tuple[int | None, int, tuple[int, ...]]]:
+    """(parent, hash, tokens) per block: what two replays must agree on, however runs are merged."""
+    out: set[tuple[int | None, int, tuple[int, ...]]] = set()
+    for e in events:
+        parent = e.parent_block_hash
+        for h, tokens in page_chunks(e):
+            out.add((parent, h, tuple(tokens)))
+            parent = h
+    return out

@@ -77,6 +77,43 @@ def test_generate_stream_and_events(remote: RemoteRuntime) -> None:
     assert sum(len(e.token_ids) for e in stored) >= len(remote.tokenizer.encode(prompt)) - 1
 
 
+def wait_until(condition: Any, timeout: float = 20.0) -> None:
+    """Poll ``condition()`` until true or ``timeout`` (the caller asserts what it needs after)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_late_tree_mirror_replays_the_servers_tree(remote: RemoteRuntime) -> None:
+    """A tree opened late (``TreeMirror(runtime)``, so ``RemoteRuntime.follow``) holds what one
+    that followed from the start holds: the KV subscriber's ledger replays the blocks SGLang's
+    stream stored (``ZmqEventPublisher``, sglang/srt/disaggregation/kv_events.py), then the live
+    stream follows with nothing in between."""
+    from sgnb.tree.mirror import TreeMirror
+
+    early = TreeMirror(remote, fade_s=0.0)
+    prompts = ["Owls hunt at night because", "Owls sleep by day and", "Frogs sing after rain since"]
+    for prompt in prompts[:2]:
+        remote.generate(prompt, max_new_tokens=4, temperature=0)
+    wait_until(lambda: early.block_count() > 0)  # KV events cross ZMQ after the responses
+    late = TreeMirror(remote, fade_s=0.0)
+    replayed = late.block_count()
+    remote.generate(prompts[2], max_new_tokens=4, temperature=0)
+
+    def settled() -> bool:
+        blocks = sum(len(e.block_hashes) for e in remote.replay_tree())
+        return (
+            late.block_count() > replayed and early.paths() == late.paths() and early.block_count() == blocks
+        )
+
+    wait_until(settled)
+    assert replayed > 0, "the late mirror was handed no tree"
+    assert late.block_count() > replayed, "the late mirror did not follow the live stream"
+    assert early.paths() == late.paths()
+    early.detach()
+    late.detach()
+
+
 def test_bad_input_is_a_value_error_and_the_server_keeps_serving(remote: RemoteRuntime) -> None:
     with pytest.raises(ValueError):
         remote.generate("x", max_new_tokens=4, regex="(unclosed")

@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_idle_balanced, chat
 
 from sgnb.core.events import EventLog, RequestFinished, TokenStep
-from sgnb.core.token_trace import GrammarReplay
+from sgnb.core.grammar import GrammarReplay
 from sgnb.widgets import TokenView
 from sgnb.widgets._static import MARK, WIDGET_VIEW
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import threading
 from array import array
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,12 +17,14 @@ import torch
 
 from sgnb.core.events import (
     AllBlocksCleared,
+    BlockLedger,
     BlockRemoved,
     BlockStored,
     EventHub,
     RequestFinished,
     block_hashes,
 )
+from sgnb.runtimes.kv_subscriber import coalesce, convert
 from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.tree.mirror import TreeMirror
 
@@ -186,11 +189,20 @@ def test_late_kv_events_are_walked_when_they_arrive() -> None:
     assert next(iter(mirror.snapshot().nodes.values())).hits == 1
 
 
-def test_unknown_parent_attaches_to_root_and_other_events_are_ignored() -> None:
+def test_unknown_parent_attaches_to_root_and_foreign_events_are_refused() -> None:
+    """sgnb's own event types only: SGLang's go through the one adapter (kv_subscriber.convert)."""
+    kv_events = pytest.importorskip("sglang.srt.disaggregation.kv_events")
     mirror = TreeMirror()
     mirror.handle(BlockStored(block_hashes=[11], parent_block_hash=999, token_ids=[3], block_size=1))
-    mirror.handle(object())
+    sglang_stored = kv_events.BlockStored(
+        block_hashes=[12], parent_block_hash=11, token_ids=[4], block_size=1, lora_id=None
+    )
+    for foreign in (object(), sglang_stored, kv_events.KVEventBatch(ts=0.0, events=[sglang_stored])):
+        with pytest.raises(TypeError, match="sgnb events"):
+            mirror.handle(foreign)  # type: ignore[arg-type]
     assert mirror.paths() == {(3,)}
+    mirror.handle(convert(sglang_stored))  # type: ignore[arg-type]
+    assert mirror.paths() == {(3, 4)}
     mirror.handle(BlockRemoved(block_hashes=[12345]))
     mirror.handle(AllBlocksCleared())
     assert mirror.paths() == set()
@@ -226,9 +238,10 @@ def test_hub_subscription_threads_and_listeners() -> None:
 # ---- against SGLang's own RadixCache and event types ---------------------------------------
 
 
-def test_sglang_event_stream_matches_sglang_tree() -> None:
+def sglang_steps(page_size: int, steps: int) -> Iterator[tuple[int, Any, list[Any]]]:
+    """SGLang's own RadixCache (``create_simulated``, KV events on) under random inserts, matches
+    and evictions: per step, (step, the cache, its KV events converted to sgnb's and coalesced)."""
     sg_radix = pytest.importorskip("sglang.srt.mem_cache.radix_cache")
-    kv_events = pytest.importorskip("sglang.srt.disaggregation.kv_events")
     from sglang.srt.mem_cache.base_prefix_cache import EvictParams, InsertParams, MatchPrefixParams
 
     class Alloc:
@@ -237,39 +250,71 @@ def test_sglang_event_stream_matches_sglang_tree() -> None:
         def free_segment(self, indices: torch.Tensor, start_pos: int = 0) -> None:
             pass
 
-    for page_size in (1, 4):
-        rng = random.Random(page_size)
-        cache = sg_radix.RadixCache.create_simulated(
-            page_size=page_size, mock_allocator=Alloc(), enable_kv_cache_events=True
-        )
-        mirror = TreeMirror(fade_s=0.0)
-        seqs: list[list[int]] = [[]]
-        n_stored = 0
-        for step in range(200):
-            op = rng.random()
-            if op < 0.6:
-                base = rng.choice(seqs)
-                tokens = base[: rng.randint(0, len(base))] + [
-                    rng.randrange(5) for _ in range(rng.randint(1, 20))
-                ]
-                seqs.append(tokens)
-                key = sg_radix.RadixKey(token_ids=array("q", tokens), extra_key=None)
-                cache.insert(InsertParams(key=key, value=torch.arange(len(tokens))))
-            elif op < 0.8:
-                key = sg_radix.RadixKey(token_ids=array("q", rng.choice(seqs)), extra_key=None)
-                cache.match_prefix(MatchPrefixParams(key=key))
-            else:
-                cache.evict(EvictParams(num_tokens=rng.randint(1, 30)))
-            events = cache.kv_events.take()
-            n_stored += sum(isinstance(e, kv_events.BlockStored) for e in events)
-            mirror.handle(kv_events.KVEventBatch(ts=0.0, events=events))
-            sg_paths = cache_paths(cache.root_node, key=lambda n: n.key.token_ids)
-            assert mirror.paths() == sg_paths, f"page_size {page_size}, step {step}"
-            assert_maximal(mirror)
-        assert n_stored > 0
-        cache.reset()
-        mirror.handle(kv_events.KVEventBatch(ts=0.0, events=cache.kv_events.take()))
-        assert mirror.paths() == set()
+    rng = random.Random(page_size)
+    cache = sg_radix.RadixCache.create_simulated(
+        page_size=page_size, mock_allocator=Alloc(), enable_kv_cache_events=True
+    )
+    seqs: list[list[int]] = [[]]
+    for step in range(steps):
+        op = rng.random()
+        if op < 0.6:
+            base = rng.choice(seqs)
+            tokens = base[: rng.randint(0, len(base))] + [rng.randrange(5) for _ in range(rng.randint(1, 20))]
+            seqs.append(tokens)
+            key = sg_radix.RadixKey(token_ids=array("q", tokens), extra_key=None)
+            cache.insert(InsertParams(key=key, value=torch.arange(len(tokens))))
+        elif op < 0.8:
+            key = sg_radix.RadixKey(token_ids=array("q", rng.choice(seqs)), extra_key=None)
+            cache.match_prefix(MatchPrefixParams(key=key))
+        else:
+            cache.evict(EvictParams(num_tokens=rng.randint(1, 30)))
+        yield step, cache, list(coalesce(map(convert, cache.kv_events.take())))
+    cache.reset()
+    yield steps, cache, list(coalesce(map(convert, cache.kv_events.take())))
+
+
+def sglang_paths(cache: Any) -> set[tuple[int, ...]]:
+    return cache_paths(cache.root_node, key=lambda n: n.key.token_ids)
+
+
+@pytest.mark.parametrize("page_size", [1, 4])
+def test_sglang_event_stream_matches_sglang_tree(page_size: int) -> None:
+    mirror = TreeMirror(fade_s=0.0)
+    n_stored = 0
+    for step, cache, events in sglang_steps(page_size, 200):
+        n_stored += sum(isinstance(e, BlockStored) for e in events)
+        mirror.replay(events)
+        assert mirror.paths() == sglang_paths(cache), f"step {step}"
+        assert_maximal(mirror)
+    assert n_stored > 0
+    assert mirror.paths() == set()  # the last step resets the cache
+
+
+@pytest.mark.parametrize("page_size", [1, 4])
+def test_ledger_replay_rebuilds_sglangs_tree_at_any_point(page_size: int) -> None:
+    """What a late subscriber of an engine or remote runtime is handed (``BlockLedger.replay``):
+    after every step a mirror built only from the replay holds SGLang's tree, and so does one that
+    replayed at step 40 and then followed the live stream."""
+    ledger = BlockLedger()
+    follower: TreeMirror | None = None
+    evicted = 0
+    for step, cache, events in sglang_steps(page_size, 150):
+        for event in events:
+            ledger.apply(event)
+            evicted += isinstance(event, BlockRemoved)
+            if follower is not None:
+                follower.handle(event)
+        late = TreeMirror(fade_s=0.0)
+        late.replay(ledger.replay())
+        assert late.paths() == sglang_paths(cache), f"step {step}"
+        if step == 40:
+            follower = TreeMirror(fade_s=0.0)
+            follower.replay(ledger.replay())
+        if follower is not None:
+            assert follower.paths() == late.paths(), f"step {step}"
+        if step == 149:
+            assert evicted and len(ledger) > 0
+    assert ledger.replay() == [] and len(ledger) == 0  # the last step resets the cache
 
 
 # ---- against a running LocalRuntime -------------------------------------------------------

@@ -295,8 +295,8 @@ def grammar_rt() -> Any:
 
     from transformers import AutoTokenizer
 
+    from sgnb.core.grammar import GrammarCompiler
     from sgnb.core.models import resolve_model
-    from sgnb.runtimes.local.grammar import GrammarCompiler
 
     tok = AutoTokenizer.from_pretrained(resolve_model("bundled"))
     return SimpleNamespace(tokenizer=tok, grammars=GrammarCompiler(tok, len(tok)))

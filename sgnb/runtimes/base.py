@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from sgnb.core.events import EventHub
+from sgnb.core.events import EventHub, KVEvent, Subscriber
 
 
 @runtime_checkable
@@ -39,6 +39,11 @@ class Runtime(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def stop(self) -> None: ...
+
+    # What a late subscriber (a tree view opened mid-session) needs: sgnb.core.events.TreeSource.
+    def replay_tree(self) -> list[KVEvent]: ...
+
+    def follow(self, subscriber: Subscriber) -> Callable[[], None]: ...
 
 
 def model_path_hint(runtime: Runtime) -> str:

@@ -1,20 +1,35 @@
 """Subscribe to an SGLang server's or Engine's KV events over ZMQ and republish them as sgnb events.
 
 SGLang publishes each batch as three frames: topic, an 8-byte big-endian sequence number and a
-msgpack ``KVEventBatch``. A subscriber that connects late misses what came before (ZMQ's
-"slow joiner"), so runtimes connect this before their first request.
+msgpack ``KVEventBatch`` (``sglang/srt/disaggregation/kv_events.py``, ``ZmqEventPublisher``). A
+subscriber that connects late misses what came before (ZMQ's "slow joiner"), so runtimes connect
+this before their first request. :func:`convert` is sgnb's one adapter from SGLang's KV events:
+past it, everything (the hub, the tree mirror) sees sgnb's own event types only.
+
+The subscriber keeps a :class:`sgnb.core.events.BlockLedger` of what it republished, so a view opened
+later can still be handed the whole tree (:class:`KVEventsTree`, the engine and remote runtimes'
+``replay_tree`` / ``follow``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import zmq
 
-from sgnb.core.events import AllBlocksCleared, BlockRemoved, BlockStored, EventHub, KVEvent
+from sgnb.core.events import (
+    AllBlocksCleared,
+    BlockLedger,
+    BlockRemoved,
+    BlockStored,
+    EventHub,
+    KVEvent,
+    Subscriber,
+    coalesce,
+)
 
 # Positional field order of SGLang's tagged-array events (sglang <= 0.5.17 encodes events as
 # ``["BlockStored", block_hashes, parent_block_hash, token_ids, block_size, ...]``; later releases
@@ -70,36 +85,6 @@ def decode_payload(payload: bytes) -> list[Any]:
     return list(events)
 
 
-def coalesce(events: Iterable[KVEvent | None]) -> Iterator[KVEvent]:
-    """Merge runs of chained ``BlockStored`` (SGLang sends one per token at page size 1).
-
-    A 256-request batch made ~47k events on H100; publishing each one cost the kernel's GIL
-    more than the requests themselves. Merged, a prompt is one event, as in SGLang's recorder.
-    """
-    pending: BlockStored | None = None
-    for event in events:
-        if event is None:
-            continue
-        if (
-            isinstance(event, BlockStored)
-            and pending is not None
-            and pending.block_size == event.block_size
-            and event.parent_block_hash == pending.block_hashes[-1]
-        ):
-            pending.block_hashes.extend(event.block_hashes)
-            pending.token_ids.extend(event.token_ids)
-            continue
-        if pending is not None:
-            yield pending
-            pending = None
-        if isinstance(event, BlockStored):
-            pending = event
-        else:
-            yield event
-    if pending is not None:
-        yield pending
-
-
 class KVEventSubscriber:
     def __init__(self, endpoint: str, topic: str, hub: EventHub, bind: bool = False) -> None:
         self.endpoint, self.topic, self.hub = endpoint, topic, hub
@@ -116,6 +101,8 @@ class KVEventSubscriber:
         self.received = 0
         self.last_seq = -1
         self.raw: list[bytes] | None = None  # set to [] to keep every msgpack payload (fixtures)
+        self.ledger = BlockLedger()
+        self._publishing = threading.RLock()  # held while an event reaches the ledger and the hub
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sgnb-kv-events", daemon=True)
         self._thread.start()
@@ -136,9 +123,45 @@ class KVEventSubscriber:
             events = decode_payload(frames[2])
             self.received += len(events)
             for event in coalesce(convert(raw) for raw in events):
-                self.hub.publish(event)
+                with self._publishing:
+                    self.ledger.apply(event)
+                    self.hub.publish(event)
+
+    def replay(self) -> list[KVEvent]:
+        """The blocks republished so far and not removed, as ``BlockStored`` events, parents first."""
+        with self._publishing:
+            return self.ledger.replay()
+
+    def follow(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Hand ``subscriber`` the replay, then subscribe it to the hub, with no event in between."""
+        with self._publishing:
+            for event in self.ledger.replay():
+                subscriber(event)
+            return self.hub.subscribe(subscriber)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
         self._sock.close(linger=0)
+
+
+class KVEventsTree:
+    """``replay_tree`` / ``follow`` (:class:`sgnb.core.events.TreeSource`) for a runtime whose tree is
+    known only from the KV events its ``_subscriber`` receives (the engine and remote runtimes).
+
+    SGLang keeps its radix tree to itself; what it published since the runtime subscribed is the
+    tree. Without a subscriber (KV events off) there is nothing to replay.
+    """
+
+    hub: EventHub
+    _subscriber: KVEventSubscriber | None
+
+    def replay_tree(self) -> list[KVEvent]:
+        """The server's tree now, as sgnb KV events (``BlockStored``, parents first)."""
+        return self._subscriber.replay() if self._subscriber is not None else []
+
+    def follow(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Replay the tree to ``subscriber``, then subscribe it to the hub; returns the unsubscribe."""
+        if self._subscriber is None:
+            return self.hub.subscribe(subscriber)
+        return self._subscriber.follow(subscriber)

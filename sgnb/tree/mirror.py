@@ -12,8 +12,11 @@ Per node it tracks text, token count, hits (finished requests whose prompt enter
 use, in-flight (stored by a request that has not finished yet) and eviction: removed blocks stay
 for ``fade_s`` seconds as ghosts, so a view can fade them out, then they are dropped.
 
-It only reads events, so it serves the local runtime and a real ``sglang.Engine`` alike. All
-methods are thread-safe: events arrive on the runtime's thread, views read on theirs.
+It only reads sgnb's own events (:mod:`sgnb.core.events`; SGLang's are converted once, by
+:func:`sgnb.runtimes.kv_subscriber.convert`), so it serves the local runtime, a real
+``sglang.Engine`` and a server alike. Opened late on a runtime, it asks the runtime to replay its
+tree as events (:class:`sgnb.core.events.TreeSource`) and then follows. All methods are thread-safe:
+events arrive on the runtime's thread, views read on theirs.
 
 This module turns events and finished requests into tree changes and snapshots. The tree itself
 (blocks, nodes, split / merge surgery) is in ``sgnb.tree.radix``; the snapshot types it hands out
@@ -26,9 +29,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from types import SimpleNamespace
 from typing import Any
 
+from sgnb.core.events import (
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    Event,
+    EventHub,
+    Listeners,
+    RequestFinished,
+    TokenStep,
+    TreeSource,
+    page_chunks,
+)
 from sgnb.tree.radix import Block, Node, RadixChains
 from sgnb.tree.snapshot import Decode, MirrorNode, RequestRecord, TreeSnapshot, make_decode
 
@@ -37,27 +51,17 @@ __all__ = ["MirrorNode", "RequestRecord", "TreeMirror", "TreeSnapshot"]
 PENDING_RETRY_S = 5.0  # how long a finished request waits for KV events that arrive after it
 
 
-def _local_runtime(source: Any) -> bool:
-    """sgnb's LocalRuntime, running, and we are not on its scheduler thread."""
-    scheduler = getattr(source, "scheduler", None)
-    return (
-        scheduler is not None
-        and hasattr(getattr(source, "cache", None), "nodes")
-        and not getattr(source, "_stopped", True)
-        and getattr(scheduler, "_thread", None) is not threading.current_thread()
-    )
-
-
 class TreeMirror(RadixChains):
-    """Rebuilds the radix tree from KV events. ``TreeMirror(hub_or_runtime, decode=tokenizer)``.
+    """Rebuilds the radix tree from KV events. ``TreeMirror(runtime_or_hub, decode=tokenizer)``.
 
-    Given sgnb's own LocalRuntime it first loads what is already cached (read on the scheduler
-    thread, so no event is missed or seen twice); from a bare hub it sees what happens next.
+    Given a runtime (a :class:`sgnb.core.events.TreeSource`) it first replays what the runtime holds
+    now, then follows its hub, with no event missed or seen twice; from a bare hub it sees what
+    happens next.
     """
 
     def __init__(
         self,
-        source: Any = None,
+        source: TreeSource | EventHub | None = None,
         *,
         decode: Decode | Any = None,
         fade_s: float = 1.5,
@@ -75,18 +79,17 @@ class TreeMirror(RadixChains):
         self._pending: list[RequestRecord] = []
         self._last: RequestRecord | None = None
         self._version = 0
-        self._listeners: list[Callable[[], None]] = []
+        self._changes: Listeners[None] = Listeners()
         self._text_cache: dict[tuple[int, int], str] = {}
         self._snap: TreeSnapshot | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        hub = getattr(source, "hub", source)
         if decode is None and source is not None:
             decode = getattr(source, "tokenizer", None)
         self._decode = make_decode(decode)
-        if _local_runtime(source):
-            source.scheduler.call(lambda: self._seed_and_attach(source))
-        elif hub is not None:
-            self.attach(hub)
+        if isinstance(source, TreeSource):
+            self._unsubscribe = source.follow(self.handle)
+        elif source is not None:
+            self.attach(getattr(source, "hub", source))
 
     # ---- wiring --------------------------------------------------------------------------
 
@@ -96,22 +99,6 @@ class TreeMirror(RadixChains):
         self._unsubscribe = hub.subscribe(self.handle)
         return self.detach
 
-    def _seed_and_attach(self, rt: Any) -> None:
-        """On sgnb's scheduler thread (nothing publishes meanwhile): what is cached, then follow."""
-        with self._lock:
-            now = self._clock()
-            for node in rt.cache.nodes():  # parents first
-                parent = node.parent
-                stored = SimpleNamespace(
-                    block_hashes=list(node.hashes),
-                    parent_block_hash=parent.hashes[-1] if parent is not None and parent.hashes else None,
-                    token_ids=list(node.key),
-                    block_size=rt.cache.page_size,
-                )
-                self._store(stored, now)
-            self._changed()
-        self.attach(rt.hub)
-
     def detach(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -119,15 +106,7 @@ class TreeMirror(RadixChains):
 
     def on_change(self, fn: Callable[[], None]) -> Callable[[], None]:
         """Call ``fn()`` (on the publisher's thread) after every event that changed the tree."""
-        with self._lock:
-            self._listeners.append(fn)
-
-        def off() -> None:
-            with self._lock:
-                if fn in self._listeners:
-                    self._listeners.remove(fn)
-
-        return off
+        return self._changes.subscribe(lambda _: fn())
 
     @property
     def version(self) -> int:
@@ -142,32 +121,29 @@ class TreeMirror(RadixChains):
 
     # ---- events --------------------------------------------------------------------------
 
-    def handle(self, event: Any) -> None:
-        """Apply one event (sgnb's or SGLang's, by class name; a ``KVEventBatch`` is unpacked)."""
-        batch = getattr(event, "events", None)
-        if isinstance(batch, list):
-            for ev in batch:
-                self.handle(ev)
-            return
-        kind = type(event).__name__
+    def handle(self, event: Event) -> None:
+        """Apply one sgnb event; TypeError for anything else (SGLang's own events included: convert
+        them first with :func:`sgnb.runtimes.kv_subscriber.convert`)."""
+        if isinstance(event, TokenStep):
+            return  # the token view's feed: nothing for the tree
         with self._lock:
             now = self._clock()
-            if kind == "BlockStored":
+            if isinstance(event, BlockStored):
                 self._store(event, now)
-            elif kind == "BlockRemoved":
+            elif isinstance(event, BlockRemoved):
                 self._remove(event, now)
-            elif kind == "AllBlocksCleared":
+            elif isinstance(event, AllBlocksCleared):
                 self._clear(now)
-            elif kind == "RequestFinished":
+            elif isinstance(event, RequestFinished):
                 self._finish(event, now)
             else:
-                return
+                raise TypeError(
+                    f"TreeMirror takes sgnb events (sgnb.core.events), not {type(event).__name__}"
+                )
             self._changed()
-            listeners = list(self._listeners)
-        for fn in listeners:
-            fn()
+        self._changes.call(None)
 
-    def replay(self, events: Iterable[Any]) -> None:
+    def replay(self, events: Iterable[Event]) -> None:
         for ev in events:
             self.handle(ev)
 
@@ -175,23 +151,11 @@ class TreeMirror(RadixChains):
         self._version += 1
         self._snap = None
 
-    def _store(self, ev: Any, now: float) -> None:
-        hashes = [int(h) for h in getattr(ev, "block_hashes", [])]
-        raw = getattr(ev, "token_ids", [])
-        tokens = [int(t[0]) if isinstance(t, (tuple, list)) else int(t) for t in raw]  # bigram pages: first
-        if not hashes:
-            return
-        size = int(getattr(ev, "block_size", 0) or 0)
-        if len(hashes) == 1:
-            chunks = [tokens]
-        else:
-            if size * (len(hashes) - 1) >= len(tokens) or size * len(hashes) < len(tokens):
-                size = -(-len(tokens) // len(hashes))  # not page-shaped: split evenly
-            chunks = [tokens[i * size : (i + 1) * size] for i in range(len(hashes))]
-        medium = str(getattr(ev, "medium", None) or "GPU")
-        parent = getattr(ev, "parent_block_hash", None)
+    def _store(self, ev: BlockStored, now: float) -> None:
+        medium = ev.medium or "GPU"
+        parent = ev.parent_block_hash
         parent = int(parent) if parent is not None and int(parent) in self._node_of else None
-        for h, chunk in zip(hashes, chunks, strict=True):
+        for h, chunk in page_chunks(ev):
             node = self._node_of.get(h)
             if node is None:
                 block = Block(h, tuple(chunk), now)
@@ -210,11 +174,11 @@ class TreeMirror(RadixChains):
             for rec in list(self._pending):
                 self._walk(rec, now)
 
-    def _remove(self, ev: Any, now: float) -> None:
-        medium = str(getattr(ev, "medium", None) or "GPU")
+    def _remove(self, ev: BlockRemoved, now: float) -> None:
+        medium = ev.medium or "GPU"
         first: dict[int, tuple[int, int]] = {}  # id(node) -> (first index evicted, its block hash)
         where: dict[int, dict[int, int]] = {}  # id(node) -> block hash -> index (one scan per node)
-        for h in map(int, getattr(ev, "block_hashes", [])):
+        for h in map(int, ev.block_hashes):
             node = self._node_of.get(h)
             if node is None or node.ghost:
                 continue
@@ -255,14 +219,14 @@ class TreeMirror(RadixChains):
 
     # ---- requests ------------------------------------------------------------------------
 
-    def _finish(self, ev: Any, now: float) -> None:
+    def _finish(self, ev: RequestFinished, now: float) -> None:
         rec = RequestRecord(
-            rid=str(getattr(ev, "rid", "")),
-            prompt_ids=[int(t) for t in getattr(ev, "prompt_ids", []) or []],
-            output_ids=[int(t) for t in getattr(ev, "output_ids", []) or []],
-            prompt_tokens=int(getattr(ev, "prompt_tokens", 0) or 0),
-            cached_tokens=int(getattr(ev, "cached_tokens", 0) or 0),
-            ts=float(getattr(ev, "ts", now) or now),
+            rid=str(ev.rid),
+            prompt_ids=[int(t) for t in ev.prompt_ids],
+            output_ids=[int(t) for t in ev.output_ids],
+            prompt_tokens=int(ev.prompt_tokens or 0),
+            cached_tokens=int(ev.cached_tokens or 0),
+            ts=float(ev.ts or now),
         )
         if len(self._requests) == self._requests.maxlen:
             self._by_rid.pop(self._requests[0].rid, None)

@@ -3,8 +3,9 @@
     out = rt.generate(prompt, regex=r"\\d{3}-\\d{4}", max_new_tokens=12)
     ConstrainedView(out, rt, "regex", r"\\d{3}-\\d{4}")
 
-It replays the grammar with xgrammar (the engine SGLang uses) over ``out["output_ids"]``: per
-step it fills the next-token bitmask and counts the allowed tokens. A step where exactly one token
+It replays the grammar with xgrammar (the engine SGLang uses) over ``out["output_ids"]``
+(:func:`sgnb.core.grammar.replay`, for any runtime): per step it fills the next-token bitmask and counts
+the allowed tokens. A step where exactly one token
 was allowed is *forced*: the model had no choice (SGLang's jump-forward would skip it). Then it
 checks the text: ``re.fullmatch`` for a regex, ``jsonschema`` for a JSON schema.
 
@@ -27,65 +28,16 @@ import json
 import pathlib
 import re
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import traitlets as t
 
+from sgnb.core.grammar import Step, replay
 from sgnb.widgets._base import SgnbWidget
 from sgnb.widgets.cache_panel import jupyter_kernel_id, view_module
 
 _HERE = pathlib.Path(__file__).parent
-SHOW_ALLOWED = 8  # list the allowed tokens when there are at most this many
-
-
-@dataclass
-class Step:
-    id: int
-    text: str
-    allowed: int
-    accepted: bool
-    options: list[str]
-
-    @property
-    def forced(self) -> bool:
-        return self.allowed == 1
-
-
-def _count_bits(mask: Any, vocab: int) -> np.ndarray:
-    bits = np.unpackbits(np.asarray(mask).view(np.uint8), bitorder="little")[:vocab]
-    return bits
-
-
-def replay(
-    grammars: Any, tokenizer: Any, kind: str, source: str, output_ids: list[int]
-) -> tuple[list[Step], bool]:
-    """Run the grammar over ``output_ids``; returns the steps and whether it terminated.
-
-    ``grammars`` is sgnb's ``GrammarCompiler`` (``compile(kind, source)``, ``vocab_size``).
-    """
-    import xgrammar as xgr
-
-    compiled = grammars.compile(kind, source)
-    vocab = int(getattr(grammars, "vocab_size", 0) or grammars.info.vocab_size)
-    matcher = xgr.GrammarMatcher(compiled)
-    bitmask = xgr.allocate_token_bitmask(1, vocab)
-    steps: list[Step] = []
-    for tok in output_ids:
-        if matcher.is_terminated():
-            break
-        matcher.fill_next_token_bitmask(bitmask)
-        bits = _count_bits(bitmask[0].numpy(), vocab)
-        allowed = int(bits.sum())
-        options: list[str] = []
-        if allowed <= SHOW_ALLOWED:
-            options = [str(tokenizer.decode([int(i)])) for i in np.flatnonzero(bits)]
-        ok = bool(matcher.accept_token(int(tok)))
-        steps.append(Step(int(tok), str(tokenizer.decode([int(tok)])), allowed, ok, options))
-        if not ok:
-            break
-    return steps, bool(matcher.is_terminated())
 
 
 def validate(kind: str, source: str, text: str) -> dict[str, Any]:
@@ -164,13 +116,7 @@ class ConstrainedView(SgnbWidget):
         if kind not in ("regex", "json_schema", "ebnf"):
             raise ValueError(f"kind must be 'regex', 'json_schema' or 'ebnf', got {kind!r}")
         ids = [int(i) for i in result.get("output_ids", [])]
-        runtime = self.runtime
-        grammars = getattr(runtime, "grammars", None)
-        if grammars is None:  # a runtime without sgnb's compiler (sglang.Engine, a server)
-            from sgnb.runtimes.local.grammar import GrammarCompiler
-
-            grammars = GrammarCompiler(runtime.tokenizer, len(runtime.tokenizer))
-        steps, terminated = replay(grammars, runtime.tokenizer, kind, src, ids)
+        steps, terminated = replay(self.runtime, kind, src, ids)
         text = str(result.get("text", ""))
         check = validate(kind, src, text)
         self.kind, self.source, self.text = kind, src, text

@@ -30,7 +30,8 @@ from typing import Any
 import traitlets as t
 
 from sgnb.core.events import RequestFinished, TokenStep
-from sgnb.core.token_trace import TRACE_TOP_K, GrammarReplay, tracing
+from sgnb.core.grammar import GrammarReplay
+from sgnb.core.token_trace import TRACE_TOP_K, tracing
 from sgnb.widgets._base import SgnbWidget
 from sgnb.widgets._token_rows import KINDS, Row, render_static, row_view
 from sgnb.widgets.program import choice_rows

@@ -26,7 +26,7 @@ from sgnb.core.version_check import installed_sglang
 from sgnb.net import free_port
 from sgnb.runtimes.backend import SgnbBackend
 from sgnb.runtimes.engine.start import EngineStartError, start_on_loop
-from sgnb.runtimes.kv_subscriber import KVEventSubscriber
+from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
 
 T = TypeVar("T")
 __all__ = ["ENGINE_DEFAULTS", "EngineRuntime", "EngineStartError"]
@@ -40,7 +40,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
 }
 
 
-class EngineRuntime:
+class EngineRuntime(KVEventsTree):
     kind = "engine"
 
     def __init__(

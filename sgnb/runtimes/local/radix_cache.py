@@ -271,6 +271,22 @@ class RadixCache:
             stack.extend(node.children.values())
         return out
 
+    def stored_events(self) -> list[KVEvent]:
+        """The tree as the ``BlockStored`` events that would build it, parents first (a late
+        subscriber's replay: the same blocks and hashes the live events carried)."""
+        return [
+            BlockStored(
+                block_hashes=list(node.hashes),
+                parent_block_hash=node.parent.hashes[-1]
+                if node.parent is not None and node.parent.hashes
+                else None,
+                token_ids=list(node.key),
+                block_size=self.page_size,
+            )
+            for node in self.nodes()
+            if node.hashes
+        ]
+
     def all_indices(self) -> torch.Tensor:
         parts = [n.value for n in self.nodes()]
         return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)

@@ -1,4 +1,4 @@
-"""A request's life in the local runtime: waiting -> prefill -> decode steps -> finished."""
+"""A request's life in the local runtime: waiting -> prefill -> decode steps -> finished; and its token trace."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from typing import Any
 import torch
 
 from sgnb.core.detokenize import IncrementalDetokenizer, StopChecker
+from sgnb.core.events import TokenStep
+from sgnb.core.grammar import Grammar
 from sgnb.core.logprobs import LogprobTrack
 from sgnb.core.params import SamplingParams
-from sgnb.core.token_trace import TokenTrace
-from sgnb.runtimes.local.grammar import Grammar
+from sgnb.core.token_trace import TRACE_TOP_K
 from sgnb.runtimes.local.radix_cache import TreeNode
+from sgnb.runtimes.local.sampling import logprob_rows
 
 _seq = itertools.count()
 
@@ -116,3 +118,61 @@ class Request:
             "output_ids": list(self.output_ids),
             "meta_info": self.meta_info(),
         }
+
+
+class TokenTrace:
+    """One traced request's steps (the wire format of :mod:`sgnb.core.token_trace`); the scheduler calls
+    :meth:`before_grammar` and :meth:`after_sample`."""
+
+    def __init__(self, top_k: int = TRACE_TOP_K) -> None:
+        self.top_k = max(1, int(top_k))
+        self.steps: list[dict[str, Any]] = []
+        self._last = time.perf_counter()
+
+    def before_grammar(self, logits: torch.Tensor, temperature: float) -> tuple[list[float], list[int]]:
+        """The model's own top-k of ``logits`` ([vocab], penalties applied, grammar not yet)."""
+        scaled = logits if temperature == 1.0 else logits / temperature
+        values, ids = torch.log_softmax(scaled, dim=-1).topk(self.top_k)
+        return values.tolist(), ids.tolist()
+
+    def after_sample(
+        self,
+        req: Request,
+        token: int,
+        logits: torch.Tensor,
+        unconstrained: tuple[list[float], list[int]] | None,
+    ) -> TokenStep:
+        """Record the step of ``token``, sampled from ``logits`` (masked); the event to publish."""
+        now = time.perf_counter()
+        step: dict[str, Any] = {"i": len(self.steps), "id": int(token), "ms": (now - self._last) * 1000}
+        self._last = now
+        track = req.logprobs
+        if track is not None and track.options.top_logprobs_num and track.output_ids:
+            # the numbers meta_info returns (computed just before, in Scheduler._sample)
+            values, ids = track.output_top[-1]
+            step["lp"], step["top"] = (
+                track.output_values[-1],
+                [[v, t] for v, t in zip(values, ids, strict=True)],
+            )
+        else:
+            temperature = 1.0 if req.params.greedy else req.params.temperature
+            rows = logprob_rows(logits.unsqueeze(0), [token], self.top_k, None, temperature)
+            step["lp"] = rows.chosen[0]
+            step["top"] = [[v, t] for v, t in zip(rows.top_values[0], rows.top_ids[0], strict=True)]
+        if req.grammar is not None:
+            step["n"] = req.grammar.allowed_count()
+            if unconstrained is not None:
+                values, ids = unconstrained
+                allowed = req.grammar.allows(ids)
+                step["unc"] = [[v, t, int(a)] for v, t, a in zip(values, ids, allowed, strict=True)]
+        self.steps.append(step)
+        first = step["i"] == 0
+        kind, source = req.params.constraint or (None, None)
+        return TokenStep(
+            rid=req.rid,
+            step=step,
+            prompt_ids=list(req.input_ids) if first else None,
+            cached_tokens=req.cached_tokens,
+            constraint=kind if first else None,
+            constraint_source=source if first else None,
+        )

@@ -5,31 +5,32 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 import torch
 
 from sgnb.core.detokenize import IncrementalDetokenizer, StopChecker
-from sgnb.core.events import EventHub, RequestFinished
+from sgnb.core.events import EventHub, KVEvent, RequestFinished, Subscriber
+from sgnb.core.grammar import GrammarCompiler
 from sgnb.core.logprobs import LogprobOptions, LogprobTrack
 from sgnb.core.models import resolve_model
 from sgnb.core.params import SamplingParams
-from sgnb.core.token_trace import TRACE_TOP_K, TokenTrace
+from sgnb.core.token_trace import TRACE_TOP_K
 from sgnb.core.version_check import installed_sglang
-from sgnb.runtimes.local.grammar import GrammarCompiler
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel, parse_dtype
 from sgnb.runtimes.local.parallel import generate_n, parallel_n
 from sgnb.runtimes.local.radix_cache import RadixCache
-from sgnb.runtimes.local.request import Request
+from sgnb.runtimes.local.request import Request, TokenTrace
 from sgnb.runtimes.local.scheduler import Scheduler
 
 if TYPE_CHECKING:
     from sgnb.runtimes.backend import SgnbBackend
 
 DEFAULT_MAX_TOTAL_TOKENS = 16384
+T = TypeVar("T")
 
 
 class LocalRuntime:
@@ -367,6 +368,29 @@ class LocalRuntime:
             }
 
         return dict(self.scheduler.call(read))
+
+    # ---- what a late subscriber needs (sgnb.core.events.TreeSource) ------------------------------
+
+    def replay_tree(self) -> list[KVEvent]:
+        """The cached tree as sgnb KV events (``BlockStored``, parents first), read on the scheduler thread."""
+        return list(self._on_scheduler(self.cache.stored_events))
+
+    def follow(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Replay the cached tree to ``subscriber``, then subscribe it to the hub, both on the scheduler
+        thread where every KV event is published: it neither misses an event nor sees one twice."""
+
+        def replay_then_subscribe() -> Callable[[], None]:
+            for event in self.cache.stored_events():
+                subscriber(event)
+            return self.hub.subscribe(subscriber)
+
+        return self._on_scheduler(replay_then_subscribe)
+
+    def _on_scheduler(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the scheduler thread; here when stopped (nothing publishes) or already on it."""
+        if self._stopped or self.scheduler.on_thread():
+            return fn()
+        return self.scheduler.call(fn)
 
     @property
     def backend(self) -> SgnbBackend:

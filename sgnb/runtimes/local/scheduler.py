@@ -109,6 +109,10 @@ class Scheduler:
         self.inbox.put((fn, fut))
         return fut.result()
 
+    def on_thread(self) -> bool:
+        """Whether the caller is the scheduler thread (where ``call`` would wait on itself)."""
+        return self._thread is threading.current_thread()
+
     def abort(self, rid: str | None, exact: bool = False) -> None:
         """Abort every request whose rid starts with ``rid`` (SGLang's ``Scheduler.abort_request``
         matches so), only the one named ``rid`` with ``exact``, or every request when ``rid`` is None.

@@ -17,7 +17,7 @@ import requests
 from sgnb import net
 from sgnb.core.events import EventHub, finished_from_result
 from sgnb.core.logprobs import LOGPROB_FIELDS
-from sgnb.runtimes.kv_subscriber import KVEventSubscriber
+from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
 
 
 class ServerNotReadyError(ValueError):
@@ -39,7 +39,7 @@ def wait_for_server(
     return time.monotonic() - started
 
 
-class RemoteRuntime:
+class RemoteRuntime(KVEventsTree):
     kind = "remote"
 
     def __init__(
