@@ -6,8 +6,9 @@
 or from Python:
 
     import sgnb
-    rt = sgnb.start()                 # model="bundled", runtime="local"
+    rt = sgnb.start()                 # model="bundled", runtime="auto", as %sglang start
     rt.generate("What is the capital of France?", max_new_tokens=16, temperature=0)
+    state = sgnb.run_program("s += 'Paris is' + sgl.gen('rest', max_tokens=8)", backend=rt.backend)
 """
 
 from __future__ import annotations
@@ -24,17 +25,22 @@ __all__ = [
     "cluster",
     "get_session",
     "load_ipython_extension",
+    "run_program",
     "start",
 ]
 
 
-def start(model: str = "bundled", runtime: str = "local", **options: Any) -> Any:
-    """Start a runtime and return its handle.
+def start(model: str = "bundled", runtime: str = "auto", **options: Any) -> Any:
+    """Start a runtime and return its handle (yours: start several, stop each).
 
-    ``runtime``: ``"local"`` (sgnb's own engine, CPU or GPU), ``"engine"`` (``sglang.Engine``
-    in-process, needs a CUDA GPU), ``"auto"`` (engine where CUDA is present, else local), or a
-    server URL (``"http://127.0.0.1:30000"``). Local options: ``max_total_tokens`` (the KV budget
-    in tokens), ``page_size``, ``disable_radix_cache``, ``dtype``, ``threads``, ``context_length``.
+    ``runtime``: ``"auto"`` (the default, as ``%sglang start``: ``sglang.Engine`` where CUDA is
+    present, else local), ``"local"`` (sgnb's own engine, CPU or GPU), ``"engine"``
+    (``sglang.Engine`` in-process, needs a CUDA GPU) or a server URL (``"http://127.0.0.1:30000"``).
+    ``options``: the start options of :mod:`sgnb.runtimes.options` (``max_total_tokens``, the KV
+    budget in tokens; ``page_size``, ``disable_radix_cache``, ``dtype``, ``context_length``,
+    ``allow_auto_truncate``; local: ``threads``; engine: ``mem_fraction_static``, ``tp_size`` and
+    any ``sglang.Engine`` argument). One the runtime does not take is a one-line ValueError before
+    anything loads. ``%sglang start`` is this plus attaching: ``sgnb.get_session().start(...)``.
 
     The handle has ``generate``, ``score``, ``flush_cache``, ``status``, ``stop``, ``hub`` (events)
     and ``backend`` (an sglang ``BaseBackend``: ``sgl.set_default_backend(rt.backend)``).
@@ -42,6 +48,13 @@ def start(model: str = "bundled", runtime: str = "local", **options: Any) -> Any
     from sgnb.runtimes.factory import start_runtime
 
     return start_runtime(model, runtime, **options)
+
+
+def run_program(source: str, **kwargs: Any) -> Any:
+    """Run a ``%%sglang`` cell's body as a one-off SGLang program; see :func:`sgnb.notebook.program.run_program`."""
+    from sgnb.notebook.program import run_program as run
+
+    return run(source, **kwargs)
 
 
 def cluster(

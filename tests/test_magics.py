@@ -17,6 +17,7 @@ import nbformat
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
+import sgnb
 from sgnb.notebook.session import get_session
 
 
@@ -118,6 +119,56 @@ def test_program_errors_raise(ip: InteractiveShell) -> None:
     result = run(ip, "%%sglang\ns += sgl.gen('x', max_tokens=4, regex='(unclosed')")
     assert result.error_in_exec is not None  # raised, so papermill and nbval see a red cell
     assert run(ip, "%%sglang -o ok\ns += 'Hello' + sgl.gen('x', max_tokens=2)").error_in_exec is None
+
+
+def test_program_cell_is_told_apart_by_its_syntax(ip: InteractiveShell) -> None:
+    """Only a cell that defines programs (``@sgl.function``, ``sgl.function(f)``) runs as plain
+    Python: one that mentions them in a comment or a string is a program body, ``s`` bound. A
+    syntax error names the line of the body, not of sgnb's wrapper."""
+    cell = "%%sglang -o mention\n# not an @sgl.function cell\ns += 'See @sgl.function: ' + sgl.gen('x', max_tokens=2)\n"
+    assert run(ip, cell).error_in_exec is None
+    assert isinstance(ip.user_ns["mention"]["x"], str)
+    assert "syntax error in the program cell, line 2:" in usage_error(ip, "%%sglang\nx = 1\ns += (")
+    called = "%%sglang\ndef g(s):\n    s += 'Hi' + sgl.gen('y', max_tokens=2)\ncalled = sgl.function(g).run()['y']\n"
+    assert run(ip, called).error_in_exec is None and isinstance(ip.user_ns["called"], str)
+
+
+def test_defines_programs_reads_the_syntax_tree() -> None:
+    from sgnb.notebook.program import defines_programs
+
+    assert defines_programs("@sgl.function\ndef f(s):\n    pass")
+    assert defines_programs("@sglang.function(num_api_spec_tokens=8)\ndef f(s):\n    pass")
+    assert defines_programs("from sglang import function\n@function\ndef f(s):\n    pass")
+    assert defines_programs("def f(s):\n    pass\nprogram = sgl.function(f)")
+    assert not defines_programs("s += '@sgl.function' + sgl.gen('x')  # @function")
+    assert not defines_programs("s += (")  # a body whose syntax error the program reports
+
+
+def test_run_program_from_python(rt: Any) -> None:
+    """``sgnb.run_program``: a ``%%sglang`` body as a one-off ``@sgl.function`` from plain Python
+    (sglang's ``SglFunction.run``, ``stream=True``), on the backend given."""
+    from conftest import assert_idle_balanced
+
+    prompt = "The capital of France is"
+    updates: list[Any] = []
+    state = sgnb.run_program(
+        f"s += {prompt!r} + sgl.gen('city', max_tokens=6)",
+        backend=rt.backend,
+        temperature=0,
+        on_update=updates.append,
+    )
+    direct = rt.generate(prompt, max_new_tokens=6, temperature=0)["text"]
+    assert state["city"] == direct and state.text() == prompt + direct
+    assert len(updates) >= 2 and all(update is state for update in updates)
+    with pytest.raises(ValueError, match="line 2: '\\(' was never closed"):
+        sgnb.run_program("x = 1\ns += (", backend=rt.backend)
+    with pytest.raises(TypeError, match="regexx"):  # the body's own error, raised as itself
+        sgnb.run_program("s += sgl.gen('a', regexx='x')", backend=rt.backend)
+    plain = sgnb.run_program(
+        "s += 'Hi' + sgl.gen('x', max_tokens=3)", backend=rt.backend, stream=False, temperature=0
+    )
+    assert plain["x"] == rt.generate("Hi", max_new_tokens=3, temperature=0)["text"]
+    assert_idle_balanced(rt)
 
 
 def test_show_live_views(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:

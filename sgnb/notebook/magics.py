@@ -8,9 +8,9 @@ traceback, and a red cell that papermill and nbval notice.
 from __future__ import annotations
 
 import ast
-import textwrap
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -19,13 +19,20 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Bool, Int, Unicode
 
-from sgnb.notebook import cells, views
+from sgnb.notebook import cells, program, views
 from sgnb.notebook.labels import started_line
 from sgnb.notebook.session import NoRuntimeError, SessionError, get_session
+from sgnb.runtimes import options as start_options
+from sgnb.runtimes.factory import choose_runtime, import_runtime
 
 COMMANDS = ("start", "stop", "status", "connect", "flush", "tree", "stats", "tokens", "bench", "serve")
-ENGINE_ONLY = ("mem_fraction_static", "tp_size")
-LOCAL_ONLY = ("threads",)
+
+
+def table_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``@argument`` for every start option of :data:`sgnb.runtimes.options.OPTIONS`, in its order."""
+    for flags, keywords in reversed(start_options.argument_specs()):
+        func = argument(*flags, **keywords)(func)
+    return func
 
 
 @magics_class
@@ -52,14 +59,7 @@ class SGLangMagics(Magics):
     @argument("--port", type=int, default=None, help="port for serve (default: a free one)")
     @argument("--model", "-m", default=None, help="'bundled' (SmolLM2-135M-Instruct), a folder or a hub id")
     @argument("--runtime", "-r", default=None, help="local | engine | auto | a server URL")
-    @argument("--context-length", type=int, default=None, help="maximum tokens per request")
-    @argument("--max-total-tokens", type=int, default=None, help="KV-cache budget in tokens")
-    @argument("--page-size", type=int, default=None, help="tokens per radix-tree page")
-    @argument("--disable-radix-cache", action="store_true", help="turn prefix reuse off")
-    @argument("--dtype", default=None, help="bfloat16 | float32 | auto")
-    @argument("--threads", type=int, default=None, help="CPU threads (local runtime)")
-    @argument("--mem-fraction-static", type=float, default=None, help="GPU memory fraction (engine)")
-    @argument("--tp-size", type=int, default=None, help="tensor-parallel GPUs (engine)")
+    @table_arguments
     @argument(
         "--engine-arg",
         action="append",
@@ -95,29 +95,17 @@ class SGLangMagics(Magics):
             raise UsageError(cells.one_line(str(exc)) or type(exc).__name__) from None
 
     def _options(self, args: Any, kind: str) -> dict[str, Any]:
-        names = ("context_length", "max_total_tokens", "page_size", "dtype", "threads", *ENGINE_ONLY)
-        options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-        if args.disable_radix_cache:
-            options["disable_radix_cache"] = True
-        if "max_total_tokens" not in options and self.max_total_tokens:
+        """The start options on the line (and the configured KV budget), checked for ``kind``."""
+        options = start_options.given(args)
+        if "max_total_tokens" not in options and self.max_total_tokens and kind != "remote":
             options["max_total_tokens"] = self.max_total_tokens
-        for item in args.engine_arg:
+        if args.engine_arg:
             if kind != "engine":
-                raise ValueError("--engine-arg applies to the engine runtime only")
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"--engine-arg wants KEY=VALUE, got {item!r}")
-            options[key.replace("-", "_")] = _literal(value)
-        wrong = ENGINE_ONLY if kind == "local" else LOCAL_ONLY if kind == "engine" else ()
-        for name in wrong:
-            if name in options:
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} does not apply to the {kind} runtime")
-        return options
+                raise ValueError(f"--engine-arg applies to the engine runtime only, not {kind}")
+            options.update(start_options.engine_args(args.engine_arg))
+        return start_options.check(kind, options)
 
     def _start(self, args: Any) -> None:
-        from sgnb.runtimes.factory import choose_runtime
-
         runtime = args.runtime or args.target or self.default_runtime
         kind, _ = choose_runtime(runtime)
         options = self._options(args, kind)
@@ -130,7 +118,7 @@ class SGLangMagics(Magics):
         try:
             started = time.perf_counter()
             bar.stage("importing PyTorch, transformers and SGLang")
-            _import_runtime(kind)
+            import_runtime(kind)
             steps["imports"] = time.perf_counter() - started
             bar.stage(
                 f"loading {args.model or self.default_model}"
@@ -186,11 +174,8 @@ class SGLangMagics(Magics):
             return
         if args.target is not None:
             raise ValueError("usage: %sglang serve [--port N] [options] | %sglang serve stop")
-        options = self._options(args, "local")
-        flags = ["--model", args.model or self.default_model]
-        for name, value in options.items():
-            flag = "--" + name.replace("_", "-")
-            flags += [flag] if value is True else [flag, str(value)]
+        options = self._options(args, "local")  # sgnb serve runs the local runtime
+        flags = ["--model", args.model or self.default_model, *start_options.to_flags(options)]
         url = session.serve(flags, port=args.port)
         print(f"sgnb serve is up at {url} (SGLang's /generate, /health, OpenAI /v1, /metrics)")
         print(f"connect a notebook: %sglang connect {url}    stop it: %sglang serve stop")
@@ -248,12 +233,12 @@ class SGLangMagics(Magics):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Error in stream_executor")
             try:
-                if "@sgl.function" in cell or "@function" in cell or "sgl.function(" in cell:
+                if program.defines_programs(self.shell.transform_cell(cell)):  # type: ignore[union-attr]
                     return self._run_python(cell)
                 state = self._run_program(cell, args)
                 self.shell.user_ns[args.output or "_state"] = state  # type: ignore[union-attr]
             except KeyboardInterrupt:
-                _abort_all()
+                program.abort_requests(session.runtime)
                 raise  # sgnb.notebook.cells.interrupt_handler reports it in one line
             finally:
                 views.finish_views(live, state)
@@ -286,54 +271,38 @@ class SGLangMagics(Magics):
         return None
 
     def _run_program(self, cell: str, args: Any) -> Any:
-        import sglang as sgl
-
-        source = "def __sgnb_program(s):\n" + textwrap.indent(cell if cell.strip() else "pass", "    ")
-        namespace = self.shell.user_ns  # type: ignore[union-attr]
+        """:func:`sgnb.notebook.program.run_program`, shown live; its errors as one line naming the cell line."""
         shell: Any = self.shell
-        filename = shell.compile.cache(source, shell.execution_count)
+        filename = shell.compile.cache(program.program_source(cell), shell.execution_count)
         try:
-            code = compile(source, filename, "exec")
-        except SyntaxError as exc:
-            raise UsageError(f"syntax error in the program cell, line {exc.lineno}: {exc.msg}") from None
-        exec(code, namespace)
-        body = namespace.pop("__sgnb_program")
-        failures: list[BaseException] = []
+            return program.run_program(
+                cell,
+                shell.user_ns,
+                stream=self.stream and not args.no_stream,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                on_update=LiveState(),
+                filename=filename,
+            )
+        except program.ProgramSyntaxError as exc:
+            raise UsageError(str(exc)) from None
+        except Exception as exc:
+            raise cells.cell_error(shell, exc, filename, offset=program.BODY_OFFSET) from None
 
-        def __sgnb_program(s: Any) -> None:
-            # A streamed program runs on SGLang's own thread, which only prints what the cell
-            # raises; keep it to raise here, where papermill and nbval can see it.
-            try:
-                body(s)
-            except Exception as exc:
-                failures.append(exc)
 
-        program = sgl.function(__sgnb_program)
-        defaults: dict[str, Any] = {}
-        if args.temperature is not None:
-            defaults["temperature"] = args.temperature
-        if args.max_tokens is not None:
-            defaults["max_new_tokens"] = args.max_tokens
-        stream = self.stream and not args.no_stream
-        state = program.run(stream=stream, **defaults)
-        view = views.ProgramStateView(state)
-        handle = display(view, display_id=True)
-        if stream:
-            for _ in views.throttled(state.text_iter()):
-                if handle is not None:
-                    handle.update(view)
-        state.sync()
-        # SGLang's worker sets error_ only after sync() can already return: wait for it to finish.
-        executor = state.stream_executor
-        deadline = time.monotonic() + 10
-        while not executor.is_finished and time.monotonic() < deadline:
-            time.sleep(0.005)
-        error = failures[0] if failures else state.error()
-        if handle is not None:
-            handle.update(view)
-        if error is not None:
-            raise cells.cell_error(shell, error, filename, offset=1) from None
-        return state
+class LiveState:
+    """An ``on_update`` for :func:`sgnb.notebook.program.run_program`: shows the state, then updates it."""
+
+    def __init__(self) -> None:
+        self.view: views.ProgramStateView | None = None
+        self.handle: Any = None
+
+    def __call__(self, state: Any) -> None:
+        if self.view is None:
+            self.view = views.ProgramStateView(state)
+            self.handle = display(self.view, display_id=True)
+        elif self.handle is not None:
+            self.handle.update(self.view)
 
 
 # `%sglang?` shows the cell magic's options too: a newcomer asks the line magic first.
@@ -341,42 +310,6 @@ SGLangMagics.sglang.__doc__ = (
     f"{SGLangMagics.sglang.__doc__}\n\nThe cell magic, %%sglang (see also %%sglang?):\n\n"
     f"{SGLangMagics.sglang_cell.__doc__}"
 )
-
-
-def _import_runtime(kind: str) -> None:
-    """Import the runtime's heavy modules (timed apart from loading the model)."""
-    if kind == "local":
-        import sgnb.runtimes.local
-    elif kind == "engine":
-        import sgnb.runtimes.engine
-    else:
-        import sgnb.runtimes.remote  # noqa: F401
-
-
-def _abort_all(timeout: float = 10.0) -> None:
-    """Abort the runtime's requests (an interrupted cell's) and wait until none runs."""
-    runtime = get_session().runtime
-    if runtime is None or not hasattr(runtime, "abort_all"):
-        return
-    runtime.abort_all()
-    if not hasattr(runtime, "cache_state"):
-        return
-    deadline = time.monotonic() + timeout
-    while runtime.cache_state().get("running", 0) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def _literal(value: str) -> Any:
-    """'8' -> 8, '0.5' -> 0.5, 'true' -> True; anything else stays a string."""
-    lowered = value.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
 
 
 def load(ipython: Any) -> None:

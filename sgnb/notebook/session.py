@@ -32,7 +32,14 @@ class Session:
         self.servers: list[Any] = []
         self.mirror: Any = None
 
-    def start(self, model: str = "bundled", runtime: str | None = None, **options: Any) -> Runtime:
+    def start(self, model: str = "bundled", runtime: str | None = "auto", **options: Any) -> Runtime:
+        """``sgnb.start(model, runtime, **options)``, then attach it: the session's runtime.
+
+        Attaching subscribes the session's request history, a tree mirror (so a tree opened later
+        shows everything from the first request on) and makes it sglang's default backend (plain
+        ``@sgl.function`` code runs on it). ``AlreadyRunningError`` while one runs; option errors
+        are :func:`sgnb.runtimes.factory.start_runtime`'s, raised before anything loads.
+        """
         self.require_stopped()
         kind, reason = choose_runtime(runtime)
         rt = start_runtime(model, runtime if kind == "remote" else kind, **options)

@@ -49,7 +49,7 @@ def run_server(
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logger.warning("serving on %s without --api-key: anyone who can reach this port can use it", host)
     started = time.perf_counter()
-    runtime = start_runtime(model, **(runtime_options or {}))
+    runtime = start_runtime(model, "local", **(runtime_options or {}))
     config = ServeConfig(
         api_key=api_key,
         kv_events_config=kv_events_config,

@@ -16,24 +16,18 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from sgnb.net import process_exit, wait_for_server
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from sgnb.serve.server import run_server
+    from sgnb.runtimes import options as start_options
 
-    options: dict[str, Any] = {}
-    for name in ("max_total_tokens", "page_size", "dtype", "context_length", "threads"):
-        value = getattr(args, name)
-        if value is not None:
-            options[name] = value
-    if args.disable_radix_cache:
-        options["disable_radix_cache"] = True
-    if args.allow_auto_truncate:
-        options["allow_auto_truncate"] = True
+    options = start_options.given(args)
     try:
+        start_options.check("local", options)  # before the server's imports and the model load
+        from sgnb.serve.server import run_server
+
         run_server(
             args.model,
             host=args.host,
@@ -116,6 +110,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sgnb.runtimes import options as start_options
+
     parser = argparse.ArgumentParser(
         prog="sgnb", description="sgnb: SGLang in Jupyter, and a small serving toolkit"
     )
@@ -132,17 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     p.add_argument("--kv-events-config", default=None, help='SGLang\'s, e.g. \'{"publisher":"zmq",...}\'')
     p.add_argument("--served-model-name", default=None)
-    p.add_argument("--max-total-tokens", type=int, default=None, help="KV pool size in tokens")
-    p.add_argument("--page-size", type=int, default=None)
-    p.add_argument("--disable-radix-cache", action="store_true")
-    p.add_argument("--dtype", default=None, help="bfloat16 (default), float16 or float32")
-    p.add_argument("--context-length", type=int, default=None)
-    p.add_argument(
-        "--allow-auto-truncate",
-        action="store_true",
-        help="truncate a too-long prompt / max_new_tokens instead of refusing it (as SGLang's flag)",
-    )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    start_options.add_arguments(p.add_argument)  # the runtime's start options (local runtime)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)
 

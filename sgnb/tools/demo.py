@@ -14,7 +14,7 @@ QUESTIONS = [
 
 def main() -> None:
     print(f"sglang {sgnb.check_sglang_version()}; starting the bundled SmolLM2-135M-Instruct on the CPU ...")
-    rt = sgnb.start()
+    rt = sgnb.start(runtime="local")  # the CPU demo, also on a GPU machine
     try:
         print(f"ready in {rt.load_time:.1f} s\n")
         for q in QUESTIONS:

@@ -24,6 +24,7 @@ from sgnb.core.models import resolve_model
 from sgnb.core.params import SamplingParams
 from sgnb.core.version_check import installed_sglang
 from sgnb.net import free_port
+from sgnb.runtimes import options as start_options
 from sgnb.runtimes.backend import SgnbBackend
 from sgnb.runtimes.engine.start import EngineStartError, start_on_loop
 from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
@@ -61,6 +62,16 @@ class EngineRuntime(KVEventsTree):
         import sglang as sgl
         import torch
 
+        explicit = {
+            "max_total_tokens": max_total_tokens,
+            "page_size": page_size,
+            "disable_radix_cache": disable_radix_cache,
+            "dtype": dtype,
+            "context_length": context_length,
+            "mem_fraction_static": mem_fraction_static,
+            "tp_size": tp_size,
+        }
+        start_options.check("engine", {**explicit, **engine_kwargs})  # one line, before any process
         if not torch.cuda.is_available():
             raise ValueError("the engine runtime needs a CUDA GPU; use runtime='local' on this machine")
         self.model_name = model
@@ -68,15 +79,7 @@ class EngineRuntime(KVEventsTree):
         self.hub = hub or EventHub()
         self.options: dict[str, Any] = {
             k: v
-            for k, v in {
-                "max_total_tokens": max_total_tokens,
-                "page_size": page_size,
-                "disable_radix_cache": disable_radix_cache or None,
-                "dtype": dtype,
-                "context_length": context_length,
-                "mem_fraction_static": mem_fraction_static,
-                "tp_size": tp_size,
-            }.items()
+            for k, v in {**explicit, "disable_radix_cache": disable_radix_cache or None}.items()
             if v is not None
         }
         args = {**ENGINE_DEFAULTS, **self.options, **engine_kwargs, "model_path": str(self.model_path)}

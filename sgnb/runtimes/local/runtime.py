@@ -19,6 +19,7 @@ from sgnb.core.models import resolve_model
 from sgnb.core.params import SamplingParams
 from sgnb.core.token_trace import TRACE_TOP_K
 from sgnb.core.version_check import installed_sglang
+from sgnb.runtimes import options as start_options
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel, parse_dtype
 from sgnb.runtimes.local.parallel import generate_n, parallel_n
@@ -29,7 +30,7 @@ from sgnb.runtimes.local.scheduler import Scheduler
 if TYPE_CHECKING:
     from sgnb.runtimes.backend import SgnbBackend
 
-DEFAULT_MAX_TOTAL_TOKENS = 16384
+DEFAULT_MAX_TOTAL_TOKENS = start_options.LOCAL_MAX_TOTAL_TOKENS
 T = TypeVar("T")
 
 
@@ -51,14 +52,20 @@ class LocalRuntime:
         allow_auto_truncate: bool = False,
         hub: EventHub | None = None,
     ) -> None:
-        if not isinstance(max_total_tokens, int) or max_total_tokens < 16:
-            raise ValueError(f"max_total_tokens must be an int >= 16, got {max_total_tokens!r}")
-        if not isinstance(page_size, int) or page_size < 1:
-            raise ValueError(f"page_size must be a positive int, got {page_size!r}")
+        start_options.check(  # the table's types and ranges, one line each (sgnb.runtimes.options)
+            "local",
+            {
+                "max_total_tokens": max_total_tokens,
+                "page_size": page_size,
+                "disable_radix_cache": disable_radix_cache,
+                "dtype": dtype,
+                "threads": threads,
+                "context_length": context_length,
+                "allow_auto_truncate": allow_auto_truncate,
+            },
+        )
         torch_dtype = parse_dtype(dtype)
         if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         started = time.perf_counter()
         self.model_name = model
@@ -78,7 +85,7 @@ class LocalRuntime:
             raise
         self.tokenizer = self.model.tokenizer
         self.context_length = min(context_length or self.model.context_length, self.model.context_length)
-        self.allow_auto_truncate = bool(allow_auto_truncate)
+        self.allow_auto_truncate = allow_auto_truncate
         self.grammars = GrammarCompiler(self.tokenizer, self.model.vocab_size)
         self.stats = RuntimeStats()
         self._unsubscribe = self.hub.subscribe(self.stats.observe)

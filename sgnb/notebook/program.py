@@ -1,0 +1,175 @@
+"""Running a ``%%sglang`` cell's body as an SGLang program, from Python as from the cell magic.
+
+A body is the statements of an ``@sgl.function`` without its ``def`` line, ``s`` bound to the
+program state::
+
+    state = sgnb.run_program('''
+    s += "The capital of France is" + sgl.gen("city", max_tokens=4, temperature=0)
+    ''')
+    state["city"]
+
+A cell that defines programs itself (``@sgl.function``) is plain Python instead:
+:func:`defines_programs` tells the two apart by reading the cell's syntax tree.
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+import textwrap
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sgnb.notebook.views import throttled
+
+BODY_OFFSET = 1  # lines program_source() puts before the body: the def line
+PROGRAM_NAME = "__sgnb_program"
+
+
+class ProgramSyntaxError(ValueError):
+    """The body does not parse; the message names the body's line (one line)."""
+
+
+def _is_sgl_function(node: ast.expr) -> bool:
+    """``function``, ``sgl.function`` or ``sglang.function`` (SGLang's program decorator)."""
+    if isinstance(node, ast.Name):
+        return node.id == "function"
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "function"
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("sgl", "sglang")
+    )
+
+
+def defines_programs(source: str) -> bool:
+    """True if ``source`` defines SGLang programs: a def decorated with ``@sgl.function`` (or
+    ``@sgl.function(...)``, ``@function``) or a call ``sgl.function(f)``, anywhere in the cell.
+
+    Such a cell runs as plain Python; any other is a program body. Source that does not parse is a
+    body (its syntax error is then reported against the body's lines). Strings and comments that
+    merely mention ``@sgl.function`` do not count.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if _is_sgl_function(target):
+                    return True
+        elif isinstance(node, ast.Call) and _is_sgl_function(node.func):
+            return True
+    return False
+
+
+def program_source(body: str) -> str:
+    """The Python source that :func:`run_program` compiles: ``body`` inside a ``def``."""
+    return f"def {PROGRAM_NAME}(s):\n" + textwrap.indent(body if body.strip() else "pass", "    ")
+
+
+def _runtime_of(backend: Any) -> Any:
+    if backend is None:
+        try:
+            from sglang.lang.global_config import global_config
+        except ImportError:  # sglang <= 0.5.17
+            from sglang.global_config import global_config
+        backend = global_config.default_backend
+    return getattr(backend, "runtime", None)
+
+
+def abort_requests(runtime: Any, timeout: float = 10.0) -> None:
+    """Abort ``runtime``'s requests (an interrupted program's) and wait until none runs.
+
+    Mirrors SGLang's ``/abort_request {"abort_all": true}``; afterwards no KV slot stays locked.
+    """
+    if runtime is None or not hasattr(runtime, "abort_all"):
+        return
+    runtime.abort_all()
+    if not hasattr(runtime, "cache_state"):
+        return
+    deadline = time.monotonic() + timeout
+    while runtime.cache_state().get("running", 0) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the scheduler frees an aborted request at its next step
+
+
+def run_program(
+    source: str,
+    namespace: dict[str, Any] | None = None,
+    *,
+    backend: Any = None,
+    stream: bool = True,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    on_update: Callable[[Any], None] | None = None,
+    filename: str | None = None,
+) -> Any:
+    """Run ``source`` (a program body, ``s`` bound) as a one-off ``@sgl.function``; return its state.
+
+    ``namespace``: the globals the body sees (a notebook's user namespace; ``sgl`` is added if
+    missing). ``backend``: an sglang backend (``rt.backend``); None uses sglang's default backend,
+    which ``%sglang start`` sets. ``temperature`` / ``max_tokens``: defaults for the body's
+    ``sgl.gen`` calls (``SglFunction.run``'s ``temperature`` / ``max_new_tokens``). ``stream``:
+    run it on SGLang's stream executor and call ``on_update(state)`` as text arrives (at most
+    10 times a second); ``on_update`` is also called once when the state exists and once at the end.
+    ``filename``: the name the body's code is compiled under (a notebook cell's, for tracebacks).
+
+    Returns sglang's ``ProgramState`` (``state["var"]``, ``state.text()``). Raises
+    ``ProgramSyntaxError`` (a ValueError) when the body does not parse, and the body's own error
+    (``sgl.gen(regexx=...)``'s TypeError, an invalid regex's ``re.error``) as itself, once the
+    program has ended. On KeyboardInterrupt the runtime's requests are aborted and it is re-raised.
+    """
+    import sglang as sgl
+
+    code_text = program_source(source)
+    if filename is None:
+        filename = f"<sgnb-program-{time.monotonic_ns()}>"
+        lines = code_text.splitlines(keepends=True)
+        linecache.cache[filename] = (len(code_text), None, lines, filename)  # traceback lines
+    try:
+        code = compile(code_text, filename, "exec")
+    except SyntaxError as exc:
+        line = (exc.lineno or 1) - BODY_OFFSET
+        raise ProgramSyntaxError(f"syntax error in the program cell, line {line}: {exc.msg}") from None
+    namespace = {} if namespace is None else namespace
+    namespace.setdefault("sgl", sgl)
+    exec(code, namespace)
+    body = namespace.pop(PROGRAM_NAME)
+    failures: list[BaseException] = []
+
+    def __sgnb_program(s: Any) -> None:
+        # A streamed program runs on a thread of SGLang's, which only prints what the body
+        # raises; keep it to raise here, on the caller's thread.
+        try:
+            body(s)
+        except Exception as exc:
+            failures.append(exc)
+
+    defaults: dict[str, Any] = {}
+    if temperature is not None:
+        defaults["temperature"] = temperature
+    if max_tokens is not None:
+        defaults["max_new_tokens"] = max_tokens
+    try:
+        state = sgl.function(__sgnb_program).run(stream=stream, backend=backend, **defaults)
+        if on_update is not None:
+            on_update(state)
+            if stream:
+                for _ in throttled(state.text_iter()):
+                    on_update(state)
+        # The executor's worker sets error_ and ends only after the body has ended and its queue
+        # drained (interpreter.StreamExecutor._thread_worker_func); sync() alone can return before.
+        state.sync()
+        state.stream_executor.worker.join()
+    except KeyboardInterrupt:
+        abort_requests(_runtime_of(backend))
+        raise
+    if on_update is not None:
+        on_update(state)
+    error = failures[0] if failures else state.error()
+    if error is not None:
+        raise error
+    return state
