@@ -114,6 +114,66 @@ def test_late_tree_mirror_replays_the_servers_tree(remote: RemoteRuntime) -> Non
     late.detach()
 
 
+def _shape(out: Any) -> list[tuple[str, list[int]]]:
+    outs = out if isinstance(out, list) else [out]
+    return [(o["text"], list(o["output_ids"])) for o in outs]
+
+
+def test_generate_returns_every_shape_of_the_server_as_the_local_runtime(
+    remote: RemoteRuntime, rt: Any
+) -> None:
+    """``/generate`` answers one prompt with a dict, ``n > 1`` and a batch of prompts with a list,
+    batch-major (``http_server.generate_request``; ``TokenizerManager._handle_batch_request`` expands
+    prompt ``i`` into its ``n`` samples in a row), streamed chunks naming their sample in ``index``.
+    The remote runtime returns them as they come, as ``LocalRuntime.generate`` / ``Engine.generate``
+    return theirs, with one ``RequestFinished`` per output; greedy, the answers equal the local runtime's."""
+    log = EventLog(remote.hub)
+    prompts = ["The capital of France is", "Two plus two is"]
+    greedy = {"max_new_tokens": 5, "temperature": 0}
+    local = [_shape(rt.generate(p, **greedy))[0] for p in prompts]
+
+    single = remote.generate(prompts[0], **greedy)
+    assert isinstance(single, dict) and _shape(single) == [local[0]]
+    pair = remote.generate(prompts[0], n=2, **greedy)
+    assert isinstance(pair, list) and _shape(pair) == _shape(rt.generate(prompts[0], n=2, **greedy))
+    assert _shape(pair) == [local[0]] * 2
+    batch = remote.generate(prompts, **greedy)
+    assert isinstance(batch, list) and _shape(batch) == local
+    grid = remote.generate(prompts, n=2, **greedy)
+    assert _shape(grid) == [local[0], local[0], local[1], local[1]]  # batch-major
+    ids = [remote.tokenizer.encode(p) for p in prompts]
+    assert _shape(remote.generate(input_ids=ids, **greedy)) == local
+    chunks = list(remote.generate(prompts[0], n=2, stream=True, **greedy))
+    finals = {c["index"]: c for c in chunks if c["meta_info"]["finish_reason"] is not None}
+    assert (
+        sorted(finals) == [0, 1] and [(c["text"], c["output_ids"]) for c in finals.values()] == [local[0]] * 2
+    )
+
+    finished = log.of_type(RequestFinished)
+    assert len(finished) == 1 + 2 + 2 + 4 + 2 + 2  # one per output, streamed or not
+    by_rid = {e.rid: e for e in finished}
+    for out, prompt_ids in zip(grid, [ids[0], ids[0], ids[1], ids[1]], strict=True):
+        event = by_rid[out["meta_info"]["id"]]
+        assert event.prompt_ids == prompt_ids and event.output_ids == out["output_ids"]
+
+
+def test_dsl_gen_n_on_a_remote_session(remote: RemoteRuntime, rt: Any) -> None:
+    """``gen(n=2)`` through the remote backend gives the two texts and meta_infos, as sgnb's backend does
+    on the local runtime (``StreamExecutor._execute_gen`` keeps the list, appends the first text);
+    SGLang's own ``RuntimeEndpoint.generate`` indexes the server's list as a dict and fails there."""
+    import sglang as sgl
+
+    @sgl.function
+    def two(s: Any) -> None:
+        s += "The capital of France is" + sgl.gen("x", n=2, max_tokens=5, temperature=0)
+
+    there = two.run(backend=remote.backend)
+    here = two.run(backend=rt.backend)
+    assert there.error() is None and here.error() is None
+    assert isinstance(there["x"], list) and there["x"] == here["x"] and len(there["x"]) == 2
+    assert len(there.get_meta_info("x")) == 2
+
+
 def test_bad_input_is_a_value_error_and_the_server_keeps_serving(remote: RemoteRuntime) -> None:
     with pytest.raises(ValueError):
         remote.generate("x", max_new_tokens=4, regex="(unclosed")

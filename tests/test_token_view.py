@@ -304,6 +304,65 @@ def test_remote_runtime_from_meta_info(remote: Any) -> None:
     assert row["done"] and row["constraint"] == "regex"
 
 
+def test_magics_show_tokens_on_a_remote_session(remote: Any) -> None:
+    """``%%sglang --show tokens`` on a remote session: the DSL goes through SGLang's ``RuntimeEndpoint``
+    (``sgnb.runtimes.remote.endpoint``), each request through the runtime, which asks the server for
+    ``return_logprob`` + ``top_logprobs_num`` while the cell is traced. Every ``gen`` is a row whose
+    chips are the server's ``output_token_logprobs`` / ``output_top_logprobs`` (that request's own
+    answer), ``(`` forced by the replayed grammar; the program's own meta_info stays as asked."""
+    from IPython.testing.globalipapp import get_ipython, start_ipython
+
+    from sgnb.notebook.session import _clear_default_backend, get_session
+    from sgnb.widgets._base import SgnbWidget
+
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sgnb")
+    session = get_session()
+    assert session.runtime is None
+    session._attach(remote, "the test's remote runtime")
+    try:
+        ip.run_cell(
+            "%%sglang -o st --show tokens\n"
+            "s += 'Phone: ' + sgl.gen('p', regex=r'\\(\\d{3}\\) \\d{3}-\\d{4}', max_tokens=16, temperature=0)\n"
+            "s += ' Name: ' + sgl.gen('n', max_tokens=4, temperature=0)\n"
+            "s += ' Happy? ' + sgl.select('a', choices=['yes', 'no'])\n"
+        ).raise_error()
+        st = ip.user_ns["st"]
+        finished = list(session.finished)
+    finally:
+        session._unsubscribe()
+        session.mirror.detach()
+        session.mirror = session.runtime = None
+        _clear_default_backend(remote.backend)
+    assert remote.logprob_top_k == 0  # tracing ends with the cell
+    assert not [k for k in st.get_meta_info("p") if "logprob" in k]  # the answer as the program asked it
+    (view,) = [w for w in SgnbWidget._live if isinstance(w, TokenView) and w.title == "Tokens of this cell"]
+    rows = view.rows
+    assert len(rows) == 2  # both gens; select's scoring requests generate nothing
+    phone, name = rows
+    assert "".join(c["t"] for c in phone["out"]).startswith(st["p"])  # then EOS, which the text trims
+    assert phone["out"][0]["t"] == "(" and phone["out"][0]["k"] == "forced"
+    assert phone["constraint"] == "regex" and not name["constraint"]
+    # the numbers are the server's answer to that very request (the session's RequestFinished events)
+    generated = [e for e in finished if e.completion_tokens > 0]
+    assert [e.rid[:8] for e in generated] == [r["rid"] for r in rows]
+    for row, event in zip(rows, generated, strict=True):
+        entries, tops = event.logprobs["output_token_logprobs"], event.logprobs["output_top_logprobs"]
+        assert len(row["out"]) == len(entries) == event.completion_tokens
+        assert row["counts"]["cached"] == event.cached_tokens and len(row["prompt"]) == event.prompt_tokens
+        for chip, (lp, token, _), top in zip(row["out"], entries, tops, strict=True):
+            assert chip["t"] == remote.tokenizer.decode([token])
+            assert chip["p"] == pytest.approx(math.exp(lp), rel=1e-5, abs=1e-9)
+            assert len(top) == 5 and [p for _, p in chip["top"]] == pytest.approx(
+                [math.exp(v) for v, _, _ in top if v > -1e30], rel=1e-5, abs=1e-9
+            )
+    # labels are the scored text: RuntimeEndpoint.select scores from the token before the choice
+    # (token healing) and keeps it when the program text does not end with it ("? yes")
+    options = sorted(o["option"] for o in view._choices["a"])
+    assert len(options) == 2 and options[0].endswith("no") and options[1].endswith("yes")
+    view.close()
+
+
 def test_n_samples_one_row_each(rt: Any) -> None:
     """``n > 1`` (SGLang's parallel sampling: ``GenerateReqInput._handle_parallel_sampling``): one row
     per sample, the shared prompt drawn once, each sample's cached chips its own ``cached_tokens``."""

@@ -34,13 +34,19 @@ TRACE_TOP_K = 5  # alternatives kept per step when the request did not ask for t
 
 @contextmanager
 def tracing(runtime: Any, top_k: int = TRACE_TOP_K) -> Iterator[bool]:
-    """Trace every request ``runtime`` gets meanwhile; yields False where it cannot (not local)."""
-    if not hasattr(runtime, "trace_top_k"):
+    """Trace every request ``runtime`` gets meanwhile; yields False where it cannot.
+
+    The local runtime records each step with the trace hook (``trace_top_k``); a remote runtime
+    (``logprob_top_k``: ``sgnb.runtimes.remote``) asks the server for the logprobs and top-k of every
+    request (``return_logprob``, ``top_logprobs_num``), which its ``RequestFinished`` events carry.
+    """
+    name = next((n for n in ("trace_top_k", "logprob_top_k") if hasattr(runtime, n)), None)
+    if name is None:
         yield False
         return
-    before = runtime.trace_top_k
-    runtime.trace_top_k = top_k
+    before = getattr(runtime, name)
+    setattr(runtime, name, top_k)
     try:
         yield True
     finally:
-        runtime.trace_top_k = before
+        setattr(runtime, name, before)

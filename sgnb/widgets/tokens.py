@@ -192,8 +192,13 @@ class TokenView(SgnbWidget):
         steps = list(event.token_trace or [])
         if not steps:
             steps = _steps_from_meta(event.logprobs or {}, event.output_ids)
+            replay = None
             if event.constraint and event.constraint_source and self.runtime is not None:
-                replay = GrammarReplay(self.runtime, event.constraint, event.constraint_source)
+                try:
+                    replay = GrammarReplay(self.runtime, event.constraint, event.constraint_source)
+                except ValueError:  # a server whose tokenizer is not readable here: kinds unknown
+                    replay = None
+            if replay is not None:
                 for step in steps:
                     n = replay.feed(step["id"])
                     if n is not None:

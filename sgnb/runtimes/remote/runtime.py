@@ -20,6 +20,20 @@ from sgnb.core.logprobs import LOGPROB_FIELDS
 from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
 
 
+def _drop_logprobs(out: dict[str, Any]) -> None:
+    """Remove the logprob fields ``meta_info`` has only because the token view asked for them."""
+    meta = out.get("meta_info")
+    if isinstance(meta, dict):
+        for key in [k for k in meta if "logprobs" in k]:
+            del meta[key]
+
+
+def _without_logprobs(chunk: dict[str, Any]) -> dict[str, Any]:
+    out = {**chunk, "meta_info": dict(chunk.get("meta_info") or {})}
+    _drop_logprobs(out)
+    return out
+
+
 class ServerNotReadyError(ValueError):
     """The server did not answer /health in time."""
 
@@ -66,6 +80,8 @@ class RemoteRuntime(KVEventsTree):
         self._tokenizer: Any = None
         self._backend: Any = None
         self._stopped = False
+        # > 0 (sgnb.core.token_trace.tracing, the token view): every request asks for logprobs
+        self.logprob_top_k = 0
 
     # ---- HTTP ----------------------------------------------------------------------------
 
@@ -110,27 +126,37 @@ class RemoteRuntime(KVEventsTree):
 
     @property
     def backend(self) -> Any:
-        """SGLang's own HTTP backend, ``RuntimeEndpoint``: the DSL exactly as SGLang runs it."""
+        """SGLang's own HTTP backend, ``RuntimeEndpoint``, with its ``/generate`` requests sent through
+        this runtime (:class:`~sgnb.runtimes.remote.endpoint.SgnbEndpoint`): the DSL exactly as SGLang
+        runs it, and every request it makes seen by the session's views."""
         if self._backend is None:
-            from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
-
             from sgnb.core.chat_template import register
+            from sgnb.runtimes.remote.endpoint import SgnbEndpoint
 
             register()  # SGLang's template matchers do not know SmolLM2 (the bundled model)
-            self._backend = RuntimeEndpoint(self.url, api_key=self.api_key)
+            self._backend = SgnbEndpoint(self)
         return self._backend
 
     def generate(
         self,
-        prompt: str | None = None,
+        prompt: str | list[str] | None = None,
         sampling_params: dict[str, Any] | None = None,
         *,
-        input_ids: list[int] | None = None,
+        input_ids: list[int] | list[list[int]] | None = None,
         stream: bool = False,
-        rid: str | None = None,
+        rid: str | list[str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        self._check_running()
+        """One ``/generate`` request; the answer exactly as the server returns it.
+
+        ``prompt`` (text) or ``input_ids``, one prompt or a batch; logprob fields are request-level
+        (:mod:`sgnb.core.logprobs`), the other keywords sampling parameters. Shapes, as SGLang's
+        ``/generate`` (``http_server.generate_request``) and ``Engine.generate`` return them: a dict
+        for one prompt; a list for ``n > 1`` or a batch, batch-major (prompt ``i``'s ``n`` samples at
+        ``i*n .. i*n+n-1``, ``TokenizerManager._handle_batch_request``). ``stream=True``: an iterator
+        of chunks, each holding its sample's text so far and, for ``n > 1`` or a batch, its ``index``
+        in that list. ValueError on a refused request (HTTP 400/422).
+        """
         if (prompt is None) == (input_ids is None):
             raise ValueError("pass exactly one of prompt (text) or input_ids")
         params = {**(sampling_params or {}), **kwargs}
@@ -140,12 +166,52 @@ class RemoteRuntime(KVEventsTree):
         body["text" if prompt is not None else "input_ids"] = prompt if prompt is not None else input_ids
         if rid is not None:
             body["rid"] = rid
+        return self.request(body)
+
+    def request(self, body: dict[str, Any]) -> Any:
+        """POST a ``/generate`` body as SGLang's ``RuntimeEndpoint`` builds it; the server's answer
+        (see :meth:`generate` for its shapes), streamed when ``body["stream"]``.
+
+        Each finished output is published on :attr:`hub` (``RequestFinished``). While
+        :func:`sgnb.core.token_trace.tracing` is on (``logprob_top_k > 0``) a request that did not
+        ask for logprobs asks for them (``return_logprob``, ``top_logprobs_num``): the event carries
+        them for the token view, and the answer is returned without them, as it was asked.
+        """
+        self._check_running()
+        body = dict(body)
+        added = self._ask_logprobs(body)
         started = time.perf_counter()
-        if stream:
-            return self._stream(body, started)
-        out = dict(self._post("/generate", body).json())
-        self._finished(out, input_ids, started, body["sampling_params"])
-        return out
+        if body.get("stream"):
+            return self._stream(body, started, added)
+        data = self._post("/generate", body).json()
+        outs = data if isinstance(data, list) else [data]
+        for index, out in enumerate(outs):
+            self._finished(out, self._prompt_of(body, index, len(outs)), started, body["sampling_params"])
+            if added:
+                _drop_logprobs(out)
+        return data
+
+    def _ask_logprobs(self, body: dict[str, Any]) -> bool:
+        """Ask for logprobs while traced, unless the request asked itself or generates nothing."""
+        params = body.setdefault("sampling_params", {})
+        if not self.logprob_top_k or body.get("return_logprob") or params.get("max_new_tokens") == 0:
+            return False
+        body["return_logprob"], body["top_logprobs_num"] = True, self.logprob_top_k
+        return True
+
+    def _prompt_of(self, body: dict[str, Any], index: int, outputs: int) -> list[int]:
+        """The prompt token ids of output ``index`` of ``outputs`` (batch-major, see :meth:`generate`),
+        as the server counts them: the ids sent, or the text encoded as SGLang's tokenizer manager
+        does (special tokens added); [] when the tokenizer is not readable here."""
+        prompts = body.get("input_ids")
+        if prompts is None:
+            prompts = body.get("text")
+        batch = prompts if isinstance(prompts, list) and prompts and not isinstance(prompts[0], int) else None
+        one = batch[index * len(batch) // outputs] if batch else prompts
+        if isinstance(one, list):
+            return [int(t) for t in one]
+        tok = self.tokenizer if isinstance(one, str) else None
+        return [] if tok is None else [int(t) for t in tok.encode(one)]
 
     def _sse(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """POST ``body`` to ``path`` with streaming; yield each ``data:`` chunk until ``[DONE]``."""
@@ -158,20 +224,29 @@ class RemoteRuntime(KVEventsTree):
                 break
             yield json.loads(text[5:])
 
-    def _stream(self, body: dict[str, Any], started: float) -> Iterator[dict[str, Any]]:
-        last = None
-        for last in self._sse("/generate", body):
-            yield last
-        if last is None:
+    def _stream(self, body: dict[str, Any], started: float, added: bool) -> Iterator[dict[str, Any]]:
+        # n > 1 or a batch: the samples' chunks interleave, each naming its sample in "index"
+        last: dict[int, dict[str, Any]] = {}
+        for chunk in self._sse("/generate", body):
+            if "error" in chunk and "meta_info" not in chunk:
+                error = chunk["error"]
+                raise RuntimeError(str(error.get("message") if isinstance(error, dict) else error))
+            last[int(chunk.get("index", 0))] = chunk
+            yield _without_logprobs(chunk) if added else chunk
+        if not last:
             raise RuntimeError("the server closed the stream before sending anything")
-        self._finished(last, body.get("input_ids"), started, body["sampling_params"])
+        outputs = max(last) + 1
+        for index in sorted(last):
+            prompt = self._prompt_of(body, index, outputs)
+            self._finished(last[index], prompt, started, body["sampling_params"])
 
     def _finished(
-        self, out: dict[str, Any], input_ids: list[int] | None, started: float, params: dict[str, Any]
+        self, out: dict[str, Any], prompt_ids: list[int], started: float, params: dict[str, Any]
     ) -> None:
-        self.hub.publish(
-            finished_from_result(out, list(input_ids or []), time.perf_counter() - started, params)
-        )
+        meta = out.get("meta_info", {})
+        if prompt_ids and len(prompt_ids) != meta.get("prompt_tokens", len(prompt_ids)):
+            prompt_ids = []  # not the server's tokens (another tokenizer, a template): show none
+        self.hub.publish(finished_from_result(out, prompt_ids, time.perf_counter() - started, params))
 
     def score(self, prompt_ids: list[int], continuation_ids: list[int]) -> list[float]:
         self._check_running()
