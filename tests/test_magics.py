@@ -328,7 +328,11 @@ def test_interrupt_during_generation_is_one_line(
     ip.user_ns["rt_"] = rt
     for source in (
         "rt_.generate('Tell me a long story.', max_new_tokens=2000, temperature=0, ignore_eos=True)",
-        "%%sglang\ns += 'Tell me a long story.' + sgl.gen('x', max_tokens=2000, ignore_eos=True)",
+        # Greedy, and a prompt that goes on: a program's gen also stops at the chat template's stop
+        # string (sglang's StreamExecutor._resolve_sampling_params adds it; ignore_eos does not lift
+        # it), and at the DSL's default temperature 1.0 a first <|im_end|> ended it before the
+        # interrupt, now and then: the cell then finished without one.
+        "%%sglang\ns += 'Once upon a time' + sgl.gen('x', max_tokens=2000, ignore_eos=True, temperature=0)",
     ):
         watcher = interrupt_when(lambda: rt.cache_state()["running"] > 0)
         line = one_line_error(ip, source, capsys)
