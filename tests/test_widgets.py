@@ -212,6 +212,42 @@ def test_cache_panel_rows_rate_plot_and_snapshot() -> None:
     late.close()
 
 
+class _RacyHub(EventHub):
+    """A hub on which a request finishes (published, and kept in the session's history) right as the
+    next subscriber subscribes: before its callback is in (``before``) or just after."""
+
+    def __init__(self, when: str) -> None:
+        super().__init__()
+        self.when, self.pending = when, [finished([7, 8, 9], [1], "in-between", cached=2)]
+
+    def subscribe(self, fn: Any) -> Any:
+        if self.when == "before" and self.pending:
+            self.publish(self.pending.pop())
+        unsubscribe = super().subscribe(fn)
+        if self.when == "after" and self.pending:
+            self.publish(self.pending.pop())
+        return unsubscribe
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_cache_panel_subscribes_then_replays_missing_no_request_and_showing_each_once(when: str) -> None:
+    """A panel opened while requests finish on another thread (a cluster tags them in the background)
+    shows every request once: it subscribes, then reads the history (a runtime's ``follow`` does the
+    same for the tree, ``sgnb.core.events.TreeSource``), skipping requests it already saw live."""
+    import collections
+
+    history: collections.deque[RequestFinished] = collections.deque([finished([1, 2], [3], "earlier")])
+    hub = _RacyHub("armed-later")
+    hub.subscribe(lambda e: history.append(e) if isinstance(e, RequestFinished) else None)  # the session
+    hub.when = when
+    panel = CachePanel(hub, decode=letters, history=history)
+    hub.publish(finished([1, 2, 4], [5], "later", cached=2))
+    wait_for(lambda: panel.summary["requests"] == 3)
+    assert [r["request"] for r in panel.rows] == ["earlier", "in-between", "later"]
+    assert panel.summary["cached_tokens"] == 4 and len(history) == 3
+    panel.close()
+
+
 def test_cache_panel_counts_stopped_requests_and_offers_stop_while_following(rt: Any) -> None:
     """A request aborted mid-generation (SGLang's ``finish_reason`` ``{"type": "abort"}``, as
     ``Scheduler.abort_request`` ends it) shows as stopped, with the tokens it had generated; the

@@ -184,7 +184,7 @@ def _cache_panel(rt: Any, **kwargs: Any) -> Any:
 
 def stats_view(session: Any) -> Any:
     """Every request of the session so far, and the ones to come; prompts decoded with its tokenizer."""
-    return _cache_panel(session.require(), history=list(session.finished))
+    return _cache_panel(session.require(), history=session.finished)
 
 
 def cell_cache_view(session: Any) -> Any:

@@ -99,7 +99,7 @@ class ClusterView:
             for m, w in zip(cluster.mirrors, workers, strict=True)
         ]
         self.panel = (
-            WorkerCachePanel(cluster, history=list(cluster.finished)) if panel and cluster.started else None
+            WorkerCachePanel(cluster, history=cluster.finished) if panel and cluster.started else None
         )
         self._workers = workers
         self._box: Any = None

@@ -25,7 +25,7 @@ import html
 import pathlib
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import traitlets as t
@@ -61,8 +61,16 @@ class CachePanel(SgnbWidget):
         max_rows: int = 200,
         interval: float = 0.1,
         title: str = "Prefix cache hits",
-        history: Iterable[Any] = (),
+        history: Iterable[Any] | Callable[[], Iterable[Any]] = (),
     ) -> None:
+        """``source``: a runtime (its ``hub`` and ``tokenizer``) or an ``EventHub``.
+
+        ``history``: requests that finished before the panel (a session's ``finished`` deque, or a
+        function returning them). It is read *after* the panel subscribes, like a runtime's
+        ``follow`` (:class:`sgnb.core.events.TreeSource`): a request that finishes meanwhile (a
+        cluster tags and publishes on a background thread) is in the history, or comes live, or
+        both - then it is shown once (by ``rid``).
+        """
         super().__init__(interval=interval, title=title)
         hub = getattr(source, "hub", source)
         tok: Any = decode if decode is not None else getattr(source, "tokenizer", None)
@@ -73,9 +81,17 @@ class CachePanel(SgnbWidget):
         self._texts: dict[str, str] = {}
         self._totals = [0, 0, 0]  # requests, prompt tokens, cached tokens (never truncated)
         self._stopped = [0, 0]  # aborted requests, the tokens they had generated
-        for event in history:  # requests that finished before the panel existed
-            self.observe_event(event)
+        # Subscribe first, then read the history: live events wait in _early until it is replayed.
+        self._early: list[Any] | None = []
+        self._replayed: set[Any] = set()  # the history's keys: a live copy of one is skipped
         self._unsubscribe = hub.subscribe(self.observe_event) if hub is not None else None
+        for event in list(history() if callable(history) else history):
+            self._replayed.add(_key(event))
+            self._add(event)
+        with self._lock:
+            early, self._early = self._early, None
+        for event in early:
+            self._add_live(event)
         self.kernel_id = jupyter_kernel_id()
         self.stoppable = self._unsubscribe is not None
         self.observe(self._select, names=["selected"])
@@ -98,6 +114,21 @@ class CachePanel(SgnbWidget):
         """Hub subscriber: keeps ``RequestFinished`` events (cheap; runs on the runtime thread)."""
         if type(event).__name__ != "RequestFinished":
             return
+        with self._lock:
+            if self._early is not None:  # the history is being replayed: after it
+                self._early.append(event)
+                return
+        self._add_live(event)
+
+    def _add_live(self, event: Any) -> None:
+        with self._lock:
+            key = _key(event)
+            if key in self._replayed:  # finished while the panel subscribed: already a history row
+                self._replayed.discard(key)
+                return
+        self._add(event)
+
+    def _add(self, event: Any) -> None:
         with self._lock:
             self._events.append(event)
             self._totals[0] += 1
@@ -216,6 +247,11 @@ class CachePanel(SgnbWidget):
     def close(self) -> None:
         self.detach()
         super().close()
+
+
+def _key(event: Any) -> Any:
+    """A finished request's identity: its ``rid`` (the event object itself when it has none)."""
+    return str(event.rid) if getattr(event, "rid", "") else id(event)
 
 
 def _finish(event: Any) -> str:
