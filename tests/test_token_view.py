@@ -309,7 +309,8 @@ def test_magics_show_tokens_on_a_remote_session(remote: Any) -> None:
     (``sgnb.runtimes.remote.endpoint``), each request through the runtime, which asks the server for
     ``return_logprob`` + ``top_logprobs_num`` while the cell is traced. Every ``gen`` is a row whose
     chips are the server's ``output_token_logprobs`` / ``output_top_logprobs`` (that request's own
-    answer), ``(`` forced by the replayed grammar; the program's own meta_info stays as asked."""
+    answer), published token by token as the stream arrives, ``(`` forced by the replayed grammar;
+    the program's own meta_info stays as asked."""
     from IPython.testing.globalipapp import get_ipython, start_ipython
 
     from sgnb.notebook.session import _clear_default_backend, get_session
@@ -320,6 +321,7 @@ def test_magics_show_tokens_on_a_remote_session(remote: Any) -> None:
     session = get_session()
     assert session.runtime is None
     session._attach(remote, "the test's remote runtime")
+    log = EventLog(remote.hub)
     try:
         ip.run_cell(
             "%%sglang -o st --show tokens\n"
@@ -356,6 +358,11 @@ def test_magics_show_tokens_on_a_remote_session(remote: Any) -> None:
             assert len(top) == 5 and [p for _, p in chip["top"]] == pytest.approx(
                 [math.exp(v) for v, _, _ in top if v > -1e30], rel=1e-5, abs=1e-9
             )
+    # live: each token was published (TokenStep) as its chunk arrived, before its request finished
+    for event in generated:
+        order = [e for e in log.events if getattr(e, "rid", None) == event.rid]
+        assert [type(e) for e in order] == [TokenStep] * event.completion_tokens + [RequestFinished]
+        assert [e.step["id"] for e in order[:-1]] == event.output_ids
     # labels are the scored text: RuntimeEndpoint.select scores from the token before the choice
     # (token healing) and keeps it when the program text does not end with it ("? yes")
     options = sorted(o["option"] for o in view._choices["a"])

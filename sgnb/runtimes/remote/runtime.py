@@ -6,11 +6,12 @@ a container, or a cluster behind sglang-router. sgnb never grows its own distrib
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -18,6 +19,19 @@ from sgnb import net
 from sgnb.core.events import EventHub, finished_from_result
 from sgnb.core.logprobs import LOGPROB_FIELDS
 from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
+
+if TYPE_CHECKING:
+    from sgnb.core.grammar import GrammarCompiler
+
+
+def _outputs(body: dict[str, Any]) -> int:
+    """How many outputs a ``/generate`` body asks for: prompts x ``n`` (batch-major)."""
+    prompts = body.get("input_ids")
+    if prompts is None:
+        prompts = body.get("text")
+    batch = len(prompts) if isinstance(prompts, list) and prompts and not isinstance(prompts[0], int) else 1
+    n = (body.get("sampling_params") or {}).get("n") or 1
+    return batch * max(1, int(n))
 
 
 def _drop_logprobs(out: dict[str, Any]) -> None:
@@ -79,6 +93,7 @@ class RemoteRuntime(KVEventsTree):
         self._subscriber = KVEventSubscriber(kv_events, kv_events_topic, self.hub) if kv_events else None
         self._tokenizer: Any = None
         self._backend: Any = None
+        self._grammars: GrammarCompiler | None = None
         self._stopped = False
         # > 0 (sgnb.core.token_trace.tracing, the token view): every request asks for logprobs
         self.logprob_top_k = 0
@@ -123,6 +138,16 @@ class RemoteRuntime(KVEventsTree):
 
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         return self._tokenizer
+
+    @property
+    def grammars(self) -> GrammarCompiler | None:
+        """A grammar compiler on the server's tokenizer, made once, for replaying constraints
+        (:func:`sgnb.core.grammar.compiler_for`); None when the tokenizer is not readable here."""
+        if self._grammars is None and self.tokenizer is not None:
+            from sgnb.core.grammar import GrammarCompiler  # torch and xgrammar: only when replaying
+
+            self._grammars = GrammarCompiler(self.tokenizer, len(self.tokenizer))
+        return self._grammars
 
     @property
     def backend(self) -> Any:
@@ -226,19 +251,37 @@ class RemoteRuntime(KVEventsTree):
 
     def _stream(self, body: dict[str, Any], started: float, added: bool) -> Iterator[dict[str, Any]]:
         # n > 1 or a batch: the samples' chunks interleave, each naming its sample in "index"
+        outputs = _outputs(body)
         last: dict[int, dict[str, Any]] = {}
+        # traced (tracing asked for the logprobs): each token is published as it arrives (TokenStep)
+        steps = None
+        if added:
+            from sgnb.runtimes.remote.steps import StreamSteps  # xgrammar: only when traced
+
+            steps = StreamSteps(self, body["sampling_params"], started)
         for chunk in self._sse("/generate", body):
             if "error" in chunk and "meta_info" not in chunk:
                 error = chunk["error"]
                 raise RuntimeError(str(error.get("message") if isinstance(error, dict) else error))
             last[int(chunk.get("index", 0))] = chunk
+            if steps is not None:
+                meta: dict[str, Any] = chunk.get("meta_info") or {}
+                prompt_of = functools.partial(self._server_prompt, body, outputs=outputs, meta=meta)
+                for event in steps.feed(chunk, prompt_of):
+                    self.hub.publish(event)
             yield _without_logprobs(chunk) if added else chunk
         if not last:
             raise RuntimeError("the server closed the stream before sending anything")
-        outputs = max(last) + 1
         for index in sorted(last):
-            prompt = self._prompt_of(body, index, outputs)
+            prompt = self._prompt_of(body, index, max(outputs, index + 1))
             self._finished(last[index], prompt, started, body["sampling_params"])
+
+    def _server_prompt(
+        self, body: dict[str, Any], index: int, outputs: int, meta: dict[str, Any]
+    ) -> list[int]:
+        """:meth:`_prompt_of`, or [] when it is not the server's count (``meta_info["prompt_tokens"]``)."""
+        ids = self._prompt_of(body, index, max(outputs, index + 1))
+        return ids if len(ids) == meta.get("prompt_tokens", len(ids)) else []
 
     def _finished(
         self, out: dict[str, Any], prompt_ids: list[int], started: float, params: dict[str, Any]
