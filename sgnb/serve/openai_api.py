@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -136,114 +136,144 @@ async def chat_completions(request: Request) -> Response:
         chunks = await ctx.engine.open_stream(item)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
-            _sse_chat(ctx, item, chunks, rid, include_usage), media_type="text/event-stream"
+            _sse(_chat_events(ctx, item, chunks, rid, include_usage), chunks), media_type="text/event-stream"
         )
     outs = flatten(
         [await ctx.engine.generate(item, request.is_disconnected)]
     )  # n > 1: one choice per sample, index i
+    return _response(
+        ctx,
+        rid,
+        "chat.completion",
+        outs,
+        len(outs),
+        lambda out: {
+            "message": {
+                "role": "assistant",
+                "content": out["text"],
+                "reasoning_content": None,
+                "tool_calls": None,
+            }
+        },
+        _chat_logprobs if req.logprobs else None,
+        item.constraint,
+    )
+
+
+def _response(
+    ctx: ServeContext,
+    rid: str,
+    obj: str,
+    outs: list[dict[str, Any]],
+    n: int,
+    body: Callable[[dict[str, Any]], dict[str, Any]],
+    logprobs: Callable[..., Any] | None,
+    constraint: str | None,
+) -> Response:
+    """A whole response as ``OpenAIServingChat._build_chat_response`` /
+    ``OpenAIServingCompletion._build_completion_response`` build it: one choice per result (``index``
+    i; ``body(out)`` its ``message`` or ``text``), ``n`` choices per prompt for the usage."""
     choices = []
     for i, out in enumerate(outs):
         meta = out["meta_info"]
-        ctx.metrics.observe(meta, streaming=False, constraint=item.constraint)
+        ctx.metrics.observe(meta, streaming=False, constraint=constraint)
         reason, matched = finish(meta)
-        message = {"role": "assistant", "content": out["text"], "reasoning_content": None, "tool_calls": None}
         choices.append(
             {
                 "index": i,
-                "message": message,
-                "logprobs": _chat_logprobs(ctx, meta) if req.logprobs else None,
+                **body(out),
+                "logprobs": logprobs(ctx, meta) if logprobs is not None else None,
                 "finish_reason": reason,
                 "matched_stop": matched,
             }
         )
-    metas = [out["meta_info"] for out in outs]
-    return json_response(
-        {
-            "id": rid,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": ctx.model_name,
-            "choices": choices,
-            "usage": usage(metas, len(outs)),
-        }
-    )
+    head = {"id": rid, "object": obj, "created": int(time.time()), "model": ctx.model_name}
+    return json_response({**head, "choices": choices, "usage": usage([o["meta_info"] for o in outs], n)})
 
 
-async def _sse_chat(
-    ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None], rid: str, include_usage: bool
-) -> AsyncIterator[bytes]:
-    """``chat.completion.chunk`` events as ``OpenAIServingChat._generate_chat_stream`` sends them: per
-    choice (``index``, ``n > 1`` interleaved) a role chunk, then content deltas carrying their tokens'
-    logprobs; the finish chunks after every choice has ended, then the usage chunk if asked."""
-    created = int(time.time())
+class _Chunks:
+    """What every streamed chunk of one response shares, as SGLang's ``OpenAIServingChat`` /
+    ``OpenAIServingCompletion`` stream them: ``id``, ``object``, ``created`` and ``model``; per choice
+    (``index``, ``n > 1`` interleaved) the logprobs of its tokens not yet sent (SGLang's
+    ``n_prev_token``); the usage chunk (``choices: []``) once every choice has ended."""
 
-    def event(
+    def __init__(self, ctx: ServeContext, rid: str, obj: str) -> None:
+        self.ctx = ctx
+        self.head = {"id": rid, "object": obj, "created": int(time.time()), "model": ctx.model_name}
+        self.seen: dict[int, int] = {}  # per choice: tokens whose logprobs were considered
+
+    def choice(
+        self,
         index: int,
-        delta: dict[str, Any],
+        body: dict[str, Any],
         reason: str | None = None,
         matched: Any = None,
         logprobs: Any = None,
     ) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
+        """One choice's event: ``body`` is its ``delta`` (chat) or ``text`` (completion)."""
+        choice = {"index": index, **body, "logprobs": logprobs, "finish_reason": reason}
         if reason is not None:
             choice["matched_stop"] = matched
-        return sse(
-            {
-                "id": rid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": ctx.model_name,
-                "choices": [choice],
-            }
-        )
+        return sse({**self.head, "choices": [choice]})
 
-    sent: dict[int, str] = {0: ""}  # per choice: the text sent so far
-    seen: dict[int, int] = {}  # per choice: tokens whose logprobs were considered (SGLang's n_prev_token)
-    finals: dict[int, dict[str, Any]] = {}  # per choice, in the order they ended
+    def new_logprobs(self, index: int, meta: dict[str, Any], convert: Callable[..., Any]) -> Any:
+        """``convert(ctx, meta, start, end)`` of the choice's tokens since the last call, or None."""
+        start, total = self.seen.get(index, 0), meta["output_token_logprobs_length"]
+        self.seen[index] = total
+        return convert(self.ctx, meta, start, total) if start < total else None
+
+    def usage(self, finals: dict[int, dict[str, Any]]) -> bytes:
+        metas = [finals[i] for i in sorted(finals)]
+        return sse({**self.head, "choices": [], "usage": usage(metas, len(metas))})
+
+
+async def _sse(
+    events: AsyncGenerator[bytes, None], chunks: AsyncGenerator[dict[str, Any], None]
+) -> AsyncIterator[bytes]:
+    """``events``, then ``data: [DONE]``; an error on the way is one error event (SGLang's
+    ``create_streaming_error_response``) and the runtime's stream is closed however it ends."""
     try:
-        yield event(0, {"role": "assistant", "content": ""})
-        async for chunk in chunks:
-            index = int(chunk.get("index", 0))
-            meta = chunk["meta_info"]
-            if index not in sent:
-                sent[index] = ""
-                yield event(index, {"role": "assistant", "content": ""})
-            logprobs = None
-            if item.return_logprob:
-                # As SGLang: this step's new tokens ride on this step's content delta (and are
-                # dropped with an empty delta, e.g. the EOS token).
-                total = meta["output_token_logprobs_length"]
-                if seen.get(index, 0) < total:
-                    logprobs = _chat_logprobs(ctx, meta, seen.get(index, 0), total)
-                seen[index] = total
-            text = chunk["text"]  # already held back as SGLang's stream (sgnb.core.detokenize)
-            if len(text) > len(sent[index]) and text.startswith(sent[index]):
-                yield event(index, {"content": text[len(sent[index]) :]}, logprobs=logprobs)
-                sent[index] = text
-            if meta.get("finish_reason") is not None:
-                ctx.metrics.observe(meta, streaming=True, constraint=item.constraint)
-                finals[index] = meta
-        for index, meta in finals.items():
-            reason, matched = finish(meta)
-            yield event(index, {}, reason, matched)
-        if include_usage and finals:
-            metas = [finals[i] for i in sorted(finals)]
-            yield sse(
-                {
-                    "id": rid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": ctx.model_name,
-                    "choices": [],
-                    "usage": usage(metas, len(metas)),
-                }
-            )
+        async for event in events:
+            yield event
     except Exception as exc:
         yield sse(stream_error(exc))
     finally:
-        with contextlib.suppress(Exception):
-            await chunks.aclose()
+        for stream in (events, chunks):
+            with contextlib.suppress(Exception):
+                await stream.aclose()
     yield DONE
+
+
+async def _chat_events(
+    ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None], rid: str, include_usage: bool
+) -> AsyncGenerator[bytes, None]:
+    """``chat.completion.chunk`` events as ``OpenAIServingChat._generate_chat_stream`` sends them: per
+    choice a role chunk, then content deltas carrying their tokens' logprobs; the finish chunks after
+    every choice has ended, then the usage chunk if asked."""
+    out = _Chunks(ctx, rid, "chat.completion.chunk")
+    sent: dict[int, str] = {0: ""}  # per choice: the text sent so far
+    finals: dict[int, dict[str, Any]] = {}  # per choice, in the order they ended
+    yield out.choice(0, {"delta": {"role": "assistant", "content": ""}})
+    async for chunk in chunks:
+        index = int(chunk.get("index", 0))
+        meta = chunk["meta_info"]
+        if index not in sent:
+            sent[index] = ""
+            yield out.choice(index, {"delta": {"role": "assistant", "content": ""}})
+        # As SGLang: this step's new tokens ride on this step's content delta (and are dropped
+        # with an empty delta, e.g. the EOS token).
+        logprobs = out.new_logprobs(index, meta, _chat_logprobs) if item.return_logprob else None
+        text = chunk["text"]  # already held back as SGLang's stream (sgnb.core.detokenize)
+        if len(text) > len(sent[index]) and text.startswith(sent[index]):
+            yield out.choice(index, {"delta": {"content": text[len(sent[index]) :]}}, logprobs=logprobs)
+            sent[index] = text
+        if meta.get("finish_reason") is not None:
+            ctx.metrics.observe(meta, streaming=True, constraint=item.constraint)
+            finals[index] = meta
+    for index, meta in finals.items():
+        yield out.choice(index, {"delta": {}}, *finish(meta))
+    if include_usage and finals:
+        yield out.usage(finals)
 
 
 def _chat_logprobs(ctx: ServeContext, meta: dict[str, Any], start: int = 0, end: int | None = None) -> Any:
@@ -309,95 +339,52 @@ async def completions(request: Request) -> Response:
         chunks = await ctx.engine.open_stream(items[0])
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
-            _sse_completion(ctx, items[0], chunks, rid, include_usage), media_type="text/event-stream"
+            _sse(_completion_events(ctx, items[0], chunks, rid, include_usage), chunks),
+            media_type="text/event-stream",
         )
     batch = (
         await ctx.engine.generate_batch(items) if len(items) > 1 else [await ctx.engine.generate(items[0])]
     )
     outs = flatten(batch)  # each prompt's n choices in a row (OpenAIServingCompletion: prompt = idx // n)
-    choices = []
-    for i, out in enumerate(outs):
-        ctx.metrics.observe(out["meta_info"], streaming=False, constraint=constraint)
-        reason, matched = finish(out["meta_info"])
-        choices.append(
-            {
-                "index": i,
-                "text": out["text"],
-                "logprobs": _completion_logprobs(ctx, out["meta_info"]) if req.logprobs is not None else None,
-                "finish_reason": reason,
-                "matched_stop": matched,
-            }
-        )
-    return json_response(
-        {
-            "id": rid,
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": ctx.model_name,
-            "choices": choices,
-            "usage": usage([o["meta_info"] for o in outs], n),
-        }
+    return _response(
+        ctx,
+        rid,
+        "text_completion",
+        outs,
+        n,
+        lambda out: {"text": out["text"]},
+        _completion_logprobs if req.logprobs is not None else None,
+        constraint,
     )
 
 
-async def _sse_completion(
+async def _completion_events(
     ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None], rid: str, include_usage: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """``text_completion`` events as ``OpenAIServingCompletion._generate_completion_stream`` sends them:
-    per choice (``index``; ``n > 1`` interleaved) its text pieces with their tokens' logprobs, the last
-    with its finish_reason; then the usage chunk if asked."""
-    created = int(time.time())
-
-    def event(
-        index: int, text: str, reason: str | None = None, matched: Any = None, logprobs: Any = None
-    ) -> bytes:
-        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
-        if reason is not None:
-            choice["matched_stop"] = matched
-        return sse(
-            {
-                "id": rid,
-                "object": "text_completion",
-                "created": created,
-                "model": ctx.model_name,
-                "choices": [choice],
-            }
-        )
-
+    per choice its text pieces with their tokens' logprobs, the last with its finish_reason; then the
+    usage chunk if asked."""
+    out = _Chunks(ctx, rid, "text_completion")
     sent: dict[int, str] = {}  # per choice: the text sent so far
-    seen: dict[int, int] = {}  # per choice: tokens whose logprobs were sent (SGLang's n_prev_token)
     finals: dict[int, dict[str, Any]] = {}
-    try:
-        async for chunk in chunks:
-            index = int(chunk.get("index", 0))
-            meta = chunk["meta_info"]
-            final = meta.get("finish_reason") is not None
-            text = chunk["text"]  # already held back as SGLang's stream (sgnb.core.detokenize)
-            before = sent.get(index, "")
-            piece = text[len(before) :] if text.startswith(before) else ""
-            logprobs = None
-            if item.return_logprob and (piece or final):
-                # SGLang sends every step's new tokens with that step's chunk; a step sgnb holds
-                # back sends them with the next chunk instead, so none is lost.
-                total = meta["output_token_logprobs_length"]
-                if seen.get(index, 0) < total:
-                    logprobs = _completion_logprobs(ctx, meta, seen.get(index, 0), total)
-                seen[index] = total
-            if piece and not final:
-                yield event(index, piece, logprobs=logprobs)
-                sent[index] = text
-            if final:
-                ctx.metrics.observe(meta, streaming=True, constraint=item.constraint)
-                reason, matched = finish(meta)
-                finals[index] = meta
-                yield event(index, piece, reason, matched, logprobs)
-        if include_usage and finals:
-            metas = [finals[i] for i in sorted(finals)]
-            body = {"id": rid, "object": "text_completion", "created": created, "model": ctx.model_name}
-            yield sse({**body, "choices": [], "usage": usage(metas, len(metas))})
-    except Exception as exc:
-        yield sse(stream_error(exc))
-    finally:
-        with contextlib.suppress(Exception):
-            await chunks.aclose()
-    yield DONE
+    async for chunk in chunks:
+        index = int(chunk.get("index", 0))
+        meta = chunk["meta_info"]
+        final = meta.get("finish_reason") is not None
+        text = chunk["text"]  # already held back as SGLang's stream (sgnb.core.detokenize)
+        before = sent.get(index, "")
+        piece = text[len(before) :] if text.startswith(before) else ""
+        logprobs = None
+        if item.return_logprob and (piece or final):
+            # SGLang sends every step's new tokens with that step's chunk; a step sgnb holds
+            # back sends them with the next chunk instead, so none is lost.
+            logprobs = out.new_logprobs(index, meta, _completion_logprobs)
+        if piece and not final:
+            yield out.choice(index, {"text": piece}, logprobs=logprobs)
+            sent[index] = text
+        if final:
+            ctx.metrics.observe(meta, streaming=True, constraint=item.constraint)
+            finals[index] = meta
+            yield out.choice(index, {"text": piece}, *finish(meta), logprobs)
+    if include_usage and finals:
+        yield out.usage(finals)
