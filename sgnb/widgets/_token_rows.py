@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sgnb.widgets.program import choices_html
+
 KINDS = ("cached", "prefilled", "generated", "forced", "constrained")
 KIND_COLORS = {
     "cached": "#fbd3a6",
@@ -209,15 +211,4 @@ def render_static(
             f"<div style='margin-top:4px;color:#555'>{head}</div>"
             f"<div style='font-family:monospace;line-height:1.9'>{same}{''.join(chips)}</div>"
         )
-    for var, options in choices.items():
-        cells = "".join(
-            f"<tr><td>{'✔' if o['picked'] else ''}</td><td style='font-family:monospace'>"
-            f"{html.escape(o['option'])}</td><td>{o['logprob']:.3f}</td><td>{o['p']:.0%}</td></tr>"
-            for o in options
-        )
-        out.append(
-            f"<div style='margin-top:4px'>select <b>{html.escape(var)}</b>: normalised logprob per choice"
-            f"<table>{cells}</table></div>"
-        )
-    out.append("</div>")
-    return "".join(out)
+    return "".join(out) + choices_html(choices) + "</div>"

@@ -125,6 +125,22 @@ class ProgramView(SgnbWidget):
 _ROLE_COLORS = {"system": "#f1e8ff", "user": "#e8f0fe", "assistant": "#e9f7ef"}
 
 
+def choices_html(choices: Mapping[str, list[dict[str, Any]]]) -> str:
+    """Static HTML of ``select`` calls (``{var: choice_rows(...)}``): per option the pick, its
+    normalized logprob and softmax share; the program and token views' snapshots both show it."""
+    out = []
+    for var, rows in choices.items():
+        cells = "".join(
+            f'<tr><td style="padding:0 6px">{"✔" if r["picked"] else ""}</td><td style="padding:0 6px">'
+            f"{html.escape(r['option'])}</td><td style='padding:0 6px'>{r['logprob']:.3f}</td>"
+            f'<td style="padding:0 6px"><span style="display:inline-block;height:8px;width:{100 * r["p"]:.0f}px;'
+            f'background:#4e79a7"></span> {r["p"]:.0%}</td></tr>'
+            for r in rows
+        )
+        out.append(f"<div>select <b>{html.escape(var)}</b>: normalized logprobs<table>{cells}</table></div>")
+    return "".join(out)
+
+
 def _blocks(segments: list[dict[str, Any]]) -> list[tuple[str | None, list[dict[str, Any]]]]:
     blocks: list[tuple[str | None, list[dict[str, Any]]]] = []
     for seg in segments:
@@ -161,14 +177,4 @@ def render_static(segments: list[dict[str, Any]], choices: dict[str, Any], title
             f'<div style="background:{bg};border-radius:4px;padding:3px 6px;margin:3px 0">{label}'
             f'<div style="white-space:pre-wrap;font-family:monospace">{"".join(spans)}</div></div>'
         )
-    for var, rows in choices.items():
-        cells = "".join(
-            f'<tr><td style="padding:0 6px">{"✔" if r["picked"] else ""}</td><td style="padding:0 6px">'
-            f"{html.escape(r['option'])}</td><td style='padding:0 6px'>{r['logprob']:.3f}</td>"
-            f'<td style="padding:0 6px"><span style="display:inline-block;height:8px;width:{100 * r["p"]:.0f}px;'
-            f'background:#4e79a7"></span> {r["p"]:.0%}</td></tr>'
-            for r in rows
-        )
-        out.append(f"<div>select <b>{html.escape(var)}</b>: normalized logprobs<table>{cells}</table></div>")
-    out.append("</div>")
-    return "".join(out)
+    return "".join(out) + choices_html(choices) + "</div>"

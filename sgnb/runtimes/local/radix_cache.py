@@ -229,7 +229,8 @@ class RadixCache:
         """
         if self.disable or num_tokens <= 0:
             return 0
-        heap = [(n.last_access, n.id, n) for n in self._leaves() if n.lock_ref == 0]
+        # The unlocked leaves: SGLang's RadixCache.evictable_leaves, found here when needed.
+        heap = [(n.last_access, n.id, n) for n in self.nodes() if n.is_leaf() and n.lock_ref == 0]
         heapq.heapify(heap)
         freed = 0
         removed: list[int] = []
@@ -247,17 +248,6 @@ class RadixCache:
         if removed:
             self._on_event(BlockRemoved(block_hashes=removed))
         return freed
-
-    def _leaves(self) -> list[TreeNode]:
-        out: list[TreeNode] = []
-        stack = list(self.root.children.values())
-        while stack:
-            node = stack.pop()
-            if node.is_leaf():
-                out.append(node)
-            else:
-                stack.extend(node.children.values())
-        return out
 
     # ---- inspection --------------------------------------------------------------------
 
