@@ -30,39 +30,14 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM's default woul
 import argparse
 import itertools
 import json
-import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from sgnb.bench.workloads import (
-    BATCH_MESSAGES,
-    DECODE_MESSAGES,
-    DECODE_TOKENS,
-    JSON_MESSAGES,
-    JSON_SCHEMA,
-    TURN_TOKENS,
-    TURNS,
-    Messages,
-    chat_start,
-    load_average,
-    memory_mib,
-    prefix_prompts,
-    seconds_since_exec,
-    user_turn,
-)
+from sgnb.bench import workloads
 
 _ids = itertools.count()
-
-
-@dataclass
-class Timed:
-    ttft: float
-    e2e: float
-    tokens: int
-    text: str
 
 
 class Peer:
@@ -71,6 +46,7 @@ class Peer:
     def __init__(self, model: str, prefix_caching: bool, enforce_eager: bool) -> None:
         from transformers import AutoTokenizer
         from vllm import LLM
+        from vllm.sampling_params import StructuredOutputsParams
 
         self.llm = LLM(
             model=model,
@@ -80,13 +56,17 @@ class Peer:
             seed=0,
         )
         self.tokenizer = AutoTokenizer.from_pretrained(model)
+        schema = StructuredOutputsParams(json=json.dumps(workloads.JSON_SCHEMA))
+        self.json_params = {"structured_outputs": schema}
 
-    def chat(self, messages: Messages) -> list[int]:
+    def chat(self, messages: workloads.Messages) -> list[int]:
         """Token ids of a chat prompt, tokenized as sgnb's runtime does (no added special tokens)."""
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def run(self, prompts: Sequence[list[int]], max_tokens: int, **params: Any) -> tuple[float, list[Timed]]:
+    def run(
+        self, prompts: Sequence[list[int]], max_tokens: int, **params: Any
+    ) -> tuple[float, list[workloads.Timed]]:
         """Submit ``prompts`` together, step the engine to the end; wall time and per-request timings."""
         from vllm import SamplingParams
 
@@ -99,7 +79,7 @@ class Peer:
             engine.add_request(rid, {"prompt_token_ids": list(ids)}, sampling)
             rids.append(rid)
         first: dict[str, float] = {}
-        done: dict[str, Timed] = {}
+        done: dict[str, workloads.Timed] = {}
         while engine.has_unfinished_requests():
             for out in engine.step():
                 now = time.perf_counter()
@@ -108,14 +88,14 @@ class Peer:
                 if completion is not None and completion.token_ids and rid not in first:
                     first[rid] = now
                 if out.finished and completion is not None:
-                    done[rid] = Timed(
+                    done[rid] = workloads.Timed(
                         first.get(rid, now) - start, now - start, len(completion.token_ids), completion.text
                     )
         wall = time.perf_counter() - start
         return wall, [done[rid] for rid in rids]
 
-    def one(self, ids: list[int], max_tokens: int, **params: Any) -> Timed:
-        return self.run([ids], max_tokens, **params)[1][0]
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text))
 
     def reset_cache(self) -> None:
         self.llm.reset_prefix_cache()
@@ -124,46 +104,6 @@ class Peer:
         core = getattr(self.llm.llm_engine, "engine_core", None)
         if core is not None:
             core.shutdown()
-
-
-def decode_rate(peer: Peer, ids: list[int], n: int) -> float:
-    t = peer.one(ids, n, ignore_eos=True)
-    return (t.tokens - 1) / (t.e2e - t.ttft)
-
-
-def per_token_time(peer: Peer, ids: list[int], n: int, **params: Any) -> float:
-    t = peer.one(ids, n, **params)
-    return (t.e2e - t.ttft) / max(1, t.tokens - 1)
-
-
-def concurrent_rate(peer: Peer, prompts: list[list[int]], n: int) -> float:
-    wall, timed = peer.run(prompts, n, ignore_eos=True)
-    return sum(t.tokens for t in timed) / wall
-
-
-def prefix_ttft(peer: Peer) -> tuple[float, float]:
-    prefix, full = prefix_prompts(peer.tokenizer.encode)
-    peer.reset_cache()
-    cold = peer.one(full, 1).ttft
-    peer.reset_cache()
-    peer.one(prefix, 1)
-    warm = peer.one(full, 1).ttft
-    return cold, warm
-
-
-def multiturn(peer: Peer, turns: int = TURNS, new_tokens: int = TURN_TOKENS) -> float:
-    peer.reset_cache()
-    messages = chat_start()
-    start = time.perf_counter()
-    for turn in range(turns):
-        messages.append(user_turn(turn))
-        out = peer.one(peer.chat(messages), new_tokens, ignore_eos=True)
-        messages.append({"role": "assistant", "content": out.text})
-    return time.perf_counter() - start
-
-
-def _median(fn: Callable[[], float], reps: int) -> float:
-    return statistics.median(fn() for _ in range(reps))
 
 
 def versions() -> dict[str, str]:
@@ -181,41 +121,21 @@ def versions() -> dict[str, str]:
 def measure(
     model: str, reps: int = 2, quick: bool = False, nocache: bool = True, eager: bool = False
 ) -> dict[str, Any]:
-    n = 32 if quick else DECODE_TOKENS
-    load_start = load_average()
+    n = 32 if quick else workloads.DECODE_TOKENS
+    load_start = workloads.load_average()
     peer = Peer(model, prefix_caching=True, enforce_eager=eager)
-    r: dict[str, Any] = {"engine": "vllm", "startup_s": seconds_since_exec()}
-    ready = time.perf_counter()
-    prompt = peer.chat(DECODE_MESSAGES)
-    peer.one(prompt, 8, ignore_eos=True)  # warm-up
-    r["first_request_s"] = time.perf_counter() - ready
-    r["decode_tok_s_1"] = _median(lambda: decode_rate(peer, prompt, n), reps)
-    prompts = [peer.chat(m) for m in BATCH_MESSAGES]
-    r["decode_tok_s_8"] = _median(lambda: concurrent_rate(peer, prompts, n), reps)
-    ttfts = [prefix_ttft(peer) for _ in range(reps)]
-    r["prefix_ttft_cold_s"] = statistics.median(c for c, _ in ttfts)
-    r["prefix_ttft_s"] = statistics.median(w for _, w in ttfts)
-    free = statistics.median(per_token_time(peer, prompt, n, ignore_eos=True) for _ in range(reps))
-    from vllm.sampling_params import StructuredOutputsParams
-
-    json_prompt = peer.chat(JSON_MESSAGES)
-    schema = StructuredOutputsParams(json=json.dumps(JSON_SCHEMA))
-    constrained = statistics.median(
-        per_token_time(peer, json_prompt, n, structured_outputs=schema) for _ in range(reps)
-    )
-    r["constrained_overhead"] = constrained / free - 1
-    r["multiturn_s"] = _median(lambda: multiturn(peer), reps)
-    r.update(memory_mib())
+    r: dict[str, Any] = {"engine": "vllm", "startup_s": workloads.seconds_since_exec()}
+    r.update(workloads.peer_round(peer, n, reps))
     peer.shutdown()
     if nocache:
         off = Peer(model, prefix_caching=False, enforce_eager=eager)
-        r["multiturn_nocache_s"] = _median(lambda: multiturn(off), reps)
+        r["multiturn_nocache_s"] = workloads.median(lambda: workloads.multiturn(off), reps)
         off.shutdown()
     else:
         r["multiturn_nocache_s"] = None
         r["note"] = "multiturn_nocache_s skipped (--no-nocache)"
     r["load_avg_start"] = load_start
-    r["load_avg_end"] = load_average()
+    r["load_avg_end"] = workloads.load_average()
     r["versions"] = versions()
     r["enforce_eager"] = eager
     r["kvcache_space_gib"] = os.environ["VLLM_CPU_KVCACHE_SPACE"]
@@ -240,11 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object (last line of stdout)")
     args = parser.parse_args(argv)
     results = measure(args.model or default_model(), args.reps, args.quick, args.nocache, args.enforce_eager)
-    if args.json:
-        print(json.dumps(results), flush=True)
-    else:
-        for key, value in results.items():
-            print(f"{key:>24}: {value:.3f}" if isinstance(value, float) else f"{key:>24}: {value}")
+    workloads.print_figures(results, args.json)
     return 0
 
 

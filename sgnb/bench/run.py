@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 
 from sgnb.bench import peer as bench_peer
+from sgnb.bench import workloads
 from sgnb.bench.workloads import (
     BATCH_MESSAGES,
     DECODE_MESSAGES,
@@ -30,32 +32,77 @@ from sgnb.bench.workloads import (
     SUFFIX_TOKENS,
     TURN_TOKENS,
     TURNS,
-    chat_start,
+    Timed,
     load_average,
-    memory_mib,
-    prefix_prompts,
+    median,
+    print_figures,
     seconds_since_exec,
-    user_turn,
 )
 from sgnb.runtimes.local import LocalRuntime
 
 __all__ = ["JSON_SCHEMA", "QUESTION", "STORY", "engine_round", "main", "quick_bench", "run"]
 
 
-def _median(fn: Callable[[], float], rounds: int) -> float:
-    return statistics.median(fn() for _ in range(rounds))
+class TimedRuntime:
+    """A runtime as a :class:`~sgnb.bench.workloads.BenchEngine`: greedy requests timed by the
+    runtime's own ``meta_info`` (``ttft``, ``e2e_latency``); several prompts run on a thread each."""
+
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+        self.json_params = {"json_schema": json.dumps(JSON_SCHEMA)}
+
+    def chat(self, messages: list[dict[str, str]]) -> str:
+        return str(self.rt.apply_chat_template(messages))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.rt.tokenizer.encode(text))
+
+    def reset_cache(self) -> None:
+        self.rt.flush_cache()
+
+    def run(
+        self, prompts: Sequence[str | list[int]], max_tokens: int, **params: Any
+    ) -> tuple[float, list[Timed]]:
+        def one(prompt: str | list[int]) -> Timed:
+            text, ids = (prompt, None) if isinstance(prompt, str) else (None, list(prompt))
+            out = self.rt.generate(text, input_ids=ids, max_new_tokens=max_tokens, temperature=0, **params)
+            m = out["meta_info"]
+            # SGLang's non-streamed meta_info has no ttft (the tutorials wrap such runtimes to stream).
+            ttft = float(m.get("ttft", math.nan))
+            return Timed(ttft, float(m["e2e_latency"]), int(m["completion_tokens"]), out["text"])
+
+        start = time.perf_counter()
+        if len(prompts) == 1:
+            timed = [one(prompts[0])]
+        else:
+            with ThreadPoolExecutor(len(prompts)) as pool:
+                timed = list(pool.map(one, prompts))
+        return time.perf_counter() - start, timed
 
 
-def decode_rate(rt: LocalRuntime, prompt: str, n: int = DECODE_TOKENS, **params: Any) -> float:
-    """Decode tokens/s of one stream: tokens after the first over the time after the first."""
-    out = rt.generate(prompt, max_new_tokens=n, temperature=0, ignore_eos=True, **params)
-    m = out["meta_info"]
-    return float((m["completion_tokens"] - 1) / (m["e2e_latency"] - m["ttft"]))
+# The measurements of sgnb.bench.workloads on a runtime (the tutorials call these).
 
 
-def per_token_time(rt: LocalRuntime, prompt: str, n: int, **params: Any) -> float:
-    m = rt.generate(prompt, max_new_tokens=n, temperature=0, **params)["meta_info"]
-    return float((m["e2e_latency"] - m["ttft"]) / max(1, m["completion_tokens"] - 1))
+def decode_rate(rt: Any, prompt: str, n: int = DECODE_TOKENS) -> float:
+    return workloads.decode_rate(TimedRuntime(rt), prompt, n)
+
+
+def per_token_time(rt: Any, prompt: str, n: int, **params: Any) -> float:
+    return workloads.per_token_time(TimedRuntime(rt), prompt, n, **params)
+
+
+def concurrent_rate(rt: Any, prompts: list[str], n: int = DECODE_TOKENS) -> float:
+    return workloads.concurrent_rate(TimedRuntime(rt), prompts, n)
+
+
+def prefix_ttft(
+    rt: Any, prefix_tokens: int = PREFIX_TOKENS, suffix_tokens: int = SUFFIX_TOKENS
+) -> tuple[float, float]:
+    return workloads.prefix_ttft(TimedRuntime(rt), prefix_tokens, suffix_tokens)
+
+
+def multiturn(rt: Any, turns: int = TURNS, new_tokens: int = TURN_TOKENS) -> float:
+    return workloads.multiturn(TimedRuntime(rt), turns, new_tokens)
 
 
 def hf_decode_rate(rt: Any, prompt: str, n: int = DECODE_TOKENS) -> Callable[[], float]:
@@ -78,54 +125,6 @@ def hf_decode_rate(rt: Any, prompt: str, n: int = DECODE_TOKENS) -> Callable[[],
     return run
 
 
-def concurrent_rate(rt: LocalRuntime, prompts: list[str], n: int = DECODE_TOKENS) -> float:
-    done: list[int] = []
-
-    def one(p: str) -> None:
-        done.append(
-            rt.generate(p, max_new_tokens=n, temperature=0, ignore_eos=True)["meta_info"]["completion_tokens"]
-        )
-
-    threads = [threading.Thread(target=one, args=(p,)) for p in prompts]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done) / (time.perf_counter() - start)
-
-
-def prefix_ttft(
-    rt: LocalRuntime, prefix_tokens: int = PREFIX_TOKENS, suffix_tokens: int = SUFFIX_TOKENS
-) -> tuple[float, float]:
-    """TTFT of a 20-token suffix after a cached 1000-token prefix, and with the cache flushed."""
-    ids, full = prefix_prompts(rt.tokenizer.encode, prefix_tokens, suffix_tokens)
-    rt.flush_cache()
-    cold = rt.generate(input_ids=full, max_new_tokens=1, temperature=0)["meta_info"]["ttft"]
-    rt.flush_cache()
-    rt.generate(input_ids=ids, max_new_tokens=1, temperature=0)
-    warm = rt.generate(input_ids=full, max_new_tokens=1, temperature=0)["meta_info"]["ttft"]
-    return float(cold), float(warm)
-
-
-def multiturn(rt: Any, turns: int = TURNS, new_tokens: int = TURN_TOKENS) -> float:
-    """Replay an 8-turn chat; each turn re-sends the whole history, as chat clients do.
-
-    The shape of the peer measurement in the performance issue: the prompt grows from ~180 to
-    ~950 tokens, 32 new tokens a turn.
-    """
-    rt.flush_cache()
-    messages = chat_start()
-    start = time.perf_counter()
-    for turn in range(turns):
-        messages.append(user_turn(turn))
-        out = rt.generate(
-            rt.apply_chat_template(messages), max_new_tokens=new_tokens, temperature=0, ignore_eos=True
-        )
-        messages.append({"role": "assistant", "content": out["text"]})
-    return time.perf_counter() - start
-
-
 def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[str, Any]:
     n = 32 if quick else DECODE_TOKENS
     rt = LocalRuntime(model)
@@ -142,7 +141,7 @@ def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[st
         results["decode_tok_s_1"] = statistics.median(ours)
         results["hf_decode_tok_s_1"] = statistics.median(theirs)
         prompts = [rt.apply_chat_template(m) for m in BATCH_MESSAGES]
-        results["decode_tok_s_8"] = _median(lambda: concurrent_rate(rt, prompts, n), rounds)
+        results["decode_tok_s_8"] = median(lambda: concurrent_rate(rt, prompts, n), rounds)
         ttfts = [prefix_ttft(rt) for _ in range(rounds)]
         results["prefix_ttft_cold_s"] = statistics.median(c for c, _ in ttfts)
         results["prefix_ttft_s"] = statistics.median(w for _, w in ttfts)
@@ -153,7 +152,7 @@ def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[st
             per_token_time(rt, json_prompt, n, json_schema=json.dumps(JSON_SCHEMA)) for _ in range(rounds)
         ]
         results["constrained_overhead"] = statistics.median(constrained) / statistics.median(free) - 1
-        results["multiturn_s"] = _median(lambda: multiturn(rt), 1 if quick else rounds)
+        results["multiturn_s"] = median(lambda: multiturn(rt), 1 if quick else rounds)
         from sgnb.bench.serve_overhead import measure_serve_overhead
 
         results["serve_overhead"] = measure_serve_overhead(runtime=rt)
@@ -161,7 +160,7 @@ def run(model: str = "bundled", rounds: int = 3, quick: bool = False) -> dict[st
         rt.stop()
     off = LocalRuntime(model, disable_radix_cache=True)
     try:
-        results["multiturn_nocache_s"] = _median(lambda: multiturn(off), 1 if quick else rounds)
+        results["multiturn_nocache_s"] = median(lambda: multiturn(off), 1 if quick else rounds)
     finally:
         off.stop()
     results["multiturn_speedup"] = results["multiturn_nocache_s"] / results["multiturn_s"]
@@ -221,32 +220,14 @@ def engine_round(
     rt = LocalRuntime(model, **options)
     r: dict[str, Any] = {"engine": "sgnb", "startup_s": seconds_since_exec()}
     try:
-        ready = time.perf_counter()
-        prompt = rt.apply_chat_template(DECODE_MESSAGES)
-        decode_rate(rt, prompt, 8)  # warm-up
-        r["first_request_s"] = time.perf_counter() - ready
-        r["decode_tok_s_1"] = _median(lambda: decode_rate(rt, prompt, n), reps)
-        prompts = [rt.apply_chat_template(m) for m in BATCH_MESSAGES]
-        r["decode_tok_s_8"] = _median(lambda: concurrent_rate(rt, prompts, n), reps)
-        ttfts = [prefix_ttft(rt) for _ in range(reps)]
-        r["prefix_ttft_cold_s"] = statistics.median(c for c, _ in ttfts)
-        r["prefix_ttft_s"] = statistics.median(w for _, w in ttfts)
-        free = statistics.median(per_token_time(rt, prompt, n, ignore_eos=True) for _ in range(reps))
-        json_prompt = rt.apply_chat_template(JSON_MESSAGES)
-        schema = json.dumps(JSON_SCHEMA)
-        constrained = statistics.median(
-            per_token_time(rt, json_prompt, n, json_schema=schema) for _ in range(reps)
-        )
-        r["constrained_overhead"] = constrained / free - 1
-        r["multiturn_s"] = _median(lambda: multiturn(rt), reps)
-        r.update(memory_mib())
+        r.update(workloads.peer_round(TimedRuntime(rt), n, reps))
         r["threads"] = rt.options["threads"]
     finally:
         rt.stop()
     if nocache:
         off = LocalRuntime(model, disable_radix_cache=True, **options)
         try:
-            r["multiturn_nocache_s"] = _median(lambda: multiturn(off), reps)
+            r["multiturn_nocache_s"] = median(lambda: multiturn(off), reps)
         finally:
             off.stop()
     else:
@@ -324,10 +305,5 @@ def main(argv: list[str] | None = None) -> int:
         else:
             bench_peer.print_table(results, args.peer)
         return 0
-    results = run(args.model, args.rounds, args.quick)
-    if args.json:
-        print(json.dumps(results))
-    else:
-        for key, value in results.items():
-            print(f"{key:>24}: {value:.3f}" if isinstance(value, float) else f"{key:>24}: {value}")
+    print_figures(run(args.model, args.rounds, args.quick), args.json)
     return 0
