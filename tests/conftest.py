@@ -104,6 +104,25 @@ def make_runtime_module() -> Iterator[Callable[..., Any]]:
     yield from _runtime_factory()
 
 
+@pytest.fixture(scope="module")
+def server(rt: Any) -> Iterator[Any]:
+    """``sgnb serve`` (``ServerThread``) on 127.0.0.1 over ``rt`` (the module's own, where it has one)."""
+    from sgnb.serve.app import create_app
+    from sgnb.serve.server import ServerThread
+
+    with ServerThread(create_app(rt)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def http(server: Any) -> Iterator[Any]:
+    """An ``httpx.Client`` on :func:`server`."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
 @pytest.fixture
 def events(rt: Any) -> Iterator[EventLog]:
     """Every event ``rt`` publishes during one test."""

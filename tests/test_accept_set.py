@@ -24,8 +24,6 @@ from hypothesis import strategies as st
 
 import sgnb
 from sgnb.net import free_port
-from sgnb.serve.app import create_app
-from sgnb.serve.server import ServerThread
 
 # What sglang-router 0.3.2 forwards to a worker, recorded from its requests to `sgnb serve`: it
 # re-serialises each body with its own defaults (and renames chat's max_tokens).
@@ -75,18 +73,6 @@ def rt() -> Any:
     runtime = sgnb.start("bundled", max_total_tokens=2048)
     yield runtime
     runtime.stop()
-
-
-@pytest.fixture(scope="module")
-def server(rt: Any) -> Any:
-    with ServerThread(create_app(rt)) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def http(server: Any) -> Any:
-    with httpx.Client(base_url=server.url, timeout=120) as client:
-        yield client
 
 
 def still_serving(http: httpx.Client) -> None:

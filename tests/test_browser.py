@@ -150,6 +150,28 @@ def wait_output(page: Any, marker: str, timeout_s: float) -> str:
     pytest.fail(f"no {marker!r} in the outputs after {timeout_s:.0f}s:\n{outputs_text(page)[-3000:]}")
 
 
+def run_notebook(p: Any, lab: dict[str, Any], workspace: str, name: str) -> tuple[Any, list[str]]:
+    """Open notebook ``name`` of the lab's folder in a new Chromium page (JupyterLab workspace
+    ``workspace``), wait for an idle kernel, then Run All Cells from the Run menu, as a reader does.
+
+    Returns the page and the list its uncaught page errors are collected in; close the browser with
+    ``page.context.browser.close()``."""
+    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{lab['base']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    idle = (
+        "() => [...document.querySelectorAll('.jp-StatusBar-Item')].some(e => /\\| Idle/.test(e.innerText))"
+    )
+    page.wait_for_function(idle, timeout=120_000)
+    page.click(".jp-Notebook .jp-Cell >> nth=0")
+    page.click("#jp-MainMenu >> text=Run")
+    page.click(".lm-Menu-content >> text=Run All Cells")
+    return page, errors
+
+
 TREE_SAMPLE = """(i) => {
   const t = document.querySelectorAll('[data-sgnb-tree]')[i];
   if (!t) return null;
@@ -162,20 +184,9 @@ TREE_SAMPLE = """(i) => {
 
 
 def test_widgets_in_jupyterlab(lab: dict[str, Any]) -> None:
-    url = f"{lab['base']}/lab/workspaces/sgnbtest/tree/{NOTEBOOK.name}?reset&token={lab['token']}"
     report: dict[str, Any] = {}
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-        kernel_idle = "() => [...document.querySelectorAll('.jp-StatusBar-Item')].some(e => /\\| Idle/.test(e.innerText))"
-        page.wait_for_function(kernel_idle, timeout=120_000)
-        page.click(".jp-Notebook .jp-Cell >> nth=0")
-        page.click("#jp-MainMenu >> text=Run")
-        page.click(".lm-Menu-content >> text=Run All Cells")
+        page, errors = run_notebook(p, lab, "sgnbtest", NOTEBOOK.name)
 
         # the tree changes while a cell is still running
         wait_output(page, "LONG_START", 240)
@@ -269,7 +280,7 @@ def test_widgets_in_jupyterlab(lab: dict[str, Any]) -> None:
         page.locator("[data-sgnb-cache]").screenshot(path=str(ARTIFACTS / "cache-panel.png"))
         page.locator("[data-sgnb-constrained]").screenshot(path=str(ARTIFACTS / "constrained-view.png"))
         page.screenshot(path=str(ARTIFACTS / "browser-full.png"), full_page=True)
-        browser.close()
+        page.context.browser.close()
     assert not [e for e in errors if "sgnb" in e or "render" in e], errors
     assert report["big_js_first_render_ms"] < 2000, report  # target 500 ms; a loaded 2-core box gets slack
 
@@ -292,23 +303,14 @@ def test_readme_tour_as_pasted_in_jupyterlab(lab: dict[str, Any]) -> None:
     ]
     nb.metadata["kernelspec"] = {"name": "sgnb-test", "display_name": "sgnb (venv)", "language": "python"}
     nbformat.write(nb, lab["work"] / "tour.ipynb")
-    url = f"{lab['base']}/lab/workspaces/sgnbtour/tree/tour.ipynb?reset&token={lab['token']}"
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        page.goto(url)
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-        kernel_idle = "() => [...document.querySelectorAll('.jp-StatusBar-Item')].some(e => /\\| Idle/.test(e.innerText))"
-        page.wait_for_function(kernel_idle, timeout=120_000)
-        page.click(".jp-Notebook .jp-Cell >> nth=0")
-        page.click("#jp-MainMenu >> text=Run")
-        page.click(".lm-Menu-content >> text=Run All Cells")
+        page, _ = run_notebook(p, lab, "sgnbtour", "tour.ipynb")
         text = wait_output(page, "TOUR_DONE", 540)
         page.screenshot(path=str(ARTIFACTS / "readme-tour.png"), full_page=True)
         images = page.evaluate(
             "document.querySelectorAll('.jp-OutputArea-output img[src^=\"data:image/png\"]').length"
         )
-        browser.close()
+        page.context.browser.close()
     assert "Error" not in text and "Traceback" not in text, text[-3000:]
     for block in blocks:
         if block.expected is not None:

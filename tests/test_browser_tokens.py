@@ -9,7 +9,15 @@ import time
 from typing import Any
 
 import nbformat
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, lab, outputs_text, sync_api, wait_output
+from test_browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    lab,
+    outputs_text,
+    run_notebook,
+    sync_api,
+    wait_output,
+)
 
 __all__ = ["lab"]  # the fixture, imported so pytest finds it here
 
@@ -46,20 +54,9 @@ def write_notebook(path: Any) -> None:
 def test_token_view_grows_and_hover_card(lab: dict[str, Any]) -> None:
     name = "tokens_browser.ipynb"
     write_notebook(lab["work"] / name)
-    url = f"{lab['base']}/lab/workspaces/sgnbtokens/tree/{name}?reset&token={lab['token']}"
     assert CHROMIUM.exists()
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-        idle = "() => [...document.querySelectorAll('.jp-StatusBar-Item')].some(e => /\\| Idle/.test(e.innerText))"
-        page.wait_for_function(idle, timeout=120_000)
-        page.click(".jp-Notebook .jp-Cell >> nth=0")
-        page.click("#jp-MainMenu >> text=Run")
-        page.click(".lm-Menu-content >> text=Run All Cells")
+        page, errors = run_notebook(p, lab, "sgnbtokens", name)
 
         # chips appear while the generation runs
         wait_output(page, "GEN_START", 240)
@@ -109,6 +106,6 @@ def test_token_view_grows_and_hover_card(lab: dict[str, Any]) -> None:
             time.sleep(0.1)
         assert by_prob != by_type and len(set(by_prob)) > len(set(by_type)), (by_type, by_prob)
         view.screenshot(path=str(ARTIFACTS / "token-view-prob.png"))
-        browser.close()
+        page.context.browser.close()
     assert not [e for e in errors if "sgnb" in e or "render" in e], errors
     print("\nTOKENS_BROWSER", json.dumps({"chip_counts_seen": seen[:20], "completion_tokens": completion}))

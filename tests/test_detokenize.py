@@ -20,7 +20,6 @@ from sglang_oracle import Replay, sglang_texts
 
 import sgnb
 from sgnb.core.detokenize import find_printable_text, regex_max_len, trim_matched_stop
-from sgnb.serve.app import create_app
 from sgnb.serve.server import ServerThread
 
 # Forced by a regex, so the tokens are the same on every path: emoji and CJK split into byte
@@ -34,12 +33,6 @@ def rt() -> Iterator[Any]:
     runtime = sgnb.start(max_total_tokens=4096)
     yield runtime
     runtime.stop()
-
-
-@pytest.fixture(scope="module")
-def server(rt: Any) -> Iterator[ServerThread]:
-    with ServerThread(create_app(rt)) as srv:
-        yield srv
 
 
 def oracle(rt: Any, prompt: str, out: dict[str, Any], params: dict[str, Any], stream: bool) -> Replay:

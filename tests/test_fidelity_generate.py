@@ -18,7 +18,6 @@ from conftest import assert_idle_balanced, chat
 
 import sgnb
 from sgnb.core.events import EventLog, RequestFinished
-from sgnb.serve.app import create_app
 from sgnb.serve.server import ServerThread
 
 LONG = {"max_new_tokens": 400, "ignore_eos": True, "temperature": 0}
@@ -31,12 +30,6 @@ def rt() -> Iterator[Any]:
     runtime = sgnb.start(max_total_tokens=2048)
     yield runtime
     runtime.stop()
-
-
-@pytest.fixture(scope="module")
-def server(rt: Any) -> Iterator[ServerThread]:
-    with ServerThread(create_app(rt)) as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ import httpx
 import pytest
 from conftest import chat
 
-from sgnb.serve.app import create_app
 from sgnb.serve.openai_logprobs import lossless_text, token_bytes
-from sgnb.serve.server import ServerThread
 
 PROMPT = "What is the capital of France?"
 LOGPROB_KEYS = (
@@ -25,12 +23,6 @@ LOGPROB_KEYS = (
     "input_token_ids_logprobs",
     "output_token_ids_logprobs",
 )
-
-
-@pytest.fixture(scope="module")
-def http(rt: Any) -> Any:
-    with ServerThread(create_app(rt)) as srv, httpx.Client(base_url=srv.url, timeout=120) as client:
-        yield client
 
 
 def sse(raw: bytes) -> list[Any]:

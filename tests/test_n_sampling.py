@@ -7,12 +7,9 @@ from collections import Counter
 from typing import Any
 
 import httpx
-import pytest
 from conftest import assert_idle_balanced, chat
 
 from sgnb.core.events import EventLog, RequestFinished
-from sgnb.serve.app import create_app
-from sgnb.serve.server import ServerThread
 from sgnb.tree.mirror import TreeMirror
 
 POEM = "Write a short poem about the sea."
@@ -94,12 +91,6 @@ def test_n_with_greedy_gives_n_equal_samples(rt: Any) -> None:
 
 
 # ---- sgnb serve ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def http(rt: Any) -> Any:
-    with ServerThread(create_app(rt)) as srv, httpx.Client(base_url=srv.url, timeout=120) as client:
-        yield client
 
 
 def test_native_n_returns_a_list_in_sglang_order(http: httpx.Client, rt: Any) -> None:
