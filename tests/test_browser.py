@@ -150,6 +150,20 @@ def wait_output(page: Any, marker: str, timeout_s: float) -> str:
     pytest.fail(f"no {marker!r} in the outputs after {timeout_s:.0f}s:\n{outputs_text(page)[-3000:]}")
 
 
+def write_notebook(path: Path, cells: list[str]) -> None:
+    """A notebook of code ``cells`` on the test kernel (``sgnb-test``, the venv's Python)."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    notebook.metadata["kernelspec"] = {
+        "name": "sgnb-test",
+        "display_name": "sgnb (venv)",
+        "language": "python",
+    }
+    nbformat.write(notebook, path)
+
+
 def run_notebook(p: Any, lab: dict[str, Any], workspace: str, name: str) -> tuple[Any, list[str]]:
     """Open notebook ``name`` of the lab's folder in a new Chromium page (JupyterLab workspace
     ``workspace``), wait for an idle kernel, then Run All Cells from the Run menu, as a reader does.
@@ -289,20 +303,13 @@ def test_readme_tour_as_pasted_in_jupyterlab(lab: dict[str, Any]) -> None:
     """The README's Python blocks, one cell each, Run All in JupyterLab: no error, the README's answers."""
     import importlib.util
 
-    import nbformat
-
     spec = importlib.util.spec_from_file_location("readme_blocks", REPO / "tests" / "test_readme.py")
     assert spec is not None and spec.loader is not None
     readme = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = readme  # its dataclass looks its module up there
     spec.loader.exec_module(readme)
     blocks = [b for b in readme.python_blocks() if not b.skip]
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(b.source) for b in blocks] + [
-        nbformat.v4.new_code_cell('print("TOUR_DONE")')
-    ]
-    nb.metadata["kernelspec"] = {"name": "sgnb-test", "display_name": "sgnb (venv)", "language": "python"}
-    nbformat.write(nb, lab["work"] / "tour.ipynb")
+    write_notebook(lab["work"] / "tour.ipynb", [b.source for b in blocks] + ['print("TOUR_DONE")'])
     with sync_api.sync_playwright() as p:
         page, _ = run_notebook(p, lab, "sgnbtour", "tour.ipynb")
         text = wait_output(page, "TOUR_DONE", 540)

@@ -19,8 +19,16 @@ import json
 import time
 from typing import Any
 
-import nbformat
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, lab, outputs_text, sync_api, wait_output
+from test_browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    lab,
+    outputs_text,
+    run_notebook,
+    sync_api,
+    wait_output,
+    write_notebook,
+)
 
 __all__ = ["lab"]  # the fixture, imported so pytest finds it here
 
@@ -42,34 +50,11 @@ HIGHLIGHT = """() => {
 }"""
 
 
-def write_notebook(path: Any, cells: list[str]) -> None:
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(c) for c in cells]
-    notebook.metadata["kernelspec"] = {
-        "name": "sgnb-test",
-        "display_name": "sgnb (venv)",
-        "language": "python",
-    }
-    nbformat.write(notebook, path)
-
-
 def open_and_run_all(p: Any, lab: dict[str, Any], name: str, cells: list[str]) -> tuple[Any, Any, list[str]]:
+    """Write ``cells`` as notebook ``name`` and run them all in JupyterLab: browser, page, page errors."""
     write_notebook(lab["work"] / name, cells)
-    url = f"{lab['base']}/lab/workspaces/{name.split('.')[0]}/tree/{name}?reset&token={lab['token']}"
-    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": 1300, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-    idle = (
-        "() => [...document.querySelectorAll('.jp-StatusBar-Item')].some(e => /\\| Idle/.test(e.innerText))"
-    )
-    page.wait_for_function(idle, timeout=120_000)
-    page.click(".jp-Notebook .jp-Cell >> nth=0")
-    page.click("#jp-MainMenu >> text=Run")
-    page.click(".lm-Menu-content >> text=Run All Cells")
-    return browser, page, errors
+    page, errors = run_notebook(p, lab, name.split(".")[0], name)
+    return page.context.browser, page, errors
 
 
 def test_cache_row_click_highlights_the_tree_path(lab: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ import json
 import time
 from typing import Any
 
-import nbformat
 from test_browser import (
     ARTIFACTS,
     CHROMIUM,
@@ -17,6 +16,7 @@ from test_browser import (
     run_notebook,
     sync_api,
     wait_output,
+    write_notebook,
 )
 
 __all__ = ["lab"]  # the fixture, imported so pytest finds it here
@@ -40,20 +40,9 @@ SAMPLE = """() => {
 }"""
 
 
-def write_notebook(path: Any) -> None:
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(c) for c in CELLS]
-    notebook.metadata["kernelspec"] = {
-        "name": "sgnb-test",
-        "display_name": "sgnb (venv)",
-        "language": "python",
-    }
-    nbformat.write(notebook, path)
-
-
 def test_token_view_grows_and_hover_card(lab: dict[str, Any]) -> None:
     name = "tokens_browser.ipynb"
-    write_notebook(lab["work"] / name)
+    write_notebook(lab["work"] / name, CELLS)
     assert CHROMIUM.exists()
     with sync_api.sync_playwright() as p:
         page, errors = run_notebook(p, lab, "sgnbtokens", name)
