@@ -14,7 +14,10 @@ are computed the same way.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -121,6 +124,26 @@ def http(server: Any) -> Iterator[Any]:
 
     with httpx.Client(base_url=server.url, timeout=120) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A kernelspec for this interpreter in a private JUPYTER_PATH (nothing global is touched), for
+    papermill: the kernel name."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / "sgnb-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "sgnb test", "language": "python"})
+    )
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = str(root)
+    yield "sgnb-test"
+    if old is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = old
 
 
 @pytest.fixture

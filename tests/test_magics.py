@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import _thread
 import json
-import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -370,25 +368,6 @@ def test_stop_then_start_again(ip: InteractiveShell) -> None:
     assert run(ip, "%sglang start --page-size 4").error_in_exec is None
     assert get_session().status()["page_size"] == 4
     assert run(ip, "%sglang stop").error_in_exec is None
-
-
-@pytest.fixture(scope="module")
-def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A kernelspec for this venv's python in a private JUPYTER_PATH (nothing global is touched)."""
-    root = tmp_path_factory.mktemp("jupyter")
-    spec = root / "kernels" / "sgnb-test"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "sgnb test", "language": "python"})
-    )
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = str(root)
-    yield "sgnb-test"
-    if old is None:
-        os.environ.pop("JUPYTER_PATH", None)
-    else:
-        os.environ["JUPYTER_PATH"] = old
 
 
 def test_papermill_in_a_real_kernel(kernel_name: str, tmp_path: Path) -> None:

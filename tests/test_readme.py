@@ -20,11 +20,7 @@ The answers are greedy decoding of the bundled SmolLM2-135M-Instruct through its
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,25 +92,6 @@ def test_readme_parser_finds_the_tour() -> None:
     text += "```python\ny\n```\n"
     parsed = readme_blocks(text)
     assert [(b.source, b.expected, b.skip) for b in parsed] == [("x = 1", "1", ""), ("y", None, "why")]
-
-
-@pytest.fixture(scope="module")
-def kernel_name(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A kernelspec for this interpreter in a private JUPYTER_PATH (nothing global is touched)."""
-    root = tmp_path_factory.mktemp("jupyter")
-    spec = root / "kernels" / "sgnb-readme"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "sgnb", "language": "python"})
-    )
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = str(root)
-    yield "sgnb-readme"
-    if old is None:
-        os.environ.pop("JUPYTER_PATH", None)
-    else:
-        os.environ["JUPYTER_PATH"] = old
 
 
 def _text(output: dict[str, Any]) -> str:
