@@ -273,5 +273,20 @@ class KVMirror:
         assert self.live == set(tree)
 
 
+def finished(prompt: list[int], output: list[int], rid: str = "r", cached: int = 0) -> RequestFinished:
+    """A ``RequestFinished`` as a runtime publishes it for ``prompt`` -> ``output`` (token ids)."""
+    return RequestFinished(
+        rid=rid,
+        prompt_tokens=len(prompt),
+        cached_tokens=cached,
+        completion_tokens=len(output),
+        ttft=0.01,
+        e2e_latency=0.02,
+        finish_reason=None,
+        prompt_ids=prompt,
+        output_ids=output,
+    )
+
+
 def finished_events(log: EventLog) -> list[RequestFinished]:
     return list(log.of_type(RequestFinished))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from conftest import finished
 from sglang.srt.disaggregation.kv_events import BlockRemoved, BlockStored
 
 from sgnb.core.events import RequestFinished, block_hashes
@@ -21,20 +22,6 @@ def stored(tokens: list[int], parent_tokens: list[int] | None = None, page: int 
     hashes = block_hashes(tokens, prior, page)
     return BlockStored(
         block_hashes=hashes, parent_block_hash=prior, token_ids=tokens, block_size=page, lora_id=None
-    )
-
-
-def finished(prompt: list[int], output: list[int], cached: int, rid: str = "r") -> RequestFinished:
-    return RequestFinished(
-        rid=rid,
-        prompt_tokens=len(prompt),
-        cached_tokens=cached,
-        completion_tokens=len(output),
-        ttft=0.0,
-        e2e_latency=0.0,
-        finish_reason=None,
-        prompt_ids=prompt,
-        output_ids=output,
     )
 
 

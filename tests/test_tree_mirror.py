@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import finished
 
 from sgnb.core.events import (
     AllBlocksCleared,
@@ -21,7 +22,6 @@ from sgnb.core.events import (
     BlockRemoved,
     BlockStored,
     EventHub,
-    RequestFinished,
     block_hashes,
 )
 from sgnb.runtimes.kv_subscriber import coalesce, convert
@@ -71,20 +71,6 @@ def assert_maximal(mirror: TreeMirror) -> None:
     for node in snap.nodes.values():
         if len(node.children) == 1:
             assert snap.nodes[node.children[0]].evicted != node.evicted, node
-
-
-def finished(prompt: list[int], output: list[int], rid: str, cached: int = 0) -> RequestFinished:
-    return RequestFinished(
-        rid=rid,
-        prompt_tokens=len(prompt),
-        cached_tokens=cached,
-        completion_tokens=len(output),
-        ttft=0.01,
-        e2e_latency=0.02,
-        finish_reason=None,
-        output_ids=output,
-        prompt_ids=prompt,
-    )
 
 
 # ---- against sgnb's RadixCache ------------------------------------------------------------
