@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -113,22 +113,25 @@ class RadixCache:
         tokens = list(tokens[: self._page_aligned(len(tokens))])
         if self.disable or not tokens:
             return MatchResult(torch.empty(0, dtype=torch.int64), self.root)
+        path = list(self._walk(tokens))
+        indices = torch.cat([n.value for n in path]) if path else torch.empty(0, dtype=torch.int64)
+        return MatchResult(indices, path[-1] if path else self.root)
+
+    def _walk(self, tokens: list[int]) -> Iterator[TreeNode]:
+        """The nodes that hold a prefix of ``tokens``, root first (not yielded), each touched: the walk
+        of SGLang's ``_match_prefix_helper`` / ``_insert_helper``. A node ``tokens`` leave part-way is
+        split there (``_split_node``) and the walk ends at its upper half."""
         node = self.root
         node.touch()
-        parts: list[torch.Tensor] = []
         while tokens and self._child_key(tokens) in node.children:
-            child = node.children[self._child_key(tokens)]
-            child.touch()
-            n = self._match_len(child.key, tokens)
-            if n < len(child.key):
-                node = self._split(child, n)
-                parts.append(node.value)
-                break
-            parts.append(child.value)
-            node = child
+            node = node.children[self._child_key(tokens)]
+            node.touch()
+            n = self._match_len(node.key, tokens)
+            if n < len(node.key):
+                yield self._split(node, n)
+                return
+            yield node
             tokens = tokens[n:]
-        indices = torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
-        return MatchResult(indices, node)
 
     def _split(self, child: TreeNode, n: int) -> TreeNode:
         """Cut ``child`` after ``n`` tokens; the new upper half takes its place in the tree."""
@@ -162,18 +165,11 @@ class RadixCache:
             return 0
         n_aligned = self._page_aligned(len(tokens))
         tokens, indices = list(tokens[:n_aligned]), indices[:n_aligned]
-        node = self.root
-        node.touch()
-        matched = 0
-        while tokens and self._child_key(tokens) in node.children:
-            node = node.children[self._child_key(tokens)]
-            node.touch()
-            n = self._match_len(node.key, tokens)
-            if n < len(node.key):
-                node = self._split(node, n)
+        node, matched = self.root, 0
+        for node in self._walk(tokens):
             node.hit_count += 1
-            matched += n
-            tokens, indices = tokens[n:], indices[n:]
+            matched += len(node.key)
+        tokens, indices = tokens[matched:], indices[matched:]
         if tokens:
             parent_hash = node.hashes[-1] if node.hashes else None
             leaf = TreeNode(
