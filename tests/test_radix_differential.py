@@ -67,22 +67,11 @@ def sg_key(tokens: list[int]) -> Any:
     return RadixKey(token_ids=array("q", tokens), extra_key=None)
 
 
-def sgnb_shape(cache: RadixCache) -> set[tuple[tuple[int, ...], tuple[int, ...], int]]:
-    """Every node as (tokens from the root through it, its KV indices, its lock count)."""
+def tree_shape(root: Any) -> set[tuple[tuple[int, ...], tuple[int, ...], int]]:
+    """Every node below ``root`` (sgnb's ``TreeNode`` or SGLang's) as (tokens from the root through
+    it, its KV indices, its lock count)."""
     out: set[tuple[tuple[int, ...], tuple[int, ...], int]] = set()
-    stack: list[tuple[TreeNode, tuple[int, ...]]] = [(cache.root, ())]
-    while stack:
-        node, prefix = stack.pop()
-        for child in node.children.values():
-            path = prefix + tuple(child.key)
-            out.add((path, tuple(child.value.tolist()), child.lock_ref))
-            stack.append((child, path))
-    return out
-
-
-def sglang_shape(cache: Any) -> set[tuple[tuple[int, ...], tuple[int, ...], int]]:
-    out: set[tuple[tuple[int, ...], tuple[int, ...], int]] = set()
-    stack: list[tuple[Any, tuple[int, ...]]] = [(cache.root_node, ())]
+    stack: list[tuple[Any, tuple[int, ...]]] = [(root, ())]
     while stack:
         node, prefix = stack.pop()
         for child in node.children.values():
@@ -153,7 +142,7 @@ class Pair:
 
     def check_trees(self) -> None:
         assert self.ours.total_size() == self.theirs.total_size()
-        assert sgnb_shape(self.ours) == sglang_shape(self.theirs), "tree shapes differ"
+        assert tree_shape(self.ours.root) == tree_shape(self.theirs.root_node), "tree shapes differ"
 
 
 def token_stream(rng: random.Random) -> Iterator[list[int]]:
