@@ -164,12 +164,17 @@ def write_notebook(path: Path, cells: list[str]) -> None:
     nbformat.write(notebook, path)
 
 
-def run_notebook(p: Any, lab: dict[str, Any], workspace: str, name: str) -> tuple[Any, list[str]]:
-    """Open notebook ``name`` of the lab's folder in a new Chromium page (JupyterLab workspace
-    ``workspace``), wait for an idle kernel, then Run All Cells from the Run menu, as a reader does.
+def run_notebook(
+    p: Any, lab: dict[str, Any], workspace: str, name: str, cells: list[str] | None = None
+) -> tuple[Any, list[str]]:
+    """Open notebook ``name`` of the lab's folder (written from ``cells`` first, if given) in a new
+    Chromium page (JupyterLab workspace ``workspace``), wait for an idle kernel, then Run All Cells
+    from the Run menu, as a reader does.
 
     Returns the page and the list its uncaught page errors are collected in; close the browser with
     ``page.context.browser.close()``."""
+    if cells is not None:
+        write_notebook(lab["work"] / name, cells)
     browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     errors: list[str] = []
@@ -309,9 +314,9 @@ def test_readme_tour_as_pasted_in_jupyterlab(lab: dict[str, Any]) -> None:
     sys.modules[spec.name] = readme  # its dataclass looks its module up there
     spec.loader.exec_module(readme)
     blocks = [b for b in readme.python_blocks() if not b.skip]
-    write_notebook(lab["work"] / "tour.ipynb", [b.source for b in blocks] + ['print("TOUR_DONE")'])
+    cells = [b.source for b in blocks] + ['print("TOUR_DONE")']
     with sync_api.sync_playwright() as p:
-        page, _ = run_notebook(p, lab, "sgnbtour", "tour.ipynb")
+        page, _ = run_notebook(p, lab, "sgnbtour", "tour.ipynb", cells)
         text = wait_output(page, "TOUR_DONE", 540)
         page.screenshot(path=str(ARTIFACTS / "readme-tour.png"), full_page=True)
         images = page.evaluate(

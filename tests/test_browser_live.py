@@ -19,16 +19,7 @@ import json
 import time
 from typing import Any
 
-from test_browser import (
-    ARTIFACTS,
-    CHROMIUM,
-    lab,
-    outputs_text,
-    run_notebook,
-    sync_api,
-    wait_output,
-    write_notebook,
-)
+from test_browser import ARTIFACTS, CHROMIUM, lab, outputs_text, run_notebook, sync_api, wait_output
 
 __all__ = ["lab"]  # the fixture, imported so pytest finds it here
 
@@ -52,8 +43,7 @@ HIGHLIGHT = """() => {
 
 def open_and_run_all(p: Any, lab: dict[str, Any], name: str, cells: list[str]) -> tuple[Any, Any, list[str]]:
     """Write ``cells`` as notebook ``name`` and run them all in JupyterLab: browser, page, page errors."""
-    write_notebook(lab["work"] / name, cells)
-    page, errors = run_notebook(p, lab, name.split(".")[0], name)
+    page, errors = run_notebook(p, lab, name.split(".")[0], name, cells)
     return page.context.browser, page, errors
 
 

@@ -8,16 +8,7 @@ import json
 import time
 from typing import Any
 
-from test_browser import (
-    ARTIFACTS,
-    CHROMIUM,
-    lab,
-    outputs_text,
-    run_notebook,
-    sync_api,
-    wait_output,
-    write_notebook,
-)
+from test_browser import ARTIFACTS, CHROMIUM, lab, outputs_text, run_notebook, sync_api, wait_output
 
 __all__ = ["lab"]  # the fixture, imported so pytest finds it here
 
@@ -42,10 +33,9 @@ SAMPLE = """() => {
 
 def test_token_view_grows_and_hover_card(lab: dict[str, Any]) -> None:
     name = "tokens_browser.ipynb"
-    write_notebook(lab["work"] / name, CELLS)
     assert CHROMIUM.exists()
     with sync_api.sync_playwright() as p:
-        page, errors = run_notebook(p, lab, "sgnbtokens", name)
+        page, errors = run_notebook(p, lab, "sgnbtokens", name, CELLS)
 
         # chips appear while the generation runs
         wait_output(page, "GEN_START", 240)
