@@ -7,6 +7,7 @@ no lock held and ``used + free == capacity``, and the next request served normal
 from __future__ import annotations
 
 import _thread
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -333,4 +334,87 @@ def test_an_interrupted_dsl_program_leaves_no_kv_locked(rt: Any) -> None:
     with pytest.raises(KeyboardInterrupt):
         state.sync()
     wait_idle(rt)
+    serves_normally(rt)
+
+
+def streamed_refusal(res: httpx.Response) -> str:
+    """The message of a streamed ``/generate`` refused inside ``TokenizerManager.generate_request``:
+    SGLang answers it with HTTP 200, one event in ``http_server.serve_generate_request``'s shape
+    (``stream_results``: ``invalid_request_error``, code 400, not retryable), then ``[DONE]``."""
+    assert res.status_code == 200, res.text
+    assert res.headers["content-type"].startswith("text/event-stream"), res.headers
+    events = [line for line in res.text.split("\n\n") if line]
+    assert len(events) == 2 and events[1] == "data: [DONE]", res.text
+    assert events[0].startswith("data: "), res.text
+    error = json.loads(events[0][len("data: ") :])["error"]
+    assert set(error) == {"message", "type", "code", "retryable"}, error
+    assert error["type"] == "invalid_request_error" and error["code"] == 400 and error["retryable"] is False
+    return str(error["message"])
+
+
+def test_streamed_refusals_are_an_error_event_as_sglang(
+    rt: Any, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stream: true`` on ``/generate``: what ``TokenizerManager.generate_request`` refuses (the
+    context length in ``_validate_one_request``, a duplicate rid in ``_init_req_state``, sampling
+    parameters in ``SamplingParams.verify``) comes back as SGLang's ``serve_generate_request``
+    streams it: 200, one error event, ``[DONE]``, with the message of the non-streamed 400. What
+    ``generate_request`` refuses before the stream (the JSON contract) stays a 400 JSON."""
+    monkeypatch.setattr(rt, "context_length", 256)
+    ids, _ = _too_long(rt)
+    body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 100}}
+    assert streamed_refusal(http.post("/generate", json={**body, "stream": True})) == SGLANG_TOTAL
+    bad_top_p = {"text": "Hi", "sampling_params": {"top_p": 1.5}}
+    plain = http.post("/generate", json=bad_top_p)
+    assert plain.status_code == 400
+    streamed = streamed_refusal(http.post("/generate", json={**bad_top_p, "stream": True}))
+    assert streamed == plain.json()["error"]["message"] and "top_p" in streamed
+    contract = http.post("/generate", json={"text": "Hi", "stream": True, "sampling_params": {"bogus": 1}})
+    assert contract.status_code == 400 and contract.headers["content-type"].startswith("application/json")
+    # the OpenAI routes kick-start the generator before answering (serving_chat/_completions
+    # _handle_streaming_request): a refusal before the first chunk is a 400 ErrorResponse there
+    res = http.post("/v1/completions", json={"prompt": ids, "max_tokens": 100, "stream": True})
+    assert res.status_code == 400 and res.json()["message"] == SGLANG_TOTAL
+    serves_normally(rt, http)
+
+
+def test_streamed_duplicate_rid_is_an_error_event(rt: Any, http: httpx.Client, server: ServerThread) -> None:
+    """A streamed request under a running request's rid (``TokenizerManager._init_req_state``'s
+    ValueError, inside ``generate_request``): 200, SGLang's error event, ``[DONE]``; the first runs on."""
+    out: dict[str, Any] = {}
+
+    def post() -> None:
+        with httpx.Client(base_url=server.url, timeout=300) as client:
+            body = {
+                "text": "Count slowly:",
+                "rid": "dup-s",
+                "sampling_params": {**LONG, "max_new_tokens": 40},
+            }
+            out["res"] = client.post("/generate", json=body)
+
+    worker = threading.Thread(target=post)
+    worker.start()
+    wait_running(rt)
+    body = {"text": "Hi", "rid": "dup-s", "stream": True, "sampling_params": {"max_new_tokens": 2}}
+    assert streamed_refusal(http.post("/generate", json=body)) == "Duplicate request ID detected: dup-s"
+    worker.join(timeout=300)
+    assert out["res"].json()["meta_info"]["completion_tokens"] == 40
+    serves_normally(rt, http)
+
+
+def test_sglang_runtime_endpoint_meets_a_streamed_refusal(rt: Any, server: ServerThread) -> None:
+    """SGLang's own client, ``RuntimeEndpoint.generate_stream``: against SGLang's server a refusal
+    inside the stream passes ``_assert_success`` (HTTP 200) and the error event has no ``"text"``,
+    so it raises ``KeyError('text')``; against ``sgnb serve`` the same. A valid stream still works."""
+    from types import SimpleNamespace
+
+    from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
+    from sglang.lang.ir import SglSamplingParams
+
+    endpoint = RuntimeEndpoint(server.url)
+    state = SimpleNamespace(text_="Hi", images_=[])  # what generate_stream reads of a StreamExecutor
+    with pytest.raises(KeyError, match="text"):
+        list(endpoint.generate_stream(state, SglSamplingParams(max_new_tokens=4, top_p=1.5)))
+    pieces = list(endpoint.generate_stream(state, SglSamplingParams(max_new_tokens=4, temperature=0)))
+    assert pieces and pieces[-1][1]["finish_reason"] is not None
     serves_normally(rt)

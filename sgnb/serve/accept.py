@@ -254,6 +254,16 @@ def admit_generate(body: Any) -> tuple[Any, list[Any]]:
         raise ValueError(f"invalid request: {type(exc).__name__}: {exc}") from None
 
 
+def streamed(body: Any) -> bool:
+    """``GenerateReqInput.stream`` of a body SGLang's parse admits (False for one it refuses)."""
+    from pydantic import ValidationError
+
+    try:
+        return bool(_generate_adapter().validate_python(body).stream)
+    except ValidationError:
+        return False
+
+
 def check_sampling(params: dict[str, Any], tokenizer: Any, vocab_size: int) -> dict[str, Any]:
     """SGLang's ``SamplingParams(**params).normalize(tokenizer)`` and ``.verify(vocab_size)``
     (``TokenizerManager._create_tokenized_object``); returns the parameters for sgnb's runtime:

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from sgnb.serve.accept import Refused, Unsupported, streamed
 from sgnb.serve.context import ServeContext, ctx_of, dumps, json_response, read_json, vocab_size
 from sgnb.serve.engine import fan_out, flatten
 from sgnb.serve.metrics import CONTENT_TYPE
@@ -37,17 +38,55 @@ DONE = b"data: [DONE]\n\n"
 
 
 def stream_error(exc: BaseException) -> dict[str, Any]:
+    """The error event of a stream that failed with something other than a bad request (sgnb's own:
+    SGLang's server cuts such a stream off without an event)."""
     return {"error": {"message": str(exc) or type(exc).__name__, "type": type(exc).__name__, "code": 500}}
+
+
+def generate_stream_error(exc: BaseException) -> dict[str, Any]:
+    """The event ``/generate`` streams for a request that failed: for a ValueError, SGLang's
+    (``http_server.serve_generate_request``'s ``stream_results``: ``invalid_request_error``, the
+    exception's ``status_code`` or 400, not retryable); anything else as :func:`stream_error`."""
+    if not isinstance(exc, ValueError):
+        return stream_error(exc)
+    return {
+        "error": {
+            "message": str(exc),
+            "type": "invalid_request_error",
+            "code": getattr(exc, "status_code", 400),
+            "retryable": False,
+        }
+    }
+
+
+def refused_in_stream(exc: BaseException) -> bool:
+    """Whether SGLang answers this refusal of a streamed ``/generate`` inside the stream (HTTP 200,
+    one error event, ``[DONE]``) rather than with a 400 before it.
+
+    SGLang checks a body's types (the ``GenerateReqInput`` parse) and its JSON contract before the
+    stream (``http_server.generate_request``); everything else - ``normalize_batch_and_arguments``,
+    ``SamplingParams.normalize`` / ``verify``, the prompt's length against the context, bad
+    ``input_ids`` - runs inside ``TokenizerManager.generate_request``, whose ValueError
+    ``serve_generate_request`` streams. sgnb's own refusals (a feature it lacks, its batch limit)
+    stay a 400 that names them.
+    """
+    return isinstance(exc, ValueError) and not isinstance(exc, Refused | Unsupported | BadRequest)
 
 
 @router.api_route("/generate", methods=["POST", "PUT"])
 async def generate(request: Request) -> Response:
     ctx = ctx_of(request)
-    req, items, batched = parse_generate(await read_json(request), ctx.runtime.tokenizer, vocab_size(ctx))
-    n = fan_out(items)
-    if req.stream:
-        chunks = await ctx.engine.open_stream(items[0])
-        return StreamingResponse(_sse_generate(ctx, items[0], chunks), media_type="text/event-stream")
+    body = await read_json(request)
+    try:
+        req, items, batched = parse_generate(body, ctx.runtime.tokenizer, vocab_size(ctx))
+        n = fan_out(items)
+        if req.stream:
+            chunks = await ctx.engine.open_stream(items[0])
+            return StreamingResponse(_sse_generate(ctx, items[0], chunks), media_type="text/event-stream")
+    except ValueError as exc:
+        if refused_in_stream(exc) and streamed(body):
+            return StreamingResponse(_sse_refusal(exc), media_type="text/event-stream")
+        raise
     if batched:
         outs = await ctx.engine.generate_batch(items)
     else:
@@ -72,10 +111,15 @@ async def _sse_generate(
             if final and item.log_metrics:
                 ctx.metrics.observe(chunk["meta_info"], streaming=True, constraint=item.constraint)
     except Exception as exc:  # the runtime failed mid-stream: tell the client, then end the stream
-        yield sse(stream_error(exc))
+        yield sse(generate_stream_error(exc))
     finally:
         with contextlib.suppress(Exception):
             await chunks.aclose()
+    yield DONE
+
+
+async def _sse_refusal(exc: BaseException) -> AsyncIterator[bytes]:
+    yield sse(generate_stream_error(exc))
     yield DONE
 
 
