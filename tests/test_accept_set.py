@@ -236,6 +236,43 @@ def sglang_verdict_generate(body: Any, tokenizer: Any) -> str | None:
     return None
 
 
+def sglang_refuses_in_stream(body: Any) -> bool:
+    """Whether SGLang answers its refusal of this ``/generate`` body inside a stream: the body passes
+    the steps ``http_server.generate_request`` runs before the stream (the ``GenerateReqInput``
+    parse, the JSON contract) and asks for ``stream``; ``serve_generate_request``'s
+    ``stream_results`` then turns ``TokenizerManager.generate_request``'s ValueError into HTTP 200,
+    one ``invalid_request_error`` event and ``[DONE]`` (a non-ValueError there cuts the stream off:
+    sgnb sends the event then too)."""
+    from pydantic import TypeAdapter, ValidationError
+    from sglang.api.v1.api_types import GenerateRequest, JsonContractError
+    from sglang.srt.managers.io_struct import GenerateReqInput
+
+    try:
+        obj = TypeAdapter(GenerateReqInput).validate_python(body)
+        GenerateRequest.from_json_value(body)
+    except (ValidationError, JsonContractError):
+        return False
+    return bool(obj.stream)
+
+
+def stream_error_of(res: httpx.Response, shown: str) -> str | None:
+    """The message of a stream's error event (None if it has none); checks SGLang's SSE framing and
+    ``serve_generate_request``'s event shape."""
+    assert res.text.endswith("data: [DONE]\n\n"), shown
+    errors = [
+        json.loads(e[len("data: ") :])["error"]
+        for e in res.text.split("\n\n")
+        if e.startswith('data: {"error"')
+    ]
+    if not errors:
+        return None
+    events = [e for e in res.text.split("\n\n") if e]
+    assert len(events) == 2 and len(errors) == 1, shown  # the error event, then [DONE]
+    err = errors[0]
+    assert err["type"] == "invalid_request_error" and err["code"] == 400 and err["retryable"] is False, shown
+    return str(err["message"])
+
+
 def sglang_verdict_openai(kind: str, body: Any, tokenizer: Any, context_length: int) -> str | None:
     """Why SGLang refuses this OpenAI body, or None: the pydantic class, then the serving class's
     ``_validate_request`` and its sampling-parameter conversion, checked as ``/generate``'s."""
@@ -309,16 +346,28 @@ DIFF = settings(
 KNOWN_DEPARTURES = {"the prompt is empty"}
 
 
-def judge(http: httpx.Client, route: str, body: Any, refused: str | None) -> None:
-    """sgnb's answer against SGLang's verdict; every refusal is followed by a request that works."""
+def judge(http: httpx.Client, route: str, body: Any, refused: str | None, in_stream: bool = False) -> None:
+    """sgnb's answer against SGLang's verdict; every refusal is followed by a request that works.
+
+    ``in_stream``: SGLang refuses this streamed body inside the stream (:func:`sglang_refuses_in_stream`),
+    so the answer is 200 + one error event + ``[DONE]``, or sgnb's 400 naming a feature it lacks."""
     res = http.post(route, content=json.dumps(body), headers={"content-type": "application/json"})
     shown = f"{json.dumps(body)[:600]} -> {res.status_code} {res.text[:300]}"
     assert res.status_code < 500, shown
     assert "Extra inputs" not in res.text and "extra_forbidden" not in res.text, shown
-    verdict = "sglang refuses" if refused else "sglang accepts"
+    verdict = (
+        ("sglang refuses in the stream" if in_stream else "sglang refuses") if refused else "sglang accepts"
+    )
     counts = STATS.setdefault(route, {})
     counts[f"{verdict}, sgnb {res.status_code}"] = counts.get(f"{verdict}, sgnb {res.status_code}", 0) + 1
-    if refused is not None:
+    if refused is not None and in_stream and res.status_code == 200:
+        assert res.headers["content-type"].startswith("text/event-stream"), shown
+        assert stream_error_of(res, shown), f"SGLang refuses in the stream ({refused}); {shown}"
+    elif refused is not None and in_stream:
+        assert res.status_code == 400 and "not supported by sgnb serve" in message_of(res), (
+            f"SGLang refuses ({refused}) with 200 + an error event; {shown}"
+        )
+    elif refused is not None:
         assert 400 <= res.status_code < 500, f"SGLang refuses ({refused}) but sgnb answered {shown}"
         assert message_of(res), shown
     elif res.status_code != 200:
@@ -328,10 +377,11 @@ def judge(http: httpx.Client, route: str, body: Any, refused: str | None) -> Non
             f"SGLang accepts; {shown}"
         )
     elif res.headers["content-type"].startswith("text/event-stream"):
-        assert res.text.endswith("data: [DONE]\n\n") and '"error"' not in res.text, shown
+        error = stream_error_of(res, shown)
+        assert error is None or error in KNOWN_DEPARTURES, f"SGLang accepts; {shown}"
     else:
         res.json()
-    if res.status_code != 200:
+    if res.status_code != 200 or refused is not None:
         still_serving(http)
 
 
@@ -356,7 +406,22 @@ def short(body: Any) -> Any:
 @given(body=corrupt(generate_bodies()).map(short))
 def test_generate_accept_set_matches_sglang(http: httpx.Client, rt: Any, body: Any) -> None:
     """``/generate``: ``http_server.generate_request`` + ``TokenizerManager`` are the oracle."""
-    judge(http, "/generate", body, sglang_verdict_generate(body, rt.tokenizer))
+    refused = sglang_verdict_generate(body, rt.tokenizer)
+    judge(http, "/generate", body, refused, in_stream=refused is not None and sglang_refuses_in_stream(body))
+
+
+def streaming(body: Any) -> Any:
+    """The body asking for a stream (a dict; anything else unchanged, for the oracle to judge)."""
+    return {**body, "stream": True} if isinstance(body, dict) else body
+
+
+@settings(DIFF, max_examples=60)
+@given(body=corrupt(generate_bodies()).map(short).map(streaming))
+def test_streamed_generate_refusals_match_sglang(http: httpx.Client, rt: Any, body: Any) -> None:
+    """``/generate`` with ``stream: true``: SGLang's code path decides 400 before the stream
+    (``http_server.generate_request``) vs. 200 + an error event (``serve_generate_request``)."""
+    refused = sglang_verdict_generate(body, rt.tokenizer)
+    judge(http, "/generate", body, refused, in_stream=refused is not None and sglang_refuses_in_stream(body))
 
 
 @settings(DIFF, max_examples=170)

@@ -288,6 +288,60 @@ def test_bad_generate_is_400_json(http: httpx.Client, case: str) -> None:
     assert error_message(res.json())
 
 
+def sglang_checks_before_the_stream(body: Any) -> bool:
+    """Whether SGLang refuses this body before any stream: ``http_server.generate_request`` parses it
+    into ``GenerateReqInput`` (FastAPI) and checks the JSON contract first; every other check runs
+    inside ``TokenizerManager.generate_request``, which ``serve_generate_request`` streams."""
+    from pydantic import TypeAdapter, ValidationError
+    from sglang.api.v1.api_types import GenerateRequest, JsonContractError
+    from sglang.srt.managers.io_struct import GenerateReqInput
+
+    try:
+        TypeAdapter(GenerateReqInput).validate_python(body)
+        GenerateRequest.from_json_value(body)
+    except (ValidationError, JsonContractError):
+        return True
+    return False
+
+
+STREAMABLE = [c for c in BAD_GENERATE if BAD_GENERATE[c].startswith(b'{"text": "hi", ') and c != "NaN"]
+
+
+@pytest.mark.parametrize(
+    "case", [*STREAMABLE, "neither", "token id out of range", "empty prompt", "stream a batch"]
+)
+def test_bad_streamed_generate_as_sglang(http: httpx.Client, case: str) -> None:
+    """The same bodies with ``stream: true``: a 400 JSON where SGLang refuses before the stream
+    (contract), else SGLang's 200 + one ``invalid_request_error`` event + ``[DONE]``
+    (``serve_generate_request``) with the message of the non-streamed 400; a stream of a batch is
+    sgnb's own 400 naming the feature, as is a field sgnb cannot honour (``beam_width``)."""
+    body = {**json.loads(BAD_GENERATE[case]), "stream": True}
+    plain = http.post("/generate", content=BAD_GENERATE[case], headers={"content-type": "application/json"})
+    res = http.post("/generate", json=body)
+    if case == "stream a batch" or "not supported by sgnb serve" in plain.text:
+        assert res.status_code == 400 and "not supported by sgnb serve" in error_message(res.json())
+    elif sglang_checks_before_the_stream(body):
+        assert res.status_code == 400 and res.headers["content-type"].startswith("application/json"), res.text
+        assert error_message(res.json()) == error_message(plain.json())
+    else:
+        assert res.status_code == 200 and res.headers["content-type"].startswith("text/event-stream"), (
+            res.text
+        )
+        events = [e for e in res.text.split("\n\n") if e]
+        assert len(events) == 2 and events[1] == "data: [DONE]", res.text
+        error = json.loads(events[0].removeprefix("data: "))["error"]
+        assert error == {
+            "message": error_message(plain.json()),
+            "type": "invalid_request_error",
+            "code": 400,
+            "retryable": False,
+        }
+    assert (
+        http.post("/generate", json={"text": "hi", "sampling_params": {"max_new_tokens": 1}}).status_code
+        == 200
+    )
+
+
 def error_message(body: dict[str, Any]) -> str:
     """The message of an error body in any of SGLang's shapes (``http_server.py``): a type error
     is an ``ErrorResponse``, a JSON-contract error ``{"error": "..."}``, a ValueError
