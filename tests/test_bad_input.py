@@ -3,6 +3,7 @@ runtime serves the next request exactly as before."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,6 +71,18 @@ def test_bad_sampling_params(
     assert issubclass(error, ValueError)
     with pytest.raises(error, match=message):
         rt.generate(chat(rt, PROMPT_TEXT), {"max_new_tokens": 8, **params})
+
+
+@pytest.mark.parametrize("params", [{"regex": "[a-"}, {"regex": "(unclosed"}, {"ebnf": "root ::= "}])
+def test_grammar_errors_are_one_clean_line(rt: Any, no_compute: EventLog, params: dict[str, Any]) -> None:
+    """xgrammar's C++ log prefix ("[00:24:07] /project/cpp/regex_converter.cc:83: ") is stripped
+    where GrammarError is made, so the Python API (not just the magics) gives one clean line;
+    SGLang's XGrammarGrammarBackend.dispatch_regex/_from_context reports the parser message."""
+    with pytest.raises(GrammarError) as info:
+        rt.generate("hi", {"max_new_tokens": 4, **params})
+    message = str(info.value)
+    assert "\n" not in message and ".cc:" not in message and not re.search(r"\[\d+:\d+:\d+\]", message)
+    assert message.startswith(f"invalid {next(iter(params))}: ")
 
 
 def test_empty_prompt(rt: Any, no_compute: EventLog) -> None:

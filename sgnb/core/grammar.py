@@ -12,6 +12,7 @@ imports no runtime and no view.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,16 @@ import torch
 import xgrammar as xgr
 
 SHOW_ALLOWED = 8  # a replayed step lists the allowed tokens when there are at most this many
+
+# xgrammar's C++ errors start with dmlc's log prefix "[HH:MM:SS] /path/to/file.cc:123: "; stripped
+# here, where the error is made, so the API, the magics and HTTP all give the same clean line.
+_CPP_PREFIX = re.compile(r"\[\d{1,2}:\d{2}:\d{2}\]\s+\S+\.(?:cc|cpp|h|hpp|cxx):\d+:\s*")
+
+
+def clean_message(exc: BaseException) -> str:
+    """The first non-empty line of ``exc``'s message without C++ log prefixes (or its type name)."""
+    lines = [ln.strip() for ln in _CPP_PREFIX.sub("", str(exc)).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 class GrammarError(ValueError):
@@ -44,8 +55,7 @@ class GrammarCompiler:
                 if kind == "ebnf":
                     return self._compiler.compile_grammar(source)
         except Exception as exc:  # xgrammar raises RuntimeError with a parser message
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise GrammarError(f"invalid {kind}: {first}") from None
+            raise GrammarError(f"invalid {kind}: {clean_message(exc)}") from None
         raise GrammarError(f"unknown constraint kind {kind!r}")
 
     def matcher(self, compiled: xgr.CompiledGrammar) -> Grammar:
