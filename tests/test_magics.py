@@ -72,6 +72,58 @@ def test_help_comes_from_magic_arguments(ip: InteractiveShell) -> None:
     assert cell_doc and "%%sglang [-o OUTPUT]" in cell_doc and "sglang_cell" not in cell_doc
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("%sglang start --help", "--max-total-tokens"),
+        ("%sglang stop -h", "%sglang status | stats"),
+        ("%sglang serve --help", "%sglang serve [--port N]"),
+        ("%sglang cluster start --help", "--workers"),
+        ("%%sglang --help\ns += 'x'", "--no-stream"),
+    ],
+)
+def test_help_flag_on_any_subcommand_shows_its_help(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str], line: str, expected: str
+) -> None:
+    """``--help``/``-h`` after a subcommand shows help (argparse's own meaning of the flags, as
+    SGLang's ``prepare_server_args`` parser gives it), never ``unrecognized arguments: --help``."""
+    capsys.readouterr()
+    result = run(ip, line)
+    assert result.error_in_exec is None, result.error_in_exec
+    assert expected in capsys.readouterr().out
+    assert get_session().runtime is None  # help starts nothing
+
+
+def test_one_list_of_subcommands(ip: InteractiveShell) -> None:
+    """The invalid-choice error and the usage line name every subcommand %sglang? documents."""
+    from sgnb.notebook.magics import COMMANDS
+
+    doc = ip.find_line_magic("sglang").__doc__ or ""
+    documented = set(re.findall(r"%sglang (\w+)", doc)) | set(
+        re.findall(r"\| (\w+)", doc.split("%%sglang")[0])
+    )
+    assert {"cluster", "start", "serve", "bench"} <= documented
+    message = usage_error(ip, "%sglang strat")
+    for command in documented & set(COMMANDS) | {"cluster"}:
+        assert f"'{command}'" in message, (command, message)
+    assert "cluster" in ip.find_line_magic("sglang").parser.format_usage()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "%sglang start --max-total-token 4096",
+        "%sglang start --context 512",
+        "%sglang cluster start --work 2",
+        "%%sglang --no-str\ns += 'x'",
+    ],
+)
+def test_abbreviated_flags_are_refused(ip: InteractiveShell, line: str) -> None:
+    """A misspelt flag that is a prefix of a real one is an error, not a silent abbreviation."""
+    assert "unrecognized arguments" in usage_error(ip, line)
+    assert get_session().runtime is None
+
+
 def test_start_status_and_twice(ip: InteractiveShell) -> None:
     result = run(ip, "%sglang start --max-total-tokens 8192")
     assert result.error_in_exec is None

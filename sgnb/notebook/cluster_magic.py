@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="%sglang cluster", add_help=False)
+    p = _Parser(prog="%sglang cluster", add_help=False, allow_abbrev=False)
     p.add_argument("action", choices=("start", "status", "kill", "stop"))
     p.add_argument("target", nargs="?", type=int, default=None, help="the worker to kill")
     p.add_argument("--workers", "-n", type=int, default=2)

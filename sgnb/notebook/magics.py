@@ -25,7 +25,37 @@ from sgnb.notebook.session import NoRuntimeError, SessionError, get_session
 from sgnb.runtimes import options as start_options
 from sgnb.runtimes.factory import choose_runtime, import_runtime
 
-COMMANDS = ("start", "stop", "status", "connect", "flush", "tree", "stats", "tokens", "bench", "serve")
+# The one list of subcommands: the parser's choices, its usage line and the invalid-choice error
+# all come from it (``cluster`` is parsed by sgnb.notebook.cluster_magic, but listed here too).
+COMMANDS = (
+    "start",
+    "stop",
+    "status",
+    "connect",
+    "flush",
+    "tree",
+    "stats",
+    "tokens",
+    "bench",
+    "serve",
+    "cluster",
+)
+HELP_FLAGS = ("--help", "-h")
+
+
+def wants_help(line: str) -> bool:
+    """Whether a magic's line asks for help (``--help``/``-h`` as a word, anywhere on it)."""
+    return any(word in HELP_FLAGS for word in line.split())
+
+
+def no_abbreviations(magic: Any) -> None:
+    """Make ``magic``'s parser refuse abbreviated long options (``--max-total-token``).
+
+    argparse accepts any unique prefix by default, so a misspelt flag that is a prefix of a real
+    one was silently taken. ``MagicArgumentParser`` does not pass ``allow_abbrev`` on, so it is
+    set on the built parser (argparse reads it at parse time).
+    """
+    magic.parser.allow_abbrev = False
 
 
 def table_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,12 +112,18 @@ class SGLangMagics(Magics):
         line = cells.strip_comment(line)
         command, _, rest = line.strip().partition(" ")
         if command == "cluster":  # its own flags: sgnb.notebook.cluster_magic
-            from sgnb.notebook.cluster_magic import run
+            from sgnb.notebook.cluster_magic import parser, run
 
+            if wants_help(rest):
+                print(parser().format_help())
+                return None
             try:
                 return run(rest)
             except (ValueError, SessionError) as exc:
                 raise UsageError(cells.one_line(str(exc)) or type(exc).__name__) from None
+        if wants_help(line):  # `%sglang start --help`: the help `%sglang?` shows, not an error
+            print(subcommand_help(command))
+            return None
         args = parse_argstring(self.sglang, line)
         try:
             return getattr(self, f"_{args.command}")(args)
@@ -211,6 +247,9 @@ class SGLangMagics(Magics):
         Errors: a wrong argument to an SGLang call (``sgl.gen(..., regexx=...)``, an invalid
         regex) is one line naming the cell line; other errors show the cell's own frames only.
         """
+        if wants_help(cells.strip_comment(line)):
+            print(self.sglang_cell.parser.format_help())
+            return None
         args = parse_argstring(self.sglang_cell, cells.strip_comment(line))
         session = get_session()
         try:
@@ -310,6 +349,23 @@ SGLangMagics.sglang.__doc__ = (
     f"{SGLangMagics.sglang.__doc__}\n\nThe cell magic, %%sglang (see also %%sglang?):\n\n"
     f"{SGLangMagics.sglang_cell.__doc__}"
 )
+
+
+no_abbreviations(SGLangMagics.sglang)
+no_abbreviations(SGLangMagics.sglang_cell)
+
+
+def subcommand_help(command: str) -> str:
+    """The help for ``%sglang COMMAND --help``: the docstring's lines for it, then every option."""
+    doc = SGLangMagics.sglang.parser.format_help()
+    lines = [ln.strip() for ln in (SGLangMagics.sglang.__doc__ or "").splitlines()]
+    mine = [
+        ln
+        for ln in lines
+        if ln.startswith(f"%sglang {command}")
+        or (f"| {command}" in ln and not ln.startswith("%sglang cluster"))
+    ]
+    return "\n".join([*mine, "", doc]) if command in COMMANDS and mine else doc
 
 
 def load(ipython: Any) -> None:
