@@ -542,3 +542,40 @@ def test_serve_overhead_is_measurable(rt: Any) -> None:
 
     overhead = measure_serve_overhead(runtime=rt, batch=4, max_new_tokens=8, rounds=1)
     assert isinstance(overhead, float) and -0.9 < overhead < 5.0
+
+
+@pytest.mark.parametrize(
+    "exc", [ValueError("the runtime refused this step"), RuntimeError("runtime stopped")]
+)
+def test_openai_stream_failing_midway_sends_sglangs_error_event(exc: Exception) -> None:
+    """An OpenAI stream that fails after it started: the events so far, one error event equal to
+    ``OpenAIServingBase.create_streaming_error_response(str(e))`` (SGLang's own method builds the
+    expected value), then ``[DONE]``; the runtime's chunk stream is closed."""
+    import asyncio
+
+    from sglang.srt.entrypoints.openai.serving_base import OpenAIServingBase
+
+    from sgnb.serve.openai_api import _sse
+
+    closed: list[str] = []
+
+    async def chunks() -> Any:
+        try:
+            yield {"text": "a", "meta_info": {}}
+            raise exc
+        finally:
+            closed.append("chunks")
+
+    async def events(source: Any) -> Any:
+        async for chunk in source:
+            yield b"data: " + json.dumps({"text": chunk["text"]}).encode() + b"\n\n"
+
+    async def collect() -> list[bytes]:
+        source = chunks()
+        return [part async for part in _sse(events(source), source)]
+
+    parts = asyncio.run(collect())
+    assert parts[0] == b'data: {"text": "a"}\n\n' and parts[-1] == b"data: [DONE]\n\n" and len(parts) == 3
+    expected = json.loads(OpenAIServingBase.create_streaming_error_response(None, str(exc)))  # type: ignore[arg-type]
+    assert json.loads(parts[1].removeprefix(b"data: ")) == expected
+    assert closed == ["chunks"]

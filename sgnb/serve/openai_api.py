@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from sgnb.serve.accept import Unsupported
 from sgnb.serve.context import ServeContext, ctx_of, json_response, read_json, vocab_size
 from sgnb.serve.engine import fan_out, flatten
-from sgnb.serve.native import DONE, sse, stream_error
+from sgnb.serve.native import DONE, sse
 from sgnb.serve.openai_logprobs import chat_logprobs, completion_logprobs
 from sgnb.serve.schemas import (
     MAX_BATCH,
@@ -227,6 +227,25 @@ class _Chunks:
         return sse({**self.head, "choices": [], "usage": usage(metas, len(metas))})
 
 
+def openai_stream_error(exc: BaseException) -> dict[str, Any]:
+    """The error event of an OpenAI stream that failed after it started, as
+    ``OpenAIServingBase.create_streaming_error_response(str(e))``: an ``ErrorResponse`` of type
+    ``BadRequestError``, code 400. (``_generate_completion_stream`` sends it for any exception;
+    ``_generate_chat_stream`` for a ValueError and otherwise cuts the stream off, where sgnb still
+    sends the event so the client learns why.) A failure before the stream is a 400 JSON instead:
+    sgnb validates in ``open_stream`` before answering, as SGLang kick-starts its generator."""
+    message = str(exc) or type(exc).__name__
+    return {
+        "error": {
+            "object": "error",
+            "message": message,
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    }
+
+
 async def _sse(
     events: AsyncGenerator[bytes, None], chunks: AsyncGenerator[dict[str, Any], None]
 ) -> AsyncIterator[bytes]:
@@ -236,7 +255,7 @@ async def _sse(
         async for event in events:
             yield event
     except Exception as exc:
-        yield sse(stream_error(exc))
+        yield sse(openai_stream_error(exc))
     finally:
         for stream in (events, chunks):
             with contextlib.suppress(Exception):
