@@ -471,3 +471,24 @@ def test_papermill_notices_usage_errors(kernel_name: str, tmp_path: Path) -> Non
     assert [o["text"] for o in stop_cell.outputs] == [
         "UsageError: no SGLang runtime is running: %sglang start (or sgnb.get_session().start())\n"
     ]
+
+
+@pytest.mark.parametrize("module", ["sgnb.tools.demo", "sgnb.widgets._static"])
+def test_module_commands_show_help_without_loading_or_warning(module: str) -> None:
+    """``python -m MODULE --help`` is argparse's help (exit 0, nothing on stderr): no model load,
+    no runpy RuntimeWarning (the package must not import the module it runs), no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(sgnb.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", module, "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: python -m {module}") and done.stderr == ""
+    assert "starting the bundled" not in done.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import sgnb
 
 SYSTEM = "You are a concise assistant who answers in one sentence."
@@ -12,7 +14,18 @@ QUESTIONS = [
 ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Start the bundled model on the CPU, ask three questions that share a prefix, print the tree.
+
+    ``argv`` is parsed first, so ``--help`` prints help and exits before anything loads.
+    """
+    argparse.ArgumentParser(
+        prog="python -m sgnb.tools.demo",
+        description="The radix cache at work, in a terminal: starts the bundled SmolLM2-135M-Instruct "
+        "on the CPU (local runtime), asks three questions that share a system prompt (the later "
+        "ones reuse its KV cache), one regex-constrained answer, then prints the radix tree.",
+        allow_abbrev=False,
+    ).parse_args(argv)
     print(f"sglang {sgnb.check_sglang_version()}; starting the bundled SmolLM2-135M-Instruct on the CPU ...")
     rt = sgnb.start(runtime="local")  # the CPU demo, also on a GPU machine
     try:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import anywidget
 
-from sgnb.widgets._static import WIDGET_VIEW
+from sgnb.widgets._mime import WIDGET_VIEW
 from sgnb.widgets._throttle import Throttle
 
 

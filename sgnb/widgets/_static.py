@@ -22,11 +22,12 @@ no flag (``python -m sgnb.widgets._static NOTEBOOK.ipynb ...`` rewrites notebook
 
 from __future__ import annotations
 
-import sys
+import argparse
 from typing import Any
 
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-MARK = "data-sgnb-static"
+from sgnb.widgets._mime import MARK, WIDGET_STATE, WIDGET_VIEW
+
+__all__ = ["MARK", "WIDGET_STATE", "WIDGET_VIEW", "has_snapshot", "prefer_snapshots", "static_snapshots"]
 
 
 def has_snapshot(output: Any) -> bool:
@@ -41,9 +42,6 @@ def static_snapshots(nb: Any, resources: Any) -> tuple[Any, Any]:
             if WIDGET_VIEW in output.get("data", {}) and has_snapshot(output):
                 del output["data"][WIDGET_VIEW]
     return nb, resources
-
-
-WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def prefer_snapshots(nb: Any) -> Any:
@@ -80,7 +78,16 @@ def prefer_snapshots(nb: Any) -> Any:
     return nb
 
 
-def main(paths: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sgnb.widgets._static NOTEBOOK.ipynb ...``: rewrite notebooks in place."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sgnb.widgets._static",
+        description="Save the sgnb widget outputs of notebooks as their static snapshots, in place "
+        "(so GitHub, nbconvert and any renderer show them without widget state).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("paths", nargs="+", metavar="NOTEBOOK.ipynb", help="notebooks to rewrite")
+    paths = parser.parse_args(argv).paths
     import nbformat
 
     for path in paths:
@@ -91,4 +98,4 @@ def main(paths: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())
