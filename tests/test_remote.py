@@ -177,6 +177,9 @@ def test_dsl_gen_n_on_a_remote_session(remote: RemoteRuntime, rt: Any) -> None:
 def test_bad_input_is_a_value_error_and_the_server_keeps_serving(remote: RemoteRuntime) -> None:
     with pytest.raises(ValueError):
         remote.generate("x", max_new_tokens=4, regex="(unclosed")
+    # streamed, the server refuses it inside the stream (SGLang's 200 + error event): still a ValueError
+    with pytest.raises(ValueError, match="top_p"):
+        list(remote.generate("x", max_new_tokens=4, top_p=1.5, stream=True))
     assert remote.generate("Hello", max_new_tokens=2)["meta_info"]["completion_tokens"] >= 1
 
 

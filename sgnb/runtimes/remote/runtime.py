@@ -262,7 +262,13 @@ class RemoteRuntime(KVEventsTree):
         for chunk in self._sse("/generate", body):
             if "error" in chunk and "meta_info" not in chunk:
                 error = chunk["error"]
-                raise RuntimeError(str(error.get("message") if isinstance(error, dict) else error))
+                message = str(error.get("message") if isinstance(error, dict) else error)
+                # a request refused inside the stream (SGLang's serve_generate_request: code 400)
+                # is bad input, a ValueError as the same request's 400 without stream
+                code = error.get("code") if isinstance(error, dict) else None
+                if isinstance(code, int) and 400 <= code < 500:
+                    raise ValueError(message)
+                raise RuntimeError(message)
             last[int(chunk.get("index", 0))] = chunk
             if steps is not None:
                 meta: dict[str, Any] = chunk.get("meta_info") or {}
