@@ -304,38 +304,45 @@ def test_remote_runtime_from_meta_info(remote: Any) -> None:
     assert row["done"] and row["constraint"] == "regex"
 
 
-def test_magics_show_tokens_on_a_remote_session(remote: Any) -> None:
+@pytest.fixture
+def ip_on_remote(remote: Any) -> Iterator[Any]:
+    """IPython's test shell with sgnb loaded and the session on the remote runtime (not stopped after)."""
+    from IPython.testing.globalipapp import get_ipython, start_ipython
+
+    from sgnb.notebook.session import _clear_default_backend, get_session
+
+    shell = start_ipython() or get_ipython()
+    shell.run_line_magic("load_ext", "sgnb")
+    session = get_session()
+    assert session.runtime is None
+    session._attach(remote, "the test's remote runtime")
+    yield shell
+    session._unsubscribe()
+    session.mirror.detach()
+    session.mirror = session.runtime = None
+    _clear_default_backend(remote.backend)
+
+
+def test_magics_show_tokens_on_a_remote_session(ip_on_remote: Any, remote: Any) -> None:
     """``%%sglang --show tokens`` on a remote session: the DSL goes through SGLang's ``RuntimeEndpoint``
     (``sgnb.runtimes.remote.endpoint``), each request through the runtime, which asks the server for
     ``return_logprob`` + ``top_logprobs_num`` while the cell is traced. Every ``gen`` is a row whose
     chips are the server's ``output_token_logprobs`` / ``output_top_logprobs`` (that request's own
     answer), published token by token as the stream arrives, ``(`` forced by the replayed grammar;
     the program's own meta_info stays as asked."""
-    from IPython.testing.globalipapp import get_ipython, start_ipython
-
-    from sgnb.notebook.session import _clear_default_backend, get_session
+    from sgnb.notebook.session import get_session
     from sgnb.widgets._base import SgnbWidget
 
-    ip = start_ipython() or get_ipython()
-    ip.run_line_magic("load_ext", "sgnb")
-    session = get_session()
-    assert session.runtime is None
-    session._attach(remote, "the test's remote runtime")
+    ip = ip_on_remote
     log = EventLog(remote.hub)
-    try:
-        ip.run_cell(
-            "%%sglang -o st --show tokens\n"
-            "s += 'Phone: ' + sgl.gen('p', regex=r'\\(\\d{3}\\) \\d{3}-\\d{4}', max_tokens=16, temperature=0)\n"
-            "s += ' Name: ' + sgl.gen('n', max_tokens=4, temperature=0)\n"
-            "s += ' Happy? ' + sgl.select('a', choices=['yes', 'no'])\n"
-        ).raise_error()
-        st = ip.user_ns["st"]
-        finished = list(session.finished)
-    finally:
-        session._unsubscribe()
-        session.mirror.detach()
-        session.mirror = session.runtime = None
-        _clear_default_backend(remote.backend)
+    ip.run_cell(
+        "%%sglang -o st --show tokens\n"
+        "s += 'Phone: ' + sgl.gen('p', regex=r'\\(\\d{3}\\) \\d{3}-\\d{4}', max_tokens=16, temperature=0)\n"
+        "s += ' Name: ' + sgl.gen('n', max_tokens=4, temperature=0)\n"
+        "s += ' Happy? ' + sgl.select('a', choices=['yes', 'no'])\n"
+    ).raise_error()
+    st = ip.user_ns["st"]
+    finished = list(get_session().finished)
     assert remote.logprob_top_k == 0  # tracing ends with the cell
     assert not [k for k in st.get_meta_info("p") if "logprob" in k]  # the answer as the program asked it
     (view,) = [w for w in SgnbWidget._live if isinstance(w, TokenView) and w.title == "Tokens of this cell"]
@@ -422,3 +429,25 @@ def test_engine_runtime_from_meta_info() -> None:
             assert chip["p"] == pytest.approx(math.exp(lp), rel=1e-5, abs=1e-9)
     finally:
         engine.stop()
+
+
+def test_show_tokens_with_n_samples_on_a_remote_session(ip_on_remote: Any) -> None:
+    """``gen(n=2)`` in a ``--no-stream --show tokens`` cell on a remote session: the program gets both
+    samples (``StreamExecutor._execute_gen`` keeps the list), the view one row per sample, each the
+    server's answer for it; a list of meta_infos is not a ``select`` (it used to raise there)."""
+    from sgnb.widgets._base import SgnbWidget
+
+    ip = ip_on_remote
+    ip.run_cell(
+        "%%sglang -o st --no-stream --show tokens\n"
+        "s += 'The capital of France is' + sgl.gen('x', n=2, max_tokens=5, temperature=0.8)\n"
+    ).raise_error()
+    st = ip.user_ns["st"]
+    metas = st.get_meta_info("x")
+    assert isinstance(st["x"], list) and len(st["x"]) == len(metas) == 2
+    (view,) = [w for w in SgnbWidget._live if isinstance(w, TokenView) and w.title == "Tokens of this cell"]
+    rows = view.rows
+    assert [r["rid"] for r in rows] == [m["id"][:8] for m in metas]
+    assert [len(r["out"]) for r in rows] == [m["completion_tokens"] for m in metas]
+    assert all(c.get("p") is not None for r in rows for c in r["out"])  # traced: the server's logprobs
+    view.close()

@@ -221,6 +221,8 @@ class TokenView(SgnbWidget):
         """The ``select`` calls of an SGLang program state (``meta_info[var]["normalized_prompt_logprobs"]``)."""
         executor = state.stream_executor
         for var, meta in dict(executor.meta_info).items():
+            if not isinstance(meta, dict):  # gen(n > 1): a list of the samples' meta_info, no choices
+                continue
             normalized = (meta or {}).get("normalized_prompt_logprobs")
             options = (meta or {}).get("input_token_logprobs")
             if not normalized or not options:
