@@ -124,10 +124,13 @@ def test_abbreviated_flags_are_refused(ip: InteractiveShell, line: str) -> None:
     assert get_session().runtime is None
 
 
-def test_start_status_and_twice(ip: InteractiveShell) -> None:
+def test_start_status_and_twice(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
     result = run(ip, "%sglang start --max-total-tokens 8192")
     assert result.error_in_exec is None
     status = get_session().status()
+    # one load time: the start line's "model load" is the status table's "load time"
+    assert f"model load {status['load_time_s']:.2f} s" in capsys.readouterr().out
     assert status["runtime"] == "local" and status["max_total_tokens"] == 8192
     assert "no CUDA GPU" in status["why"]
     assert "already running" in usage_error(ip, "%sglang start")

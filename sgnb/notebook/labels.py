@@ -70,7 +70,8 @@ def started_line(status: dict[str, Any], steps: dict[str, float] | None = None) 
     """
     load = status.get("load_time_s")
     if steps:
-        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in steps.items())
+        # the precision of `%sglang status`'s "load time" (LABELS["load_time_s"]): one number
+        parts = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in steps.items())
         took = f" in {sum(steps.values()):.1f} s ({parts})"
     else:
         took = f" in {load:.1f} s" if isinstance(load, int | float) else ""
