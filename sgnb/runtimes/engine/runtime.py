@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sgnb.core.events import EventHub, finished_from_result
-from sgnb.core.logprobs import LOGPROB_FIELDS
 from sgnb.core.models import resolve_model
 from sgnb.core.params import SamplingParams
 from sgnb.core.version_check import installed_sglang
 from sgnb.net import free_port
 from sgnb.runtimes import options as start_options
 from sgnb.runtimes.backend import SgnbBackend
+from sgnb.runtimes.base import GenerateReqInput, Runtime, one_prompt
 from sgnb.runtimes.engine.start import EngineStartError, start_on_loop
 from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
 
@@ -41,7 +41,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
 }
 
 
-class EngineRuntime(KVEventsTree):
+class EngineRuntime(KVEventsTree, Runtime):
     kind = "engine"
 
     def __init__(
@@ -135,25 +135,14 @@ class EngineRuntime(KVEventsTree):
 
     # ---- requests ------------------------------------------------------------------------
 
-    def generate(
-        self,
-        prompt: str | None = None,
-        sampling_params: dict[str, Any] | None = None,
-        *,
-        input_ids: list[int] | None = None,
-        stream: bool = False,
-        rid: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
+    def _generate_request(self, req: GenerateReqInput) -> Any:
+        """:meth:`Runtime.generate` on the Engine (``Engine.async_generate`` on its loop), one prompt a call."""
         self._check_running()
-        raw = {**(sampling_params or {}), **kwargs}
-        # Request-level fields of SGLang's GenerateReqInput (sgnb.core.logprobs), not sampling parameters.
-        logprob = {k: raw.pop(k) for k in LOGPROB_FIELDS if k in raw}
+        prompt, input_ids, rid = one_prompt(req)
+        raw, logprob, stream = req.sampling_params, req.logprob, req.stream
         # The local runtime's one-line ValueErrors for the parameters both know; the Engine
         # judges the rest (it has more, e.g. logit_bias).
         SamplingParams.from_dict({k: v for k, v in raw.items() if k in SamplingParams.names()})
-        if (prompt is None) == (input_ids is None):
-            raise ValueError("pass exactly one of prompt (text) or input_ids")
         if prompt is not None and not prompt:
             raise ValueError("the prompt is empty")
         rid = rid or f"sgnb-{time.monotonic_ns()}"

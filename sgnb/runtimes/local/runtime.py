@@ -20,6 +20,7 @@ from sgnb.core.params import SamplingParams
 from sgnb.core.token_trace import TRACE_TOP_K
 from sgnb.core.version_check import installed_sglang
 from sgnb.runtimes import options as start_options
+from sgnb.runtimes.base import GenerateReqInput, Runtime, check_prompt, one_prompt
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel, parse_dtype
 from sgnb.runtimes.local.parallel import generate_n, parallel_n
@@ -34,7 +35,7 @@ DEFAULT_MAX_TOTAL_TOKENS = start_options.LOCAL_MAX_TOTAL_TOKENS
 T = TypeVar("T")
 
 
-class LocalRuntime:
+class LocalRuntime(Runtime):
     """Load a model and serve it from a scheduler thread with a radix prefix cache."""
 
     kind = "local"
@@ -224,8 +225,7 @@ class LocalRuntime:
         return ids
 
     def _tokenize(self, prompt: str | None, input_ids: list[int] | None) -> list[int]:
-        if (prompt is None) == (input_ids is None):
-            raise ValueError("pass exactly one of prompt (text) or input_ids")
+        check_prompt(prompt, input_ids)
         if input_ids is not None:
             ids = [int(t) for t in input_ids]
             if any(t < 0 or t >= self.model.vocab_size for t in ids):
@@ -238,38 +238,20 @@ class LocalRuntime:
             raise ValueError("the prompt is empty")
         return ids
 
-    def generate(
-        self,
-        prompt: str | None = None,
-        sampling_params: dict[str, Any] | None = None,
-        *,
-        input_ids: list[int] | None = None,
-        stream: bool = False,
-        rid: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Generate like SGLang's ``Engine.generate``: ``{"text", "output_ids", "meta_info"}``.
-
-        Sampling parameters come as a dict or as keywords (``max_new_tokens=16, regex=...``).
-        With ``stream=True`` returns an iterator of chunks, each holding the text so far.
-
-        Logprobs are request-level keywords, as in SGLang's ``GenerateReqInput``: ``return_logprob``,
-        ``logprob_start_len`` (-1: output tokens only), ``top_logprobs_num``, ``token_ids_logprob`` and
-        ``return_text_in_logprobs``; ``meta_info`` then holds ``input_token_logprobs``,
-        ``output_token_logprobs`` (``(logprob, token_id, text | None)`` tuples),
-        ``output_token_logprobs_length`` and, when asked, ``*_top_logprobs`` / ``*_token_ids_logprobs``
-        (see :mod:`sgnb.core.logprobs`). They are computed only for requests that ask.
-        With ``stream=True`` returns an iterator of chunks, each holding the text so far (held
-        back while it ends in an incomplete character or part of a stop string, as SGLang's
-        stream). ``rid`` names the request for :meth:`abort`. The text is SGLang's: the matched
-        stop string / stop token / EOS trimmed unless ``no_stop_trim``. ValueError on bad input,
-        before any compute; an interrupted call (KeyboardInterrupt, a closed stream) aborts the
-        request and frees its KV.
+    def _generate_request(self, call: GenerateReqInput) -> Any:
+        """:meth:`Runtime.generate` here, one prompt a call: logprobs are computed only for requests
+        that ask. Streamed text is held back while it ends in an incomplete character or part of a
+        stop string, as SGLang's stream. The text is SGLang's: the matched stop string / stop token /
+        EOS trimmed unless ``no_stop_trim``. ValueError on bad input (:meth:`make_request`), before
+        any compute; an interrupted call (KeyboardInterrupt, a closed stream) aborts the request and
+        frees its KV.
 
         ``n > 1`` (a sampling parameter) returns a list of ``n`` results, the prompt prefilled once
         and shared through the radix cache; streamed, every chunk names its sample in ``index``
         (see :mod:`sgnb.runtimes.local.parallel`).
         """
+        prompt, input_ids, rid = one_prompt(call)
+        sampling_params, stream, kwargs = call.sampling_params, call.stream, call.logprob
         n = parallel_n(sampling_params, kwargs)
         if n > 1:
             return generate_n(self, n, prompt, input_ids, sampling_params, stream, kwargs, rid)

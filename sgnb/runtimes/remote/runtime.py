@@ -17,7 +17,7 @@ import requests
 
 from sgnb import net
 from sgnb.core.events import EventHub, finished_from_result
-from sgnb.core.logprobs import LOGPROB_FIELDS
+from sgnb.runtimes.base import GenerateReqInput, Runtime
 from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def wait_for_server(
     return time.monotonic() - started
 
 
-class RemoteRuntime(KVEventsTree):
+class RemoteRuntime(KVEventsTree, Runtime):
     kind = "remote"
 
     def __init__(
@@ -162,40 +162,28 @@ class RemoteRuntime(KVEventsTree):
             self._backend = SgnbEndpoint(self)
         return self._backend
 
-    def generate(
-        self,
-        prompt: str | list[str] | None = None,
-        sampling_params: dict[str, Any] | None = None,
-        *,
-        input_ids: list[int] | list[list[int]] | None = None,
-        stream: bool = False,
-        rid: str | list[str] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """One ``/generate`` request; the answer exactly as the server returns it.
+    def _generate_request(self, req: GenerateReqInput) -> Any:
+        """:meth:`Runtime.generate` as one ``/generate`` request; the answer exactly as the server
+        returns it.
 
-        ``prompt`` (text) or ``input_ids``, one prompt or a batch; logprob fields are request-level
-        (:mod:`sgnb.core.logprobs`), the other keywords sampling parameters. Shapes, as SGLang's
-        ``/generate`` (``http_server.generate_request``) and ``Engine.generate`` return them: a dict
-        for one prompt; a list for ``n > 1`` or a batch, batch-major (prompt ``i``'s ``n`` samples at
-        ``i*n .. i*n+n-1``, ``TokenizerManager._handle_batch_request``). ``stream=True``: an iterator
-        of chunks, each holding its sample's text so far and, for ``n > 1`` or a batch, its ``index``
-        in that list. ValueError on a refused request (HTTP 400/422).
+        One prompt or a batch. Shapes, as SGLang's ``/generate`` (``http_server.generate_request``)
+        and ``Engine.generate`` return them: a dict for one prompt; a list for ``n > 1`` or a batch,
+        batch-major (prompt ``i``'s ``n`` samples at ``i*n .. i*n+n-1``,
+        ``TokenizerManager._handle_batch_request``). ``stream=True``: an iterator of chunks, each
+        holding its sample's text so far and, for ``n > 1`` or a batch, its ``index`` in that list.
+        ValueError on a refused request (HTTP 400/422).
         """
-        if (prompt is None) == (input_ids is None):
-            raise ValueError("pass exactly one of prompt (text) or input_ids")
-        params = {**(sampling_params or {}), **kwargs}
-        # Request-level fields of SGLang's GenerateReqInput (sgnb.core.logprobs), not sampling parameters.
-        logprob = {k: params.pop(k) for k in LOGPROB_FIELDS if k in params}
-        body: dict[str, Any] = {"sampling_params": params, "stream": stream, **logprob}
-        body["text" if prompt is not None else "input_ids"] = prompt if prompt is not None else input_ids
-        if rid is not None:
-            body["rid"] = rid
+        body: dict[str, Any] = {"sampling_params": req.sampling_params, "stream": req.stream, **req.logprob}
+        body["text" if req.text is not None else "input_ids"] = (
+            req.text if req.text is not None else req.input_ids
+        )
+        if req.rid is not None:
+            body["rid"] = req.rid
         return self.request(body)
 
     def request(self, body: dict[str, Any]) -> Any:
         """POST a ``/generate`` body as SGLang's ``RuntimeEndpoint`` builds it; the server's answer
-        (see :meth:`generate` for its shapes), streamed when ``body["stream"]``.
+        (see :meth:`_generate_request` for its shapes), streamed when ``body["stream"]``.
 
         Each finished output is published on :attr:`hub` (``RequestFinished``). While
         :func:`sgnb.core.token_trace.tracing` is on (``logprob_top_k > 0``) a request that did not
