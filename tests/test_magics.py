@@ -403,6 +403,39 @@ def test_interrupt_during_generation_is_one_line(
     assert "Traceback" in capsys.readouterr().out
 
 
+def test_interrupted_program_view_says_stopped(
+    ip: InteractiveShell, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an interrupt the live program view is re-rendered as stopped: it no longer says the
+    assistant role is "generating" (its last streamed frame did: nothing updated it after)."""
+    import sgnb.notebook.magics as magics
+
+    shown: list[Any] = []
+
+    class Handle:
+        def update(self, view: Any) -> None:
+            shown.append(view._repr_html_())
+
+    def record(view: Any, **_: Any) -> Handle:
+        shown.append(view._repr_html_())
+        return Handle()
+
+    monkeypatch.setattr(magics, "display", record)
+    rt = get_session().require()
+    watcher = interrupt_when(lambda: rt.cache_state()["running"] > 0)
+    line = one_line_error(
+        ip,
+        "%%sglang\ns += sgl.user('Tell a story.')\n"
+        "s += sgl.assistant(sgl.gen('story', max_tokens=2000, ignore_eos=True, temperature=0))",
+        capsys,
+    )
+    watcher.join()
+    assert line.startswith("KeyboardInterrupt"), line
+    assert len(shown) > 1 and "stopped: the program was interrupted" in shown[-1]
+    # the role is either closed by then or shown as stopped, never as still generating
+    assert "(generating story)" not in shown[-1]
+
+
 def test_chart_renders_without_matplotlib_inline(ip: InteractiveShell) -> None:
     """``stats.plot()`` in a fresh kernel: a PNG, not ``<Figure size ...>``."""
     panel = run(ip, "%sglang stats").result

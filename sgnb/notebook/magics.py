@@ -276,15 +276,17 @@ class SGLangMagics(Magics):
         # SGLang's executor thread also warns with the whole traceback of a failed call; the cell
         # raises that error itself (once, short), so the warning would only repeat it.
         state = None
+        shown = LiveState()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Error in stream_executor")
             try:
                 if program.defines_programs(self.shell.transform_cell(cell)):  # type: ignore[union-attr]
                     return self._run_python(cell)
-                state = self._run_program(cell, args)
+                state = self._run_program(cell, args, shown)
                 self.shell.user_ns[args.output or "_state"] = state  # type: ignore[union-attr]
             except KeyboardInterrupt:
                 program.abort_requests(session.runtime)
+                shown.stop()  # the view must not go on saying "generating"
                 raise  # sgnb.notebook.cells.interrupt_handler reports it in one line
             finally:
                 views.finish_views(live, state)
@@ -316,7 +318,7 @@ class SGLangMagics(Magics):
             raise cells.cell_error(shell, exc, filename, offset=0) from None
         return None
 
-    def _run_program(self, cell: str, args: Any) -> Any:
+    def _run_program(self, cell: str, args: Any, on_update: LiveState) -> Any:
         """:func:`sgnb.notebook.program.run_program`, shown live; its errors as one line naming the cell line."""
         shell: Any = self.shell
         filename = shell.compile.cache(program.program_source(cell), shell.execution_count)
@@ -327,7 +329,7 @@ class SGLangMagics(Magics):
                 stream=self.stream and not args.no_stream,
                 temperature=args.temperature,
                 max_tokens=args.max_tokens,
-                on_update=LiveState(),
+                on_update=on_update,
                 filename=filename,
             )
         except program.ProgramSyntaxError as exc:
@@ -349,6 +351,13 @@ class LiveState:
             self.handle = display(self.view, display_id=True)
         elif self.handle is not None:
             self.handle.update(self.view)
+
+    def stop(self) -> None:
+        """Show the state as stopped (after an interrupt or Stop), not as still generating."""
+        if self.view is not None:
+            self.view.stopped = True
+            if self.handle is not None:
+                self.handle.update(self.view)
 
 
 # `%sglang?` shows the cell magic's options too: a newcomer asks the line magic first.

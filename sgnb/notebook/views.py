@@ -77,6 +77,7 @@ class ProgramStateView:
     def __init__(self, state: Any) -> None:
         self.state = state
         self.started = time.monotonic()
+        self.stopped = False  # set when the cell was interrupted/stopped: no role is generating now
 
     def _variables(self) -> dict[str, Any]:
         executor = self.state.stream_executor
@@ -136,8 +137,9 @@ class ProgramStateView:
             # generating now is shown whole, as it streams, in a block of its own.
             shown = "".join(str(m["content"]) for m in messages)
             pending = [(k, v) for k, v in self._variables().items() if v and v not in shown]
+            doing = "stopped while generating" if self.stopped else "generating"
             blocks += "".join(
-                f"<div style='margin:2px 0'><span style='font-weight:bold;color:#555'>assistant (generating "
+                f"<div style='margin:2px 0'><span style='font-weight:bold;color:#555'>assistant ({doing} "
                 f"{html.escape(name)})</span><pre style='margin:0;white-space:pre-wrap'>{html.escape(value)}</pre>"
                 "</div>"
                 for name, value in pending
@@ -159,7 +161,13 @@ class ProgramStateView:
             if rows
             else ""
         )
-        return f"<div class='sgnb-program'>{blocks}{table}</div>"
+        note = (
+            "<div style='color:#a00;font-weight:bold'>stopped: the program was interrupted; "
+            "its text is what was generated before</div>"
+            if self.stopped
+            else ""
+        )
+        return f"<div class='sgnb-program'>{note}{blocks}{table}</div>"
 
     def __repr__(self) -> str:
         variables = self._variables()
