@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import html
 import json
 import re
 import threading
@@ -434,6 +435,12 @@ def test_interrupted_program_view_says_stopped(
     assert len(shown) > 1 and "stopped: the program was interrupted" in shown[-1]
     # the role is either closed by then or shown as stopped, never as still generating
     assert "(generating story)" not in shown[-1]
+    # the state table counts what the runtime generated (SGLang's completion_tokens of the
+    # aborted request, as the token view and stats do), not one chunk less
+    finished = get_session().finished[-1]
+    assert f"<td>{finished.completion_tokens} tokens" in shown[-1], (finished, shown[-1])
+    text = rt.tokenizer.decode(finished.output_ids)
+    assert "<mark title='story'" in shown[-1] and html.escape(text.strip()[:20]) in shown[-1]
 
 
 def test_chart_renders_without_matplotlib_inline(ip: InteractiveShell) -> None:

@@ -8,6 +8,7 @@ traceback, and a red cell that papermill and nbval notice.
 from __future__ import annotations
 
 import ast
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -352,9 +353,19 @@ class LiveState:
         elif self.handle is not None:
             self.handle.update(self.view)
 
-    def stop(self) -> None:
-        """Show the state as stopped (after an interrupt or Stop), not as still generating."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Show the state as stopped (after an interrupt or Stop), not as still generating.
+
+        First waits (at most ``timeout`` s) for SGLang's executor thread to take the aborted
+        request's last chunk: it carries the last token's text and ``meta_info`` with
+        ``completion_tokens`` = every token generated (SGLang's FINISH_ABORT output), so the
+        state table agrees with the token view and stats instead of lagging one chunk behind.
+        """
         if self.view is not None:
+            executor = self.view.state.stream_executor
+            waiter = threading.Thread(target=executor.sync, daemon=True)
+            waiter.start()
+            waiter.join(timeout)
             self.view.stopped = True
             if self.handle is not None:
                 self.handle.update(self.view)
