@@ -281,6 +281,52 @@ def test_cache_panel_counts_stopped_requests_and_offers_stop_while_following(rt:
     panel.close()
 
 
+def test_a_stop_click_ends_a_running_program_normally_with_its_partial_text(
+    rt: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a view's Stop message does (``sgnb.widgets._stop.stop_running``, called on the kernel's
+    subshell thread while the cell runs): the program's requests are aborted, it returns (no
+    KeyboardInterrupt), its variable holds the text so far with SGLang's abort finish_reason
+    (``FINISH_ABORT.to_json``: ``{"type": "abort", ...}``), a second gen of the body is aborted too,
+    and no KV slot stays locked."""
+    from conftest import assert_idle_balanced
+
+    from sgnb.core.events import EventLog, TokenStep
+    from sgnb.core.token_trace import tracing
+    from sgnb.notebook.program import run_program
+    from sgnb.widgets import _stop
+
+    assert _stop.stop_running() == 0  # nothing runs: the view interrupts the kernel instead
+    log = EventLog(rt.hub)
+    clicked: list[int] = []
+
+    def click() -> None:
+        wait_for(lambda: len(log.of_type(TokenStep)) >= 5, timeout=120)
+        clicked.append(_stop.stop_running())
+
+    body = (
+        "s += 'Once upon a time' + sgl.gen('story', max_tokens=2000, ignore_eos=True, temperature=0)\n"
+        "s += ' The end.' + sgl.gen('more', max_tokens=2000, ignore_eos=True, temperature=0)"
+    )
+    with tracing(rt):  # TokenStep events say when tokens came
+        clicker = threading.Thread(target=click)
+        clicker.start()
+        state = run_program(body, backend=rt.backend, on_update=lambda s: None)
+        clicker.join(60)
+    assert clicked == [1]
+    story = state.get_meta_info("story")
+    assert story["finish_reason"]["type"] == "abort" and 5 <= story["completion_tokens"] < 2000
+    assert state["story"] and state.text().startswith("Once upon a time" + state["story"])
+    more = state.get_meta_info("more")  # started after the click: aborted as well
+    assert more is None or more["finish_reason"]["type"] == "abort"
+    note = capsys.readouterr().out.strip()
+    tokens = story["completion_tokens"] + (more["completion_tokens"] if more else 0)
+    assert note.startswith(f"■ stopped after {tokens} token") and "story" in note, note
+    assert _stop.stop_running() == 0
+    log.unsubscribe and log.unsubscribe()
+    assert_idle_balanced(rt)
+
+
 def test_cache_panel_row_highlights_its_request_path_in_the_tree() -> None:
     """A selected panel row marks its request's prompt path in a tree that saw it: the nodes the
     prompt found cached (SGLang's ``RadixCache.match_prefix``: ``cached_tokens``) apart from the

@@ -17,11 +17,13 @@ from __future__ import annotations
 import ast
 import linecache
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from sgnb.notebook.views import throttled
+from sgnb.widgets._stop import running
 
 BODY_OFFSET = 1  # lines program_source() puts before the body: the def line
 PROGRAM_NAME = "__sgnb_program"
@@ -96,6 +98,23 @@ def abort_requests(runtime: Any, timeout: float = 10.0) -> None:
         time.sleep(0.02)  # the scheduler frees an aborted request at its next step
 
 
+def stopped_note(state: Any) -> str:
+    """The one line a stopped program prints: its variables that SGLang aborted and their tokens.
+
+    An aborted gen ends with ``meta_info["finish_reason"]`` ``{"type": "abort", ...}`` (SGLang's
+    ``FINISH_ABORT.to_json``) and keeps the text generated so far.
+    """
+    aborted = []
+    tokens = 0
+    for name, meta in dict(getattr(state.stream_executor, "meta_info", {}) or {}).items():
+        reason = meta.get("finish_reason") if isinstance(meta, dict) else None
+        if isinstance(reason, dict) and reason.get("type") == "abort":
+            aborted.append(name)
+            tokens += int(meta.get("completion_tokens", 0) or 0)
+    where = f" ({', '.join(aborted)} kept the text so far)" if aborted else ""
+    return f"■ stopped after {tokens} token{'' if tokens == 1 else 's'}{where}"
+
+
 def run_program(
     source: str,
     namespace: dict[str, Any] | None = None,
@@ -121,6 +140,9 @@ def run_program(
     ``ProgramSyntaxError`` (a ValueError) when the body does not parse, and the body's own error
     (``sgl.gen(regexx=...)``'s TypeError, an invalid regex's ``re.error``) as itself, once the
     program has ended. On KeyboardInterrupt the runtime's requests are aborted and it is re-raised.
+    A Stop click of a live view (``sgnb.widgets._stop``) while it runs aborts its requests instead:
+    it then ends normally, its variables hold the partial text (SGLang's ``finish_reason``
+    ``{"type": "abort"}``) and it prints :func:`stopped_note`.
     """
     import sglang as sgl
 
@@ -153,20 +175,38 @@ def run_program(
         defaults["temperature"] = temperature
     if max_tokens is not None:
         defaults["max_new_tokens"] = max_tokens
+    runtime = _runtime_of(backend)
+    stopped = threading.Event()
+
+    def stop() -> None:  # a Stop click (sgnb.widgets._stop), on the kernel's subshell thread
+        stopped.set()
+        if runtime is not None and hasattr(runtime, "abort_all"):
+            runtime.abort_all()
+
     try:
-        state = sgl.function(__sgnb_program).run(stream=stream, backend=backend, **defaults)
-        if on_update is not None:
-            on_update(state)
-            if stream:
-                for _ in throttled(state.text_iter()):
-                    on_update(state)
-        # The executor's worker sets error_ and ends only after the body has ended and its queue
-        # drained (interpreter.StreamExecutor._thread_worker_func); sync() alone can return before.
-        state.sync()
-        state.stream_executor.worker.join()
+        with running(stop):
+            state = sgl.function(__sgnb_program).run(stream=stream, backend=backend, **defaults)
+            if on_update is not None:
+                on_update(state)
+                if stream:
+                    for _ in throttled(state.text_iter()):
+                        on_update(state)
+                        if stopped.is_set():  # a gen the body starts after the click: aborted too
+                            stop()
+            # The executor's worker sets error_ and ends only after the body has ended and its queue
+            # drained (interpreter.StreamExecutor._thread_worker_func); sync() alone can return before.
+            state.sync()
+            worker = state.stream_executor.worker
+            while worker.is_alive():
+                worker.join(0.05)
+                if stopped.is_set():
+                    stop()
     except KeyboardInterrupt:
-        abort_requests(_runtime_of(backend))
+        abort_requests(runtime)
         raise
+    if stopped.is_set():
+        abort_requests(runtime)  # wait until the aborted requests have left (their KV freed)
+        print(stopped_note(state))
     if on_update is not None:
         on_update(state)
     error = failures[0] if failures else state.error()

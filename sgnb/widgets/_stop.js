@@ -1,6 +1,8 @@
 // The Stop button of sgnb's live views (put in front of a view's module by its Python class).
-// It interrupts the kernel the way Kernel > Interrupt does (the server's REST API):
-// a widget message would wait until the running cell ends, an interrupt reaches it now.
+// With `stop_route` (an ipykernel with subshells: sgnb/widgets/_stop.py routes this one message to a
+// subshell thread) a click sends {type: "stop"}: a running %%sglang program aborts its requests and
+// its cell ends normally, cells queued after it run. Otherwise, or when no program runs (the reply
+// says stopped: 0), it interrupts the kernel the way Kernel > Interrupt does (the server's REST API).
 function jupyterServer() {
   const el = document.getElementById("jupyter-config-data");
   if (!el) return null; // not JupyterLab / Notebook 7 (VS Code, Colab): no button
@@ -10,6 +12,28 @@ function jupyterServer() {
   } catch {
     return null;
   }
+}
+
+// Ask the kernel side to stop the running program; resolves to the number stopped (0 on no reply).
+function stopByMessage(model, timeoutMs = 3000) {
+  return new Promise((resolve) => {
+    const done = (n) => {
+      model.off("msg:custom", onMsg);
+      clearTimeout(timer);
+      resolve(n);
+    };
+    const onMsg = (msg) => {
+      if (msg && msg.type === "stop-reply") done(Number(msg.stopped) || 0);
+    };
+    const timer = setTimeout(() => done(0), timeoutMs);
+    model.on("msg:custom", onMsg);
+    model.send({ type: "stop" });
+  });
+}
+
+async function stopOrInterrupt(model) {
+  if (model.get("stop_route") && (await stopByMessage(model)) > 0) return "stopped";
+  return (await interruptKernel(model.get("kernel_id"))) ? "ok" : "failed";
 }
 
 async function interruptKernel(kernelId) {
@@ -39,20 +63,23 @@ function stopControl(model, root, redraw) {
   return {
     html() {
       if (!(model.get("stoppable") && model.get("kernel_id") && jupyterServer())) return "";
+      const title = model.get("stop_route")
+        ? "abort the running program's requests: the cell ends with the text so far"
+        : "abort the running requests: interrupts the kernel, as Kernel > Interrupt does";
       return (
-        `<button class="sgnb-stop" data-stop title="abort the running requests: interrupts the kernel, ` +
-        `as Kernel > Interrupt does"${stopping ? " disabled" : ""}>${stopping ? "stopping…" : "■ Stop"}</button>`
+        `<button class="sgnb-stop" data-stop title="${title}"${stopping ? " disabled" : ""}>` +
+        `${stopping ? "stopping…" : "■ Stop"}</button>`
       );
     },
     click(event) {
       if (!event.target.closest("[data-stop]")) return false;
       stopping = true;
       redraw();
-      interruptKernel(model.get("kernel_id"))
-        .catch(() => false)
-        .then((ok) => {
+      stopOrInterrupt(model)
+        .catch(() => "failed")
+        .then((how) => {
           stopping = false;
-          root.dataset.stopSent = ok ? "ok" : "failed";
+          root.dataset.stopSent = how;
           redraw();
         });
       return true;

@@ -13,10 +13,12 @@ cached and new tokens, hit %, TTFT and latency. A click on a row also selects it
 
 While it follows requests (a cell's ``--show cache`` panel until its cell ends; the session's panel
 always) it carries a Stop button, in JupyterLab and Notebook 7: the kernel's own interrupt (the
-server's ``POST /api/kernels/<id>/interrupt``, what Kernel > Interrupt sends), which reaches a running
-cell where a widget message would wait for the cell to end. sgnb's runtimes abort the interrupted
-request (SGLang's ``finish_reason`` ``{"type": "abort"}``) and free its KV; the panel then says how
-many tokens the stopped requests had generated.
+server's ``POST /api/kernels/<id>/interrupt``, what Kernel > Interrupt sends) - except while a
+``%%sglang`` program runs in an ipykernel with subshells: then the click reaches the program
+(``sgnb.widgets._stop``), which aborts its requests and ends normally, keeping the partial text, and
+cells queued after it run. sgnb's runtimes abort the request (SGLang's ``finish_reason``
+``{"type": "abort"}``) and free its KV; the panel then says how many tokens the stopped requests had
+generated.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import traitlets as t
 
 from sgnb.widgets._base import SgnbWidget
 from sgnb.widgets._layout import short_text
+from sgnb.widgets._stop import enable_stop
 
 _HERE = pathlib.Path(__file__).parent
 STATIC_ROWS = 50
@@ -52,6 +55,7 @@ class CachePanel(SgnbWidget):
     selected = t.Unicode("").tag(sync=True)  # the request id of the clicked row ("" for none)
     kernel_id = t.Unicode("").tag(sync=True)  # what the Stop button interrupts ("": no button)
     stoppable = t.Bool(False).tag(sync=True)  # the panel follows requests: the Stop button shows
+    stop_route = t.Bool(False).tag(sync=True)  # a Stop click reaches a running program (sgnb.widgets._stop)
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class CachePanel(SgnbWidget):
             self._add_live(event)
         self.kernel_id = jupyter_kernel_id()
         self.stoppable = self._unsubscribe is not None
+        self.stop_route = enable_stop(self)
         self.observe(self._select, names=["selected"])
         self._refresh()
 

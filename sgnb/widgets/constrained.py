@@ -35,6 +35,7 @@ import traitlets as t
 
 from sgnb.core.grammar import Step, replay
 from sgnb.widgets._base import SgnbWidget
+from sgnb.widgets._stop import enable_stop
 from sgnb.widgets.cache_panel import jupyter_kernel_id, view_module
 
 _HERE = pathlib.Path(__file__).parent
@@ -70,6 +71,7 @@ class ConstrainedView(SgnbWidget):
     info = t.Dict().tag(sync=True)
     kernel_id = t.Unicode("").tag(sync=True)  # what the Stop button interrupts ("": no button)
     stoppable = t.Bool(False).tag(sync=True)  # a live view following a request: the button shows
+    stop_route = t.Bool(False).tag(sync=True)  # a Stop click reaches a running program (sgnb.widgets._stop)
 
     def __init__(
         self,
@@ -110,6 +112,7 @@ class ConstrainedView(SgnbWidget):
         view = cls(None, runtime)
         view._unsubscribe = runtime.hub.subscribe(view.observe_event)
         view.kernel_id, view.stoppable = jupyter_kernel_id(), True
+        view.stop_route = enable_stop(view)
         return view
 
     def _load(self, result: dict[str, Any], kind: str | None, src: str) -> None:
