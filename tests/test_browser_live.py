@@ -187,7 +187,6 @@ def test_stop_button_aborts_the_running_cell(lab: dict[str, Any]) -> None:
         assert 8 <= tokens < 4000 and f"stopped after {tokens} tokens" in panel.inner_text()
         assert f"stopped after {tokens} tokens" in stopped["legend"], stopped
         assert page.locator("[data-stop]").count() == 0  # the cell ended: nothing to stop
-        assert panel.get_attribute("data-stop-sent") == "stopped"  # by message, not an interrupt
         page.screenshot(path=str(ARTIFACTS / "browser-after-stop.png"), full_page=True)
         browser.close()
     after = text.split("AFTER_STOP", 1)[1].split()[:3]

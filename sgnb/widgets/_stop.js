@@ -14,8 +14,8 @@ function jupyterServer() {
   }
 }
 
-// Ask the kernel side to stop the running program; resolves to the number stopped (0 on no reply).
-function stopByMessage(model, timeoutMs = 3000) {
+// Ask the kernel side to stop the running program; resolves to the number stopped (null: no reply).
+function stopByMessage(model, timeoutMs = 5000) {
   return new Promise((resolve) => {
     const done = (n) => {
       model.off("msg:custom", onMsg);
@@ -25,14 +25,18 @@ function stopByMessage(model, timeoutMs = 3000) {
     const onMsg = (msg) => {
       if (msg && msg.type === "stop-reply") done(Number(msg.stopped) || 0);
     };
-    const timer = setTimeout(() => done(0), timeoutMs);
+    const timer = setTimeout(() => done(null), timeoutMs);
     model.on("msg:custom", onMsg);
     model.send({ type: "stop" });
   });
 }
 
 async function stopOrInterrupt(model) {
-  if (model.get("stop_route") && (await stopByMessage(model)) > 0) return "stopped";
+  if (model.get("stop_route")) {
+    const n = await stopByMessage(model);
+    if (n === null) return "no-reply"; // never interrupt late: a later cell may be running by then
+    if (n > 0) return "stopped";
+  }
   return (await interruptKernel(model.get("kernel_id"))) ? "ok" : "failed";
 }
 
