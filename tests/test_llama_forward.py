@@ -19,7 +19,7 @@ from sgnb.core.models import resolve_model
 from sgnb.runtimes.local.attention import SLOT_BUCKET, DecodePlan, ForwardBatch, Segment, attend
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel
-from sgnb.runtimes.local.scheduler import pick_decode_threads
+from sgnb.runtimes.local.threads import pick_decode_threads
 
 
 def _steps(tokenizer: Any) -> list[list[tuple[list[int], int]]]:

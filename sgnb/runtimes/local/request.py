@@ -92,6 +92,29 @@ class Request:
         if self.detok is not None:
             self.text += self.detok.step(self.output_ids, self.finish_reason if finished else None)
 
+    def take_scores(self, logits: torch.Tensor, row: int) -> int:
+        """A scoring request's prompt logprobs, from its rows of ``logits`` starting at ``row``;
+        returns the row after them."""
+        start = max(self.logprob_start or 0, 1)
+        targets = self.input_ids[start:]
+        rows = logits[row : row + len(targets)]
+        logprobs = torch.log_softmax(rows, dim=-1).gather(1, torch.tensor(targets).unsqueeze(1))
+        self.input_logprobs = [float(x) for x in logprobs.squeeze(1)]
+        return row + len(targets)
+
+    def take_input_logprobs(self, logits: torch.Tensor, row: int) -> int:
+        """Prompt logprobs of a just-prefilled ``return_logprob`` request, from its extra logits rows
+        starting at ``row``; returns the row after them."""
+        assert self.logprobs is not None
+        opts, n = self.logprobs.options, self.input_logprob_rows
+        start = self.input_logprob_start
+        rows = None
+        if n:
+            targets = self.input_ids[start + 1 :]
+            rows = logprob_rows(logits[row : row + n], targets, opts.top_logprobs_num, opts.token_ids_logprob)
+        self.logprobs.set_input(self.input_ids[start:], rows)
+        return row + n
+
     def meta_info(self) -> dict[str, Any]:
         now = time.perf_counter()
         info: dict[str, Any] = {

@@ -12,7 +12,7 @@ import psutil
 import torch
 
 from sgnb.core.detokenize import IncrementalDetokenizer, StopChecker
-from sgnb.core.events import EventHub, KVEvent, RequestFinished, Subscriber
+from sgnb.core.events import EventHub, KVEvent, Subscriber
 from sgnb.core.grammar import GrammarCompiler
 from sgnb.core.logprobs import LogprobOptions, LogprobTrack
 from sgnb.core.models import resolve_model
@@ -20,13 +20,15 @@ from sgnb.core.params import SamplingParams
 from sgnb.core.token_trace import TRACE_TOP_K
 from sgnb.core.version_check import installed_sglang
 from sgnb.runtimes import options as start_options
-from sgnb.runtimes.base import GenerateReqInput, Runtime, check_prompt, one_prompt
+from sgnb.runtimes.base import GenerateReqInput, Runtime, one_prompt
+from sgnb.runtimes.local.inputs import fit_context, tokenize
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel, parse_dtype
 from sgnb.runtimes.local.parallel import generate_n, parallel_n
 from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.runtimes.local.request import Request, TokenTrace
 from sgnb.runtimes.local.scheduler import Scheduler
+from sgnb.runtimes.local.stats import RuntimeStats
 
 if TYPE_CHECKING:
     from sgnb.runtimes.backend import SgnbBackend
@@ -74,7 +76,7 @@ class LocalRuntime(Runtime):
         self.hub = hub or EventHub()
         # Every tensor operation of this runtime, loading included, runs on the scheduler thread: a
         # thread that never starts an OpenMP team of its own keeps the scheduler's team spinning
-        # (see scheduler.pick_decode_threads).
+        # (see threads.pick_decode_threads).
         self.scheduler = Scheduler(self.hub.publish)
         try:
             self.model, self.pool, self.cache = self.scheduler.call(
@@ -151,7 +153,9 @@ class LocalRuntime(Runtime):
             )
         if rid is not None and not isinstance(rid, str):
             raise ValueError(f"rid must be a string, got {type(rid).__name__}")
-        ids = self._fit_context(self._tokenize(prompt, input_ids), params, raw.get("max_new_tokens"))
+        ids = tokenize(self.tokenizer, self.model.vocab_size, prompt, input_ids)
+        limits = (self.context_length, self.pool.capacity, self.allow_auto_truncate)
+        ids = fit_context(ids, params, raw.get("max_new_tokens"), *limits)
         grammar = None
         if params.constraint is not None:
             grammar = self.grammars.matcher(self.grammars.compile(*params.constraint))
@@ -190,53 +194,6 @@ class LocalRuntime(Runtime):
         if text is None:
             text = self._token_texts[token] = str(self.tokenizer.decode([token]))
         return text
-
-    def _fit_context(self, ids: list[int], params: SamplingParams, asked: Any) -> list[int]:
-        """SGLang's length rules (see :meth:`make_request`); sets ``params.max_new_tokens`` to an int."""
-        ctx, truncate = self.context_length, self.allow_auto_truncate
-        if len(ids) >= ctx:
-            if not truncate:
-                raise ValueError(
-                    f"The input ({len(ids)} tokens) is longer than the model's context length ({ctx} tokens)."
-                )
-            ids = ids[:ctx]
-        if asked is not None and params.max_new_tokens is not None and params.max_new_tokens + len(ids) > ctx:
-            if not truncate:
-                raise ValueError(
-                    "Requested token count exceeds the model's maximum context length "
-                    f"of {ctx} tokens. You requested a total of {params.max_new_tokens + len(ids)} "
-                    f"tokens: {len(ids)} tokens from the input messages and "
-                    f"{params.max_new_tokens} tokens for the completion. Please reduce the number "
-                    "of tokens in the input messages or the completion to fit within the limit."
-                )
-            params.max_new_tokens = max(0, ctx - len(ids))
-        max_req_len = min(ctx - 1, self.pool.capacity - 1)
-        max_req_input_len = max_req_len - 5
-        wanted = params.max_new_tokens if params.max_new_tokens is not None else 1 << 30
-        params.max_new_tokens = max(0, min(wanted, max_req_len - len(ids) - 1))
-        params.min_new_tokens = min(params.min_new_tokens, params.max_new_tokens)
-        if len(ids) >= max_req_input_len:
-            if not truncate:
-                raise ValueError(
-                    f"Input length ({len(ids)} tokens) exceeds the maximum allowed length "
-                    f"({max_req_input_len} tokens). Use a shorter input or enable --allow-auto-truncate."
-                )
-            ids = ids[:max_req_input_len]
-        return ids
-
-    def _tokenize(self, prompt: str | None, input_ids: list[int] | None) -> list[int]:
-        check_prompt(prompt, input_ids)
-        if input_ids is not None:
-            ids = [int(t) for t in input_ids]
-            if any(t < 0 or t >= self.model.vocab_size for t in ids):
-                raise ValueError(f"input_ids must be in [0, {self.model.vocab_size})")
-        else:
-            if not isinstance(prompt, str):
-                raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
-            ids = self.tokenizer.encode(prompt, add_special_tokens=False)
-        if not ids:
-            raise ValueError("the prompt is empty")
-        return ids
 
     def _generate_request(self, call: GenerateReqInput) -> Any:
         """:meth:`Runtime.generate` here, one prompt a call: logprobs are computed only for requests
@@ -439,24 +396,3 @@ class LocalRuntime(Runtime):
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "running"
         return f"<LocalRuntime model={self.model_name!r} {state}>"
-
-
-class RuntimeStats:
-    """Running totals for status lines and benchmarks."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.prompt_tokens = 0
-        self.cached_tokens = 0
-        self.completion_tokens = 0
-
-    def observe(self, event: object) -> None:
-        if isinstance(event, RequestFinished):
-            self.requests += 1
-            self.prompt_tokens += event.prompt_tokens
-            self.cached_tokens += event.cached_tokens
-            self.completion_tokens += event.completion_tokens
-
-    @property
-    def hit_rate(self) -> float:
-        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0

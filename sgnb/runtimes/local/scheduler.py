@@ -32,47 +32,12 @@ from sgnb.runtimes.local.model import LocalModel
 from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.runtimes.local.request import Request
 from sgnb.runtimes.local.sampling import apply_penalties, logprob_rows, sample
+from sgnb.runtimes.local.threads import REPICK_THREADS_S, pick_decode_threads
 
 # SGLang's output streamer sends a non-streaming request's progress to its detokenizer every
 # SGLANG_FORCE_STREAM_INTERVAL tokens; the text is built from those steps, so sgnb steps alike.
 FORCE_STREAM_INTERVAL = 50
 MAX_PREFILL_TOKENS = 8192  # per forward; bounds activation memory when many prompts arrive at once
-
-
-REPICK_THREADS_S = 20.0  # between checks of pick_decode_threads, made at a decode step (~30 ms each)
-
-
-def pick_decode_threads(threads: int, probe: Callable[[], object]) -> int:
-    """How many threads a decode-only step should use: all of them, or one, whichever is faster here.
-
-    A decode step is a few hundred small memory-bound products, one OpenMP region each. Once the
-    notebook's main thread has its own OpenMP team (any large torch op there), this thread's team
-    gets slow between regions; our reading is libgomp's throttled spinning, which lets workers
-    spin only while it manages no more threads than there are cores. Measured on 2 cores, one
-    decode step: 25 ms on 2 threads before the main thread had a team, 38 ms on 2 threads after,
-    32 ms on one thread either way. So time ``probe`` (a slice of a real decode
-    step, see ``LocalModel.probe``) both ways and keep the faster; the scheduler asks again every
-    REPICK_THREADS_S. Prefill is compute-bound and always uses every thread (500 tokens: 0.46 s on
-    2 threads, 0.82 s on one).
-    """
-    if threads == 1:
-        return 1
-
-    def cost(n: int) -> float:
-        torch.set_num_threads(n)
-        probe()  # warm: a first call may build kernels
-        times = []
-        for _ in range(2):
-            start = time.perf_counter()
-            probe()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    try:
-        best = min((cost(threads), threads), (cost(1), 1))[1]
-    finally:
-        torch.set_num_threads(threads)
-    return best
 
 
 class Scheduler:
@@ -273,14 +238,14 @@ class Scheduler:
         for req in list(self.running):
             prefilled = not req.output_ids
             if req.is_score:
-                row = self._take_scores(req, logits, row)
+                row = req.take_scores(logits, row)
                 self.running.remove(req)
                 self._release(req)
                 self._finish(req, {"type": "length", "length": 0})
                 continue
             if prefilled and req.params.max_new_tokens == 0:  # prefill only, as SGLang
                 if req.logprobs is not None:
-                    row = self._take_input_logprobs(req, logits, row)
+                    row = req.take_input_logprobs(logits, row)
                 row += 1
                 self.running.remove(req)
                 self._release(req)
@@ -289,7 +254,7 @@ class Scheduler:
             if prefilled:
                 self._cache_unfinished(req)
                 if req.logprobs is not None:
-                    row = self._take_input_logprobs(req, logits, row)
+                    row = req.take_input_logprobs(logits, row)
             token = self._sample(req, logits[row])
             row += 1
             reason = self._append(req, token)
@@ -302,26 +267,6 @@ class Scheduler:
                 req.stream.put(req.result())
             elif req.stream is None and len(req.output_ids) % FORCE_STREAM_INTERVAL == 0:
                 req.emit()  # SGLang sends a non-streaming request's text every 50 tokens too
-
-    def _take_scores(self, req: Request, logits: torch.Tensor, row: int) -> int:
-        start = max(req.logprob_start or 0, 1)
-        targets = req.input_ids[start:]
-        rows = logits[row : row + len(targets)]
-        logprobs = torch.log_softmax(rows, dim=-1).gather(1, torch.tensor(targets).unsqueeze(1))
-        req.input_logprobs = [float(x) for x in logprobs.squeeze(1)]
-        return row + len(targets)
-
-    def _take_input_logprobs(self, req: Request, logits: torch.Tensor, row: int) -> int:
-        """Prompt logprobs of a just-prefilled ``return_logprob`` request, from its extra logits rows."""
-        assert req.logprobs is not None
-        opts, n = req.logprobs.options, req.input_logprob_rows
-        start = req.input_logprob_start
-        rows = None
-        if n:
-            targets = req.input_ids[start + 1 :]
-            rows = logprob_rows(logits[row : row + n], targets, opts.top_logprobs_num, opts.token_ids_logprob)
-        req.logprobs.set_input(req.input_ids[start:], rows)
-        return row + n
 
     def _sample(self, req: Request, logits: torch.Tensor) -> int:
         params = req.params
