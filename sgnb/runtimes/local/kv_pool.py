@@ -59,6 +59,11 @@ class KVPool:
             self._free[self._n_free : self._n_free + n] = slots.flip(0)
             self._n_free += n
 
+    def release(self) -> None:
+        """Drop the K/V tensors (a stopped runtime's): the slot counts stay readable, nothing can be stored."""
+        self.k.clear()
+        self.v.clear()
+
     def reset(self) -> None:
         with self._lock:
             self._free = self._all_slots()

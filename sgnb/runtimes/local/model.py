@@ -66,6 +66,11 @@ class LocalModel:
         self.vocab_size: int = cfg.vocab_size
         self.eos_token_ids = self._eos_ids(GenerationConfig, path)
 
+    def release(self) -> None:
+        """Drop the weights (a stopped runtime's); the tokenizer and the config figures stay."""
+        self.packed = None
+        self.hf = None
+
     def _eos_ids(self, generation_config_cls: Any, path: Path) -> set[int]:
         ids: set[int] = set()
         try:

@@ -380,6 +380,11 @@ class LocalRuntime(Runtime):
         self._stopped = True
         self.scheduler.shutdown()
         self._unsubscribe()
+        # A stopped runtime often stays referenced (a %%sglang -o state holds SGLang's executor, which
+        # holds the DSL backend; IPython's Out holds views): without this each stop/start cycle in a
+        # kernel kept its weights and KV pool (RSS 1787 -> 2617 MiB measured over one cycle).
+        self.model.release()
+        self.pool.release()
 
     shutdown = stop
 
