@@ -33,12 +33,7 @@ const CSS = `
 `;
 
 function render({ model, el }) {
-  const style = document.createElement("style");
-  style.textContent = CSS + STOP_CSS;
-  const root = document.createElement("div");
-  root.className = "sgnb-cache";
-  root.dataset.sgnbCache = "";
-  el.append(style, root);
+  const root = viewRoot(el, CSS + STOP_CSS, "sgnb-cache", "sgnbCache");
   const opened = new Set(); // requests whose whole prompt is shown
   const stop = stopControl(model, root, () => draw(false));
 

@@ -41,9 +41,11 @@ STATIC_ROWS = 50
 FULL_PROMPT_CHARS = 2000
 
 
-def view_module(name: str) -> str:
-    """A view's ES module with the Stop button's functions (``_stop.js``) in front."""
-    return (_HERE / "_stop.js").read_text() + "\n" + (_HERE / name).read_text()
+def view_module(name: str, stop: bool = True) -> str:
+    """A view's ES module with the views' shared functions (``_view.js``) and, with ``stop``, the Stop
+    button's (``_stop.js``) in front."""
+    parts = ["_view.js", *(["_stop.js"] if stop else []), name]
+    return "\n".join((_HERE / part).read_text() for part in parts)
 
 
 class CachePanel(SgnbWidget):

@@ -24,12 +24,7 @@ const CSS = `
 `;
 
 function render({ model, el }) {
-  const style = document.createElement("style");
-  style.textContent = CSS + STOP_CSS;
-  const root = document.createElement("div");
-  root.className = "sgnb-cons";
-  root.dataset.sgnbConstrained = "";
-  el.append(style, root);
+  const root = viewRoot(el, CSS + STOP_CSS, "sgnb-cons", "sgnbConstrained");
   const stop = stopControl(model, root, () => draw());
 
   function draw() {
@@ -73,15 +68,9 @@ function render({ model, el }) {
       `step ${chip.dataset.step}: token ${s.id} ${JSON.stringify(s.text)} - ${s.allowed} tokens allowed` +
       (s.options.length ? `: ${s.options.map((o) => JSON.stringify(o)).join(" | ")}` : "");
   });
-  model.on("change:steps", draw);
-  model.on("change:info", draw);
-  model.on("change:stoppable", draw);
+  const stopWatching = onChanges(model, ["steps", "info", "stoppable"], draw);
   draw();
-  return () => {
-    model.off("change:steps", draw);
-    model.off("change:info", draw);
-    model.off("change:stoppable", draw);
-  };
+  return stopWatching;
 }
 
 export default { render };

@@ -33,12 +33,7 @@ function blocks(segments) {
 }
 
 function render({ model, el }) {
-  const style = document.createElement("style");
-  style.textContent = CSS;
-  const root = document.createElement("div");
-  root.className = "sgnb-prog";
-  root.dataset.sgnbProgram = "";
-  el.append(style, root);
+  const root = viewRoot(el, CSS, "sgnb-prog", "sgnbProgram");
 
   function draw() {
     const segs = model.get("segments") || [];
@@ -72,13 +67,9 @@ function render({ model, el }) {
     root.innerHTML = `<div><b>${esc(model.get("title"))}</b></div>${body}${sel}`;
   }
 
-  model.on("change:segments", draw);
-  model.on("change:choices", draw);
+  const stopWatching = onChanges(model, ["segments", "choices"], draw);
   draw();
-  return () => {
-    model.off("change:segments", draw);
-    model.off("change:choices", draw);
-  };
+  return stopWatching;
 }
 
 export default { render };

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import math
-import pathlib
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -23,8 +22,7 @@ from typing import Any
 import traitlets as t
 
 from sgnb.widgets._base import SgnbWidget
-
-_HERE = pathlib.Path(__file__).parent
+from sgnb.widgets.cache_panel import view_module
 
 
 def _segment(seg: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -49,7 +47,7 @@ def choice_rows(choices: Mapping[str, float], picked: str | None = None) -> list
 
 
 class ProgramView(SgnbWidget):
-    _esm = _HERE / "program.js"
+    _esm = view_module("program.js", stop=False)
 
     segments = t.List(t.Dict()).tag(sync=True)
     choices = t.Dict().tag(sync=True)  # var -> rows from choice_rows

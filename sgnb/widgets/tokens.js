@@ -68,16 +68,11 @@ const shown = (t) => {
 };
 
 function render({ model, el }) {
-  const style = document.createElement("style");
-  style.textContent = CSS;
-  const root = document.createElement("div");
-  root.className = "sgnb-tok";
-  root.dataset.sgnbTokens = "";
+  const root = viewRoot(el, CSS, "sgnb-tok", "sgnbTokens");
   const head = document.createElement("div");
   head.className = "hd";
   const body = document.createElement("div");
   root.append(head, body);
-  el.append(style, root);
   // One card per page, on the page's body: output areas clip (and may re-anchor) what overflows
   // them, and a re-displayed output can leave a view that is never cleaned up.
   let card = document.querySelector("[data-sgnb-tokens-card]");

@@ -21,7 +21,6 @@ runtime can show the unconstrained top-k: SGLang returns the logprobs of the mas
 from __future__ import annotations
 
 import json
-import pathlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,14 +33,14 @@ from sgnb.core.grammar import GrammarReplay
 from sgnb.core.token_trace import TRACE_TOP_K, tracing
 from sgnb.widgets._base import SgnbWidget
 from sgnb.widgets._token_rows import KINDS, Row, render_static, row_view
+from sgnb.widgets.cache_panel import view_module
 from sgnb.widgets.program import choice_rows
 
-_HERE = pathlib.Path(__file__).parent
 COLOR_BY = ("type", "prob", "latency")
 
 
 class TokenView(SgnbWidget):
-    _esm = _HERE / "tokens.js"
+    _esm = view_module("tokens.js", stop=False)
 
     view_json = t.Bytes(b"{}").tag(sync=True)  # rows as UTF-8 JSON (see _token_rows)
     color_by = t.Unicode("type").tag(sync=True)
