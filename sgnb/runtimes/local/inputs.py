@@ -1,11 +1,13 @@
-"""A local request's prompt checks: its token ids and SGLang's length rules, before any compute."""
+"""A local request's checks before any compute: its token ids, SGLang's length rules, a duplicate rid."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sgnb.core.params import SamplingParams
 from sgnb.runtimes.base import check_prompt
+from sgnb.runtimes.local.request import Request
 
 
 def fit_context(
@@ -62,3 +64,21 @@ def tokenize(tokenizer: Any, vocab_size: int, prompt: str | None, input_ids: lis
     if not ids:
         raise ValueError("the prompt is empty")
     return ids
+
+
+class RidClaims:
+    """The requests submitted by rid; thread-safe."""
+
+    def __init__(self) -> None:
+        self._rids: dict[str, Request] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, req: Request) -> None:
+        """Refuse a rid that names a request still in flight, as SGLang's TokenizerManager does."""
+        with self._lock:
+            other = self._rids.get(req.rid)
+            if other is not None and not other.done.is_set():
+                raise ValueError(f"Duplicate request ID detected: {req.rid}")
+            if len(self._rids) >= 4096:  # forget finished ones
+                self._rids = {rid: r for rid, r in self._rids.items() if not r.done.is_set()}
+            self._rids[req.rid] = req

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,7 +20,7 @@ from sgnb.core.token_trace import TRACE_TOP_K
 from sgnb.core.version_check import installed_sglang
 from sgnb.runtimes import options as start_options
 from sgnb.runtimes.base import GenerateReqInput, Runtime, one_prompt
-from sgnb.runtimes.local.inputs import fit_context, tokenize
+from sgnb.runtimes.local.inputs import RidClaims, fit_context, tokenize
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel, parse_dtype
 from sgnb.runtimes.local.parallel import generate_n, parallel_n
@@ -106,8 +105,7 @@ class LocalRuntime(Runtime):
         self.trace_top_k = 0  # > 0: trace every request (sgnb.core.token_trace.tracing, the token view)
         self._stopped = False
         self._backend: SgnbBackend | None = None
-        self._rids: dict[str, Request] = {}  # the requests submitted by rid, for duplicate checks
-        self._rids_lock = threading.Lock()
+        self._rids = RidClaims()  # the requests submitted by rid, for duplicate checks
 
     def _load(
         self, dtype: torch.dtype, max_total_tokens: int, page_size: int, disable_radix_cache: bool
@@ -215,21 +213,11 @@ class LocalRuntime(Runtime):
         req = self.make_request(
             prompt, input_ids=input_ids, sampling_params=sampling_params, stream=stream, rid=rid, **kwargs
         )
-        self._claim_rid(req)
+        self._rids.claim(req)
         self.scheduler.submit(req)
         if stream:
             return self._stream(req)
         return self._wait(req)
-
-    def _claim_rid(self, req: Request) -> None:
-        """Refuse a rid that names a request still in flight, as SGLang's TokenizerManager does."""
-        with self._rids_lock:
-            other = self._rids.get(req.rid)
-            if other is not None and not other.done.is_set():
-                raise ValueError(f"Duplicate request ID detected: {req.rid}")
-            if len(self._rids) >= 4096:  # forget finished ones
-                self._rids = {rid: r for rid, r in self._rids.items() if not r.done.is_set()}
-            self._rids[req.rid] = req
 
     def _wait(self, req: Request) -> dict[str, Any]:
         try:
