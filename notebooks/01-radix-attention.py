@@ -38,13 +38,13 @@ LONG_ANSWER: int = 16  # tokens of the longer answers that show how decoding dil
 
 # %%
 # %matplotlib inline
-import shlex
 import time
 
 import matplotlib.pyplot as plt
 
 import sgnb
 from sgnb.core.events import BlockRemoved, EventLog
+from sgnb.runtimes.options import parse_flags
 from sgnb.widgets import RadixTreeWidget
 
 rt = sgnb.get_session().runtime
@@ -53,22 +53,7 @@ KIND = rt.kind
 
 def start_options(flags: str = ENGINE_ARGS) -> dict:
     """The `%sglang start` flags in ENGINE_ARGS as keyword arguments for sgnb.start()."""
-    options, words = {}, shlex.split(flags)
-    while words:
-        word = words.pop(0)
-        if word == "--engine-arg":
-            key, _, value = words.pop(0).partition("=")
-        elif words and not words[0].startswith("--"):
-            key, value = word[2:], words.pop(0)
-        else:
-            key, value = word[2:], "true"
-        for cast in (int, float, {"true": True, "false": False}.__getitem__, str):
-            try:
-                options[key.replace("-", "_")] = cast(value)
-                break
-            except (ValueError, KeyError):
-                pass
-    return options
+    return parse_flags(flags)
 
 
 print("extra start options from ENGINE_ARGS:", start_options() or "none")

@@ -214,77 +214,14 @@ if QUALITY_CHECKS:
 # Tutorial 04 covers serving properly.
 
 # %%
-import atexit
-import shlex
-import socket
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-from sgnb.core.models import resolve_model  # "bundled" -> its folder: SGLang knows no such model
+from sgnb.net import free_port
 from sgnb.runtimes.factory import choose_runtime
+from sgnb.serve.launch import server_command, start_server, stop_server
 
 KIND, WHY = choose_runtime(RUNTIME)  # "local" or "engine", the same choice %sglang start makes
-
-
-def start_options(flags: str = ENGINE_ARGS) -> dict:
-    """The `%sglang start` flags in ENGINE_ARGS as keyword arguments (see 01-radix-attention)."""
-    options, words = {}, shlex.split(flags)
-    while words:
-        word = words.pop(0)
-        if word == "--engine-arg":
-            key, _, value = words.pop(0).partition("=")
-        elif words and not words[0].startswith("--"):
-            key, value = word[2:], words.pop(0)
-        else:
-            key, value = word[2:], "true"
-        options[key.replace("-", "_")] = value
-    return options
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_command(port: int) -> list[str]:
-    """`python -m sglang.launch_server` on a GPU; `sgnb serve` (the same HTTP API) on a CPU."""
-    if KIND == "engine":
-        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(resolve_model(MODEL))]
-        # triton attention and the pytorch sampler start without a long JIT compile (as sgnb's engine runtime)
-        cmd += ["--attention-backend", "triton", "--sampling-backend", "pytorch", "--enable-metrics"]
-        for key, value in start_options().items():
-            flag = "--" + key.replace("_", "-")
-            cmd += [flag] if value.lower() == "true" else [] if value.lower() == "false" else [flag, value]
-    else:
-        cmd = [sys.executable, "-m", "sgnb.cli", "serve", "--model", MODEL]
-    return [*cmd, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-
-
-def start_server(port: int):
-    """Start the server as a child process; it is stopped when this kernel exits, whatever happens."""
-    log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(server_command(port), stdout=log, stderr=subprocess.STDOUT)
-    proc.log_path = log.name
-    atexit.register(stop_server, proc)
-    return proc
-
-
-def server_log(proc) -> str:
-    return Path(proc.log_path).read_text()
-
-
-def stop_server(proc, timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
 
 # %%
 import sglang as sgl
@@ -302,7 +239,7 @@ if KIND == "local":  # sgnb serve's app on a thread of this kernel, over the run
 else:  # the real SGLang server, in its own process (tutorial 04)
     port = free_port()
     URL = f"http://127.0.0.1:{port}"
-    server = start_server(port)
+    server = start_server(server_command(KIND, MODEL, port, ENGINE_ARGS))
     subprocess.run([sys.executable, "-m", "sgnb.cli", "wait-for-server", URL, "--timeout", "600",
                     "--pid", str(server.pid), "--log", server.log_path], check=True)
 print("server:", URL)

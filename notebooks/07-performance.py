@@ -33,13 +33,13 @@ TURN_TOKENS: int = 8  # tokens per answer: short answers, so prefill (what the c
 
 # %%
 import json
-import shlex
 import time
 
 import matplotlib.pyplot as plt
 
 import sgnb
 from sgnb.bench import run as bench
+from sgnb.runtimes.options import parse_flags
 
 rt = sgnb.get_session().runtime
 KIND = rt.kind
@@ -47,22 +47,7 @@ KIND = rt.kind
 
 def start_options(flags: str = ENGINE_ARGS) -> dict:
     """The `%sglang start` flags in ENGINE_ARGS as keyword arguments for sgnb.start()."""
-    options, words = {}, shlex.split(flags)
-    while words:
-        word = words.pop(0)
-        if word == "--engine-arg":
-            key, _, value = words.pop(0).partition("=")
-        elif words and not words[0].startswith("--"):
-            key, value = word[2:], words.pop(0)
-        else:
-            key, value = word[2:], "true"
-        for cast in (int, float, {"true": True, "false": False}.__getitem__, str):
-            try:
-                options[key.replace("-", "_")] = cast(value)
-                break
-            except (ValueError, KeyError):
-                pass
-    return options
+    return parse_flags(flags)
 
 
 print("extra start options from ENGINE_ARGS:", start_options() or "none")
