@@ -66,6 +66,6 @@ def test_start_log_and_stop_a_child() -> None:
         assert server_log(server).split() == ["up", "err"]
     finally:
         stop_server(server, timeout=10)
-    assert server.poll() is not None
+    assert server.poll() is not None and server.returncode == server.poll()
     stop_server(server)
     assert server.poll() is not None

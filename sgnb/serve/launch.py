@@ -56,6 +56,11 @@ class ChildServer:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once it has exited (``subprocess.Popen.returncode``), else None."""
+        return self.proc.returncode
+
     def poll(self) -> int | None:
         """The exit code, or None while it runs (``subprocess.Popen.poll``)."""
         return self.proc.poll()
