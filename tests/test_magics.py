@@ -409,7 +409,7 @@ def test_interrupted_program_view_says_stopped(
 ) -> None:
     """After an interrupt the live program view is re-rendered as stopped: it no longer says the
     assistant role is "generating" (its last streamed frame did: nothing updated it after)."""
-    import sgnb.notebook.magics as magics
+    import sgnb.notebook.program as program  # LiveState, the program cell's display callback
 
     shown: list[Any] = []
 
@@ -421,7 +421,7 @@ def test_interrupted_program_view_says_stopped(
         shown.append(view._repr_html_())
         return Handle()
 
-    monkeypatch.setattr(magics, "display", record)
+    monkeypatch.setattr(program, "display", record)
     rt = get_session().require()
     watcher = interrupt_when(lambda: rt.cache_state()["running"] > 0)
     line = one_line_error(

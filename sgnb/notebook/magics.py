@@ -8,7 +8,6 @@ traceback, and a red cell that papermill and nbval notice.
 from __future__ import annotations
 
 import ast
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -17,7 +16,6 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display
 from traitlets import Bool, Int, Unicode
 
 from sgnb.notebook import cells, program, views
@@ -277,7 +275,7 @@ class SGLangMagics(Magics):
         # SGLang's executor thread also warns with the whole traceback of a failed call; the cell
         # raises that error itself (once, short), so the warning would only repeat it.
         state = None
-        shown = LiveState()
+        shown = program.LiveState()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Error in stream_executor")
             try:
@@ -319,7 +317,7 @@ class SGLangMagics(Magics):
             raise cells.cell_error(shell, exc, filename, offset=0) from None
         return None
 
-    def _run_program(self, cell: str, args: Any, on_update: LiveState) -> Any:
+    def _run_program(self, cell: str, args: Any, on_update: program.LiveState) -> Any:
         """:func:`sgnb.notebook.program.run_program`, shown live; its errors as one line naming the cell line."""
         shell: Any = self.shell
         filename = shell.compile.cache(program.program_source(cell), shell.execution_count)
@@ -337,38 +335,6 @@ class SGLangMagics(Magics):
             raise UsageError(str(exc)) from None
         except Exception as exc:
             raise cells.cell_error(shell, exc, filename, offset=program.BODY_OFFSET) from None
-
-
-class LiveState:
-    """An ``on_update`` for :func:`sgnb.notebook.program.run_program`: shows the state, then updates it."""
-
-    def __init__(self) -> None:
-        self.view: views.ProgramStateView | None = None
-        self.handle: Any = None
-
-    def __call__(self, state: Any) -> None:
-        if self.view is None:
-            self.view = views.ProgramStateView(state)
-            self.handle = display(self.view, display_id=True)
-        elif self.handle is not None:
-            self.handle.update(self.view)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Show the state as stopped (after an interrupt or Stop), not as still generating.
-
-        First waits (at most ``timeout`` s) for SGLang's executor thread to take the aborted
-        request's last chunk: it carries the last token's text and ``meta_info`` with
-        ``completion_tokens`` = every token generated (SGLang's FINISH_ABORT output), so the
-        state table agrees with the token view and stats instead of lagging one chunk behind.
-        """
-        if self.view is not None:
-            executor = self.view.state.stream_executor
-            waiter = threading.Thread(target=executor.sync, daemon=True)
-            waiter.start()
-            waiter.join(timeout)
-            self.view.stopped = True
-            if self.handle is not None:
-                self.handle.update(self.view)
 
 
 # `%sglang?` shows the cell magic's options too: a newcomer asks the line magic first.

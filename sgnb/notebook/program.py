@@ -22,7 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sgnb.notebook.views import throttled
+from IPython.display import display
+
+from sgnb.notebook.views import ProgramStateView, throttled
 from sgnb.widgets._stop import running
 
 BODY_OFFSET = 1  # lines program_source() puts before the body: the def line
@@ -213,3 +215,35 @@ def run_program(
     if error is not None:
         raise error
     return state
+
+
+class LiveState:
+    """An ``on_update`` for :func:`sgnb.notebook.program.run_program`: shows the state, then updates it."""
+
+    def __init__(self) -> None:
+        self.view: ProgramStateView | None = None
+        self.handle: Any = None
+
+    def __call__(self, state: Any) -> None:
+        if self.view is None:
+            self.view = ProgramStateView(state)
+            self.handle = display(self.view, display_id=True)
+        elif self.handle is not None:
+            self.handle.update(self.view)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Show the state as stopped (after an interrupt or Stop), not as still generating.
+
+        First waits (at most ``timeout`` s) for SGLang's executor thread to take the aborted
+        request's last chunk: it carries the last token's text and ``meta_info`` with
+        ``completion_tokens`` = every token generated (SGLang's FINISH_ABORT output), so the
+        state table agrees with the token view and stats instead of lagging one chunk behind.
+        """
+        if self.view is not None:
+            executor = self.view.state.stream_executor
+            waiter = threading.Thread(target=executor.sync, daemon=True)
+            waiter.start()
+            waiter.join(timeout)
+            self.view.stopped = True
+            if self.handle is not None:
+                self.handle.update(self.view)

@@ -21,7 +21,7 @@ from sgnb.serve.accept import Unsupported
 from sgnb.serve.context import ServeContext, ctx_of, json_response, read_json, vocab_size
 from sgnb.serve.engine import fan_out, flatten
 from sgnb.serve.native import DONE, sse
-from sgnb.serve.openai_logprobs import chat_logprobs, completion_logprobs
+from sgnb.serve.openai_logprobs import chat_logprobs_of, completion_logprobs_of
 from sgnb.serve.schemas import (
     MAX_BATCH,
     BadRequest,
@@ -155,7 +155,7 @@ async def chat_completions(request: Request) -> Response:
                 "tool_calls": None,
             }
         },
-        _chat_logprobs if req.logprobs else None,
+        chat_logprobs_of if req.logprobs else None,
         item.constraint,
     )
 
@@ -281,7 +281,7 @@ async def _chat_events(
             yield out.choice(index, {"delta": {"role": "assistant", "content": ""}})
         # As SGLang: this step's new tokens ride on this step's content delta (and are dropped
         # with an empty delta, e.g. the EOS token).
-        logprobs = out.new_logprobs(index, meta, _chat_logprobs) if item.return_logprob else None
+        logprobs = out.new_logprobs(index, meta, chat_logprobs_of) if item.return_logprob else None
         text = chunk["text"]  # already held back as SGLang's stream (sgnb.core.detokenize)
         if len(text) > len(sent[index]) and text.startswith(sent[index]):
             yield out.choice(index, {"delta": {"content": text[len(sent[index]) :]}}, logprobs=logprobs)
@@ -293,25 +293,6 @@ async def _chat_events(
         yield out.choice(index, {"delta": {}}, *finish(meta))
     if include_usage and finals:
         yield out.usage(finals)
-
-
-def _chat_logprobs(ctx: ServeContext, meta: dict[str, Any], start: int = 0, end: int | None = None) -> Any:
-    """``choices[i].logprobs`` of a chat response from ``meta_info`` (tokens ``start:end``)."""
-    tops = meta.get("output_top_logprobs")
-    return chat_logprobs(
-        ctx.runtime.tokenizer, meta["output_token_logprobs"][start:end], tops[start:end] if tops else None
-    )
-
-
-def _completion_logprobs(
-    ctx: ServeContext, meta: dict[str, Any], start: int = 0, end: int | None = None
-) -> Any:
-    """``choices[i].logprobs`` of a completion from ``meta_info`` (tokens ``start:end``)."""
-    return completion_logprobs(
-        ctx.runtime.tokenizer,
-        meta.get("output_token_logprobs", [])[start:end],
-        meta.get("output_top_logprobs", [])[start:end],
-    )
 
 
 def completion_items(
@@ -372,7 +353,7 @@ async def completions(request: Request) -> Response:
         outs,
         n,
         lambda out: {"text": out["text"]},
-        _completion_logprobs if req.logprobs is not None else None,
+        completion_logprobs_of if req.logprobs is not None else None,
         constraint,
     )
 
@@ -397,7 +378,7 @@ async def _completion_events(
         if item.return_logprob and (piece or final):
             # SGLang sends every step's new tokens with that step's chunk; a step sgnb holds
             # back sends them with the next chunk instead, so none is lost.
-            logprobs = out.new_logprobs(index, meta, _completion_logprobs)
+            logprobs = out.new_logprobs(index, meta, completion_logprobs_of)
         if piece and not final:
             yield out.choice(index, {"text": piece}, logprobs=logprobs)
             sent[index] = text

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sgnb.serve.context import ServeContext
 
 Triple = Sequence[Any]  # (logprob, token_id, text | None)
 
@@ -141,3 +144,22 @@ def completion_logprobs(
                 None if row is None else {lossless_text(tokenizer, t, s): lp for lp, t, s in row}
             )
     return out
+
+
+def chat_logprobs_of(ctx: ServeContext, meta: dict[str, Any], start: int = 0, end: int | None = None) -> Any:
+    """``choices[i].logprobs`` of a chat response from ``meta_info`` (tokens ``start:end``)."""
+    tops = meta.get("output_top_logprobs")
+    return chat_logprobs(
+        ctx.runtime.tokenizer, meta["output_token_logprobs"][start:end], tops[start:end] if tops else None
+    )
+
+
+def completion_logprobs_of(
+    ctx: ServeContext, meta: dict[str, Any], start: int = 0, end: int | None = None
+) -> Any:
+    """``choices[i].logprobs`` of a completion from ``meta_info`` (tokens ``start:end``)."""
+    return completion_logprobs(
+        ctx.runtime.tokenizer,
+        meta.get("output_token_logprobs", [])[start:end],
+        meta.get("output_top_logprobs", [])[start:end],
+    )
