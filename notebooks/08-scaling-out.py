@@ -109,10 +109,23 @@ print(reply.choices[0].message.content)
 assert reply.usage.completion_tokens > 0
 
 # %% [markdown]
+# The OpenAI client's request did not pass through this session, yet the workers counted it: the
+# cluster's figures (`cluster.workers`, the workers table, the figures above `%sglang stats`' rows)
+# are each worker's own Prometheus `/metrics` (SGLang's `sglang:num_requests_total`,
+# `sglang:cached_tokens_total`, `sglang:num_running_reqs`, ...), so curl, other notebooks and any
+# other client count too.
+
+# %%
+figures = cluster.totals()
+print(f"the workers served {figures['requests']} requests ({len(cluster.finished)} sent by this session)")
+assert figures["requests"] > len(cluster.finished)  # the OpenAI client's request counts too
+
+# %% [markdown]
 # Which worker ran each request? The router does not say. The workers do: each publishes KV events
 # for what it caches, and sgnb tags a request with the worker whose events stored that request's
-# tokens after it was sent (and with `w?` when no worker's events show it, e.g. a full cache hit).
-# The hit rates and loads in the table come from each worker's own `/metrics`.
+# tokens after it was sent (`unknown` when no worker's events show it, e.g. a full cache hit): the
+# cache panel's `worker` column. The hit rates and loads in the table come from each worker's own
+# `/metrics`.
 
 # %%
 topics = ["volcanoes", "glaciers", "tides", "comets"]

@@ -57,7 +57,7 @@ def test_start_run_inspect_stop(ip: InteractiveShell) -> None:
     Every path from the session to the router: a DSL cell (``gen`` streamed, ``select`` scored as
     ``RuntimeEndpoint.select`` does, sglang/lang/backend/runtime_endpoint.py), ``rt.generate``
     whole and streamed. The right count is the worker's own: SGLang's ``sglang:num_requests_total``
-    (sglang/srt/metrics/collector.py), read from its ``/metrics``.
+    (sglang/srt/observability/metrics_collector.py), read from its ``/metrics``.
     """
     view = value(ip, "%sglang cluster start --workers 1 --policy round_robin")
     assert "1/1 workers alive" in repr(view)
@@ -87,8 +87,10 @@ def test_start_run_inspect_stop(ip: InteractiveShell) -> None:
     assert f"{served} requests" in repr(stats)  # each request once: as many as the worker served
     rids = [row["rid"] for row in stats.rows]
     assert len(set(rids)) == len(rids) == served
-    assert [row["worker"] for row in stats.rows] == [0] * served  # one worker: it served each
-    assert all(row["prompt"].startswith("w0 ▸ ") for row in stats.rows)
+    assert [row["worker"] for row in stats.rows] == ["w0"] * served  # one worker: it served each
+    assert stats.worker_column and ">worker</th>" in stats._static_html()  # a column of its own
+    by = {w["worker"]: w for w in stats.workers}  # the worker's own /metrics, above the rows
+    assert by["w0"]["requests"] == by["all"]["requests"] == cluster.workers[0].requests
     assert [cluster.served_by(ev.rid) for ev in cluster.finished] == [0] * served
     tree = value(ip, "%sglang tree")  # the union of the workers' trees
     assert tree.mirror.node_count() >= 1

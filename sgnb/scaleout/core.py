@@ -16,7 +16,6 @@ import contextlib
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import requests
 
 from sgnb.core.events import EventHub, RequestFinished
 from sgnb.scaleout.attribution import Attributor, BlockIndex
+from sgnb.scaleout.metrics import WorkerInfo, info, scrape, totals
 from sgnb.scaleout.procs import (
     HOST,
     POLICIES,
@@ -34,55 +34,6 @@ from sgnb.scaleout.procs import (
     router_command,
     worker_command,
 )
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """One worker as its own reports and the router see it now.
-
-    ``state`` is ``"alive"`` or ``"dead"`` (its process exited); ``in_router`` is the router's health
-    view (None when the router does not answer); the counters come from the worker's ``/metrics``
-    (SGLang's names; zero when it does not answer): requests served, prompt and cached tokens,
-    requests running and queued now.
-    """
-
-    index: int
-    url: str
-    pid: int | None
-    state: str
-    in_router: bool | None
-    requests: int
-    prompt_tokens: int
-    cached_tokens: int
-    running: int
-    queued: int
-
-    @property
-    def hit_rate(self) -> float:
-        """Cached / prompt tokens over every request this worker served (0.0 before any)."""
-        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
-
-    @property
-    def load(self) -> int:
-        return self.running + self.queued
-
-
-def scrape(url: str, timeout: float = 2.0) -> dict[str, float]:
-    """A Prometheus ``/metrics`` page as ``{name: value summed over its label sets}``; {} if unreachable."""
-    try:
-        res = requests.get(url.rstrip("/") + "/metrics", timeout=timeout)
-        res.raise_for_status()
-    except requests.RequestException:
-        return {}
-    out: dict[str, float] = {}
-    for line in res.text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name_part, _, value = line.rpartition(" ")
-        name = name_part.split("{", 1)[0]
-        with contextlib.suppress(ValueError):
-            out[name] = out.get(name, 0.0) + float(value)
-    return out
 
 
 class Cluster:
@@ -141,6 +92,7 @@ class Cluster:
         self._events_ports: list[int] = []
         self._runtime: Any = None
         self._pids: set[int] = set()
+        self._last_metrics: dict[int, dict[str, float]] = {}  # worker -> its last /metrics answer
         self.finished: collections.deque[RequestFinished] = collections.deque(maxlen=1000)
         self.attributor = Attributor(self.indexes, self._tagged)
         self.started = False
@@ -283,32 +235,39 @@ class Cluster:
 
     @property
     def workers(self) -> list[WorkerInfo]:
+        """Each worker now: state, the router's view, and its own ``/metrics`` (polled on each read).
+
+        The counters include every client's requests (curl, the openai client, other notebooks),
+        not only this session's; a worker that does not answer keeps its last figures (``stale``).
+        """
         in_router = self._router_workers()
         out = []
         for i, proc in enumerate(self.procs):
             alive = proc.alive()
-            m = scrape(proc.url) if alive else {}
+            m = scrape(proc.url) if alive else None
+            if m is not None:
+                self._last_metrics[i] = m
             out.append(
-                WorkerInfo(
-                    index=i,
-                    url=proc.url,
-                    pid=proc.pid,
-                    state="alive" if alive else "dead",
-                    in_router=in_router.get(proc.url, False) if in_router else None,
-                    requests=int(m.get("sglang:num_requests_total", 0)),
-                    prompt_tokens=int(m.get("sglang:prompt_tokens_total", 0)),
-                    cached_tokens=int(m.get("sglang:cached_tokens_total", 0)),
-                    running=int(m.get("sglang:num_running_reqs", 0)),
-                    queued=int(m.get("sglang:num_queue_reqs", 0)),
+                info(
+                    i,
+                    proc.url,
+                    proc.pid,
+                    alive,
+                    in_router.get(proc.url, False) if in_router else None,
+                    m,
+                    self._last_metrics.get(i),
                 )
             )
         return out
 
+    def totals(self, workers: list[WorkerInfo] | None = None) -> dict[str, Any]:
+        """The whole cluster's figures (:func:`sgnb.scaleout.metrics.totals`): requests, tokens,
+        hit rate and load summed over the workers, from their own ``/metrics``."""
+        return totals(self.workers if workers is None else workers)
+
     def hit_rate(self, workers: list[WorkerInfo] | None = None) -> float:
-        """Cached / prompt tokens over all live workers, from their own ``/metrics``."""
-        ws = [w for w in (workers or self.workers) if w.state == "alive"]
-        prompt = sum(w.prompt_tokens for w in ws)
-        return sum(w.cached_tokens for w in ws) / prompt if prompt else 0.0
+        """Cached / prompt tokens over every request the workers served (a dead one's as last seen)."""
+        return float(self.totals(workers)["hit_rate"])
 
     @property
     def runtime(self) -> Any:

@@ -12,8 +12,9 @@ SGLang's HTTP API), with two differences:
   ``RuntimeEndpoint`` semantics), so DSL programs' requests (``gen``, streamed or not, and
   ``select``'s scoring) pass through this runtime and are tagged too.
 
-Requests sent to the router by other clients (curl, the openai client) do not pass through here:
-the session does not see them, as with any remote server.
+Requests sent to the router by other clients (curl, the openai client) do not pass through here,
+so they are no rows of the session's panel; they do count in the workers' own figures (each
+worker's ``/metrics``: the panel's workers table, ``%sglang cluster status``, :meth:`status`).
 """
 
 from __future__ import annotations
@@ -100,13 +101,14 @@ class ClusterRuntime(RemoteRuntime):
     def status(self) -> dict[str, Any]:
         base = super().status()
         workers = self.cluster.workers
-        alive = sum(w.state == "alive" for w in workers)
+        totals = self.cluster.totals(workers)
         return {
             **base,
             "runtime": "remote (cluster)",
             "router_policy": self.cluster.policy,
-            "workers": f"{alive}/{len(workers)} alive",
-            "cluster_hit_rate": round(self.cluster.hit_rate(workers), 4),
+            "workers": totals["state"],
+            "cluster_requests": totals["requests"],  # every client's, from the workers' /metrics
+            "cluster_hit_rate": totals["hit_rate"],
         }
 
     def __repr__(self) -> str:

@@ -1,13 +1,15 @@
 """Cluster views: one radix tree per worker side by side, the workers' own figures, tagged requests.
 
 ``ClusterView(cluster)`` shows a table (per worker: state, the router's view, requests, cache hit
-rate, load; and the whole cluster), each worker's :class:`~sgnb.widgets.RadixTreeWidget` fed by
-that worker's KV events, and a :class:`WorkerCachePanel` whose rows name the worker that served
-each request. Like every sgnb view it carries a static ``text/html`` snapshot for exports.
+rate, load; and the whole cluster; from each worker's ``/metrics``, so requests other clients sent
+to the router count too), each worker's :class:`~sgnb.widgets.RadixTreeWidget` fed by that
+worker's KV events, and a :class:`WorkerCachePanel` whose ``worker`` column names the worker that
+served each of the session's requests. Like every sgnb view it carries a static ``text/html`` snapshot for exports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import threading
 from typing import Any
@@ -19,28 +21,59 @@ REFRESH_S = 1.0  # the table and tree titles follow worker state (a killed worke
 
 
 def worker_label(index: int | None) -> str:
-    return "w?" if index is None else f"w{index}"
+    """``w<index>``; ``unknown`` when the workers' reports do not say which one served a request."""
+    return "unknown" if index is None else f"w{index}"
 
 
 class WorkerCachePanel(CachePanel):
-    """The cache panel with each row's prompt prefixed by the worker that served it (``w0 ▸ ...``).
+    """The session's cache panel on a cluster: a ``worker`` column and the workers' own figures.
 
-    Tags come from ``cluster.served_by(rid)`` (the workers' KV events); ``w?`` means their events
-    do not say (a full cache hit stores nothing new). Each row also carries ``worker`` (the index,
-    or None). ``history``: requests that finished before the panel (none unless given).
+    Each row's ``worker`` is ``w0``, ``w1``, ... from ``cluster.served_by(rid)`` (the workers' KV
+    events), or ``unknown`` when their events do not say (a full cache hit stores nothing new).
+    Above the rows, ``workers`` holds each worker's own ``/metrics`` figures and the cluster's
+    (requests, prompt/cached tokens, hit rate, running and queued; every client's requests, not
+    only this session's), polled every ``poll_s`` seconds while the panel lives; ``figures=False``
+    leaves them out (a :class:`ClusterView` shows them itself). ``history``: requests that finished
+    before the panel (none unless given); other ``kwargs`` as :class:`~sgnb.widgets.CachePanel`.
     """
 
-    def __init__(self, cluster: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, cluster: Any, *, figures: bool = True, poll_s: float = REFRESH_S, **kwargs: Any
+    ) -> None:
         self.cluster = cluster
         kwargs.setdefault("title", "Prefix cache hits, by worker")
         super().__init__(cluster.runtime, **kwargs)
+        self.worker_column = True
+        self._closed = threading.Event()
+        if figures:
+            self.poll_figures()
+            threading.Thread(
+                target=self._poll, args=(poll_s,), name="sgnb-cluster-figures", daemon=True
+            ).start()
 
     def _row(self, ev: Any) -> dict[str, Any]:
         row = super()._row(ev)
-        worker = self.cluster.served_by(ev.rid)
-        row["worker"] = worker
-        row["prompt"] = f"{worker_label(worker)} ▸ {row['prompt']}"
+        row["worker"] = worker_label(self.cluster.served_by(ev.rid))
         return row
+
+    def poll_figures(self) -> None:
+        """Read every worker's ``/metrics`` now into ``workers`` (one row each, then ``all``)."""
+        workers = self.cluster.workers
+        self.workers = [w.as_row() for w in workers] + [self.cluster.totals(workers)]
+
+    def _poll(self, every: float) -> None:
+        while not self._closed.wait(every):
+            if not self.cluster.started or not any(p.alive() for p in self.cluster.procs):
+                self._closed.set()  # the cluster stopped: nothing more to read
+                with contextlib.suppress(Exception):
+                    self.poll_figures()
+                return
+            with contextlib.suppress(Exception):  # a worker going away mid-read: next tick
+                self.poll_figures()
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
 
 
 def _pct(x: float) -> str:
@@ -48,7 +81,9 @@ def _pct(x: float) -> str:
 
 
 def workers_table(cluster: Any, workers: list[Any] | None = None) -> str:
-    """The workers' figures as an HTML table (every number from the worker's own ``/metrics``)."""
+    """The workers' figures as an HTML table, every number from the worker's own ``/metrics``
+    (so every client's requests count); the last row is the whole cluster (a dead worker's
+    counters as last seen, :func:`sgnb.scaleout.metrics.totals`)."""
     workers = cluster.workers if workers is None else workers
     head = (
         "<tr><th>worker</th><th>URL</th><th>PID</th><th>state</th><th>in router</th><th>requests</th>"
@@ -59,32 +94,32 @@ def workers_table(cluster: Any, workers: list[Any] | None = None) -> str:
         dead = w.state != "alive"
         style = " style='color:#b00;text-decoration:line-through'" if dead else ""
         state = "<b style='color:#b00'>dead</b>" if dead else "alive"
+        state += " (last seen)" if w.stale else ""
         router = {True: "yes", False: "dropped", None: "?"}[w.in_router]
         rows.append(
-            f"<tr><td{style}>{worker_label(w.index)}</td><td>{html.escape(w.url)}</td><td>{w.pid}</td>"
+            f"<tr data-worker='{worker_label(w.index)}' data-state='{w.state}'><td{style}>{worker_label(w.index)}</td>"
+            f"<td>{html.escape(w.url)}</td><td>{w.pid}</td>"
             f"<td>{state}</td><td>{router}</td><td>{w.requests}</td><td>{w.prompt_tokens}</td>"
             f"<td>{w.cached_tokens}</td><td>{_pct(w.hit_rate)}</td><td>{w.running}</td><td>{w.queued}</td></tr>"
         )
-    alive = [w for w in workers if w.state == "alive"]
-    prompt = sum(w.prompt_tokens for w in alive)
-    cached = sum(w.cached_tokens for w in alive)
+    t = cluster.totals(workers)
     rows.append(
-        f"<tr style='font-weight:600'><td>all</td><td>{html.escape(cluster.url)} (router, "
-        f"{html.escape(cluster.policy)})</td><td></td><td>{len(alive)}/{len(workers)} alive</td><td></td>"
-        f"<td>{sum(w.requests for w in alive)}</td><td>{prompt}</td><td>{cached}</td>"
-        f"<td>{_pct(cached / prompt if prompt else 0.0)}</td><td>{sum(w.running for w in alive)}</td>"
-        f"<td>{sum(w.queued for w in alive)}</td></tr>"
+        f"<tr data-worker='all' style='font-weight:600'><td>all</td><td>{html.escape(cluster.url)} (router, "
+        f"{html.escape(cluster.policy)})</td><td></td><td>{t['state']}</td><td></td>"
+        f"<td>{t['requests']}</td><td>{t['prompt_tokens']}</td><td>{t['cached_tokens']}</td>"
+        f"<td>{_pct(t['hit_rate'])}</td><td>{t['running']}</td><td>{t['queued']}</td></tr>"
     )
     return (
         "<table class='sgnb-table' data-sgnb-static='cluster'><caption style='text-align:left'>"
-        "<b>SGLang workers behind sglang-router</b> (figures: each worker's own /metrics)</caption>"
+        "<b>SGLang workers behind sglang-router</b> (figures: each worker's own /metrics, "
+        "every client's requests)</caption>"
         f"{head}{''.join(rows)}</table>"
     )
 
 
 def tree_title(w: Any) -> str:
     if w.state != "alive":
-        return f"{worker_label(w.index)} · DEAD (pid {w.pid})"
+        return f"{worker_label(w.index)} · DEAD (pid {w.pid}) · served {w.requests} requests"
     return f"{worker_label(w.index)} · {w.requests} requests · hit rate {_pct(w.hit_rate)} · load {w.load}"
 
 
@@ -99,7 +134,9 @@ class ClusterView:
             for m, w in zip(cluster.mirrors, workers, strict=True)
         ]
         self.panel = (
-            WorkerCachePanel(cluster, history=cluster.finished) if panel and cluster.started else None
+            WorkerCachePanel(cluster, history=cluster.finished, figures=False)
+            if panel and cluster.started
+            else None
         )
         self._workers = workers
         self._box: Any = None

@@ -21,9 +21,14 @@ const CSS = `
 .sgnb-cache th { position: sticky; top: 0; background: var(--jp-layout-color1, #fff); text-align: right; }
 .sgnb-cache td, .sgnb-cache th { padding: 1px 8px; text-align: right; white-space: nowrap; }
 .sgnb-cache td.p { text-align: left; font-family: var(--jp-code-font-family, monospace);
-  max-width: 380px; overflow: hidden; text-overflow: ellipsis; }
+  width: 100%; max-width: 0; overflow: hidden; text-overflow: ellipsis; }
 .sgnb-cache td.p { cursor: pointer; }
-.sgnb-cache td.p.open { white-space: pre-wrap; max-width: none; word-break: break-word; }
+.sgnb-cache td.p.open { white-space: pre-wrap; word-break: break-word; }
+.sgnb-cache td.w { text-align: left; }
+.sgnb-cache .wk { margin: 2px 0 4px; }
+.sgnb-cache .wk table { width: auto; }
+.sgnb-cache .wk tr.dead td { color: #b00; }
+.sgnb-cache .wk tr.all td { font-weight: 600; }
 .sgnb-cache tr.hit td.h { color: #c96a00; font-weight: 600; }
 .sgnb-cache tr[data-request] { cursor: pointer; }
 .sgnb-cache tr[data-request]:hover { background: var(--jp-layout-color2, #f3f3f3); }
@@ -31,6 +36,26 @@ const CSS = `
 .sgnb-cache td.abort { color: #c33; }
 .sgnb-cache tr.sel { outline: 2px solid #c96a00; outline-offset: -2px; background: rgba(242, 142, 43, .12); }
 `;
+
+// A cluster's panel: each worker's own /metrics (every client's requests), then the "all" row.
+function workersTable(workers) {
+  if (!workers.length) return "";
+  const pct = (x) => `${Math.round(100 * (x || 0))}%`;
+  const body = workers
+    .map(
+      (w) =>
+        `<tr class="${w.worker === "all" ? "all" : esc(w.state)}" data-worker="${esc(w.worker)}" data-state="${esc(w.state)}">` +
+        `<td class="w">${esc(w.worker)}</td><td class="w">${esc(w.state)}${w.stale ? " (last seen)" : ""}</td>` +
+        `<td>${w.requests}</td><td>${w.prompt_tokens}</td><td>${w.cached_tokens}</td><td>${pct(w.hit_rate)}</td>` +
+        `<td>${w.running}</td><td>${w.queued}</td></tr>`
+    )
+    .join("");
+  return (
+    `<div class="wk" data-sgnb-workers="${workers.length}"><span class="dim">the workers' own /metrics (every client's requests)</span>` +
+    `<table><tr><th class="w">worker</th><th class="w">state</th><th>requests</th><th>prompt tok</th><th>cached tok</th>` +
+    `<th>hit rate</th><th>running</th><th>queued</th></tr>${body}</table></div>`
+  );
+}
 
 function render({ model, el }) {
   const root = viewRoot(el, CSS + STOP_CSS, "sgnb-cache", "sgnbCache");
@@ -42,6 +67,7 @@ function render({ model, el }) {
     const rows = model.get("rows") || [];
     const s = model.get("summary") || {};
     const sel = model.get("selected") || "";
+    const wcol = !!model.get("worker_column");
     const rate = Math.round(100 * (s.hit_rate || 0));
     const top = Math.max(1, ...rows.map((r) => r.prompt_tokens));
     const bars = rows
@@ -58,6 +84,7 @@ function render({ model, el }) {
           `<tr class="${r.cached ? "hit" : ""}${sel && (r.request || r.rid) === sel ? " sel" : ""}" ` +
           `data-request="${esc(r.rid)}" data-cached="${r.cached}" title="click: its path in the radix tree">` +
           `<td>${i + 1}</td>` +
+          (wcol ? `<td class="w" data-worker="${esc(r.worker ?? "unknown")}">${esc(r.worker ?? "unknown")}</td>` : "") +
           (opened.has(r.request || r.rid)
             ? `<td class="p open">${esc(r.prompt_full || r.prompt)}</td>`
             : `<td class="p" title="click: the whole prompt">${esc(r.prompt)}</td>`) +
@@ -79,8 +106,9 @@ function render({ model, el }) {
       `<div class="hd"><b>${esc(model.get("title"))}</b> <span class="dim">${s.requests || 0} requests · ` +
       `${s.cached_tokens || 0}/${s.prompt_tokens || 0} prompt tokens cached${stopped}</span>` +
       `<span class="rate"><i style="width:${rate}%"></i></span><b>${rate}%</b></div>` +
+      workersTable(model.get("workers") || []) +
       (rows.length ? `<div class="bars">${bars}</div>` : `<div class="dim">(no finished requests yet)</div>`) +
-      `<div class="tbl"><table><tr><th>#</th><th style="text-align:left">prompt</th><th>tokens</th><th>cached</th>` +
+      `<div class="tbl"><table><tr><th>#</th>${wcol ? '<th class="w" style="text-align:left">worker</th>' : ""}<th style="text-align:left">prompt</th><th>tokens</th><th>cached</th>` +
       `<th>new</th><th>hit</th><th>TTFT ms</th><th>latency ms</th><th>out</th><th>constraint</th><th>end</th></tr>${body}</table></div>`;
     const tbl = root.querySelector(".tbl");
     tbl.scrollTop = follow ? tbl.scrollHeight : keep; // new rows scroll into view; a click keeps the place
@@ -112,12 +140,14 @@ function render({ model, el }) {
   model.on("change:summary", redraw);
   model.on("change:selected", redraw);
   model.on("change:stoppable", redraw);
+  model.on("change:workers", redraw);
   draw(true);
   return () => {
     model.off("change:rows", follow);
     model.off("change:summary", redraw);
     model.off("change:selected", redraw);
     model.off("change:stoppable", redraw);
+    model.off("change:workers", redraw);
   };
 }
 

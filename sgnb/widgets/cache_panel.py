@@ -23,7 +23,6 @@ generated.
 
 from __future__ import annotations
 
-import html
 import pathlib
 import sys
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 import traitlets as t
 
 from sgnb.widgets._base import SgnbWidget
+from sgnb.widgets._cache_static import render_static, stopped_line
 from sgnb.widgets._layout import short_text
 from sgnb.widgets._stop import enable_stop
 
@@ -58,6 +58,11 @@ class CachePanel(SgnbWidget):
     kernel_id = t.Unicode("").tag(sync=True)  # what the Stop button interrupts ("": no button)
     stoppable = t.Bool(False).tag(sync=True)  # the panel follows requests: the Stop button shows
     stop_route = t.Bool(False).tag(sync=True)  # a Stop click reaches a running program (sgnb.widgets._stop)
+    # A cluster's panel (sgnb.scaleout.views.WorkerCachePanel): a "worker" column (each row's
+    # ``worker``: "w0", "w1", "unknown") and the workers' own figures (``workers``: one dict per
+    # worker, then the "all" row; see sgnb.scaleout.metrics.WorkerInfo.as_row). Off for one runtime.
+    worker_column = t.Bool(False).tag(sync=True)
+    workers = t.List(t.Dict()).tag(sync=True)
 
     def __init__(
         self,
@@ -237,11 +242,12 @@ class CachePanel(SgnbWidget):
             f"CachePanel: {s.get('requests', 0)} request{'' if s.get('requests') == 1 else 's'}, "
             f"{s.get('cached_tokens', 0)}/"
             f"{s.get('prompt_tokens', 0)} prompt tokens cached (hit rate {s.get('hit_rate', 0.0):.0%})"
-            f"{_stopped_line(s).replace(' · ', '; ')}"
+            f"{stopped_line(s).replace(' · ', '; ')}"
         )
 
     def _static_html(self) -> str:
-        return render_static(list(self.rows)[-STATIC_ROWS:], dict(self.summary), self.title)
+        rows = list(self.rows)[-STATIC_ROWS:]
+        return render_static(rows, dict(self.summary), self.title, self.worker_column, list(self.workers))
 
     def detach(self) -> None:
         """Stop adding requests (the rows so far stay, and the view stays live for them)."""
@@ -279,59 +285,3 @@ def jupyter_kernel_id() -> str:
         return ""
     stem = pathlib.Path(str(app.IPKernelApp.instance().connection_file)).stem
     return stem.removeprefix("kernel-") if stem.startswith("kernel-") else ""
-
-
-def bars_svg(rows: list[dict[str, Any]], width: int = 480, height: int = 70) -> str:
-    """Tiny stacked bars (cached over new) for the static snapshot."""
-    if not rows:
-        return ""
-    top = max(r["prompt_tokens"] for r in rows) or 1
-    w = min(width / len(rows), 18.0)
-    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
-    for i, r in enumerate(rows):
-        x = i * w + 1
-        hc = height * r["cached"] / top
-        hn = height * r["new"] / top
-        parts.append(
-            f'<rect x="{x:.1f}" y="{height - hc:.1f}" width="{max(w - 2, 1):.1f}" height="{hc:.1f}" fill="#f28e2b"/>'
-            f'<rect x="{x:.1f}" y="{height - hc - hn:.1f}" width="{max(w - 2, 1):.1f}" height="{hn:.1f}" '
-            f'fill="#bab0ac"><title>{r["cached"]} cached / {r["new"]} new</title></rect>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _stopped_line(summary: dict[str, Any]) -> str:
-    n = int(summary.get("stopped", 0) or 0)
-    if not n:
-        return ""
-    tokens = int(summary.get("stopped_tokens", 0) or 0)
-    return f" · {n} request{'' if n == 1 else 's'} stopped after {tokens} token{'' if tokens == 1 else 's'}"
-
-
-def render_static(rows: list[dict[str, Any]], summary: dict[str, Any], title: str) -> str:
-    cell = "padding:1px 8px;text-align:right;font:12px sans-serif"
-    head = "".join(
-        f'<th style="{cell}{";text-align:left" if h == "prompt" else ""}">{h}</th>'
-        for h in ("#", "prompt", "tokens", "cached", "new", "hit", "TTFT ms", "ms")
-    )
-    body = []
-    for i, r in enumerate(rows, 1):
-        color = "#c96a00" if r["cached"] else "#666"
-        body.append(
-            f'<tr data-request="{html.escape(r["rid"])}" data-cached="{r["cached"]}">'
-            f'<td style="{cell}">{i}</td>'
-            f'<td style="{cell};text-align:left;font-family:monospace">{html.escape(r["prompt"])}</td>'
-            f'<td style="{cell}">{r["prompt_tokens"]}</td><td style="{cell};color:{color}">{r["cached"]}</td>'
-            f'<td style="{cell}">{r["new"]}</td><td style="{cell};color:{color}">{r["hit"]:.0%}</td>'
-            f'<td style="{cell}">{r["ttft_ms"]:.0f}</td><td style="{cell}">{r["latency_ms"]:.0f}</td></tr>'
-        )
-    return (
-        '<div class="sgnb-cache-static" data-sgnb-static="cache" '
-        'style="border:1px solid #ddd;border-radius:4px;padding:6px 8px">'
-        f'<div style="font:600 13px sans-serif">{html.escape(title)} <span style="font-weight:400;color:#666">'
-        f"{summary.get('requests', 0)} requests · {summary.get('cached_tokens', 0)}/"
-        f"{summary.get('prompt_tokens', 0)} prompt tokens cached · hit rate {summary.get('hit_rate', 0):.0%}"
-        f"{_stopped_line(summary)}</span></div>{bars_svg(rows)}"
-        f'<table style="border-collapse:collapse"><tr>{head}</tr>{"".join(body)}</table></div>'
-    )
