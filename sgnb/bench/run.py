@@ -255,7 +255,16 @@ def main(argv: list[str] | None = None) -> int:
         help="router: the router's policies over two workers (python -m sgnb.bench --workload router -h)",
     )
     parser.add_argument("--model", default="bundled")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--runtime",
+        choices=["engine", "local"],
+        help="what an in-process runtime costs (sgnb.bench.engine): dsl_overhead, runtime_endpoint_speedup, "
+        "watch_overhead, engine_start_s; engine needs a GPU",
+    )
+    parser.add_argument("--requests", type=int, default=None, help="with --runtime: requests per batch")
+    parser.add_argument("--no-graphs", dest="graphs", action="store_false", help="with --runtime engine")
+    parser.add_argument("--no-endpoint", dest="endpoint", action="store_false", help="with --runtime")
+    parser.add_argument("--rounds", type=int, default=None, help="repetitions (default 3; 5 with --runtime)")
     parser.add_argument(
         "--quick", action="store_true", help="32 new tokens instead of 128, one multiturn round"
     )
@@ -305,5 +314,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             bench_peer.print_table(results, args.peer)
         return 0
-    print_figures(run(args.model, args.rounds, args.quick), args.json)
+    if args.runtime:
+        from sgnb.bench.engine import PROMPTS, run_engine_bench
+
+        figures = run_engine_bench(
+            args.runtime,
+            args.model,
+            args.rounds or 5,
+            args.requests or (PROMPTS if args.runtime == "engine" else 8),
+            args.graphs,
+            args.endpoint,
+        )
+        print(json.dumps(figures) if args.json else json.dumps(figures, indent=2))
+        return 0
+    print_figures(run(args.model, args.rounds or 3, args.quick), args.json)
     return 0

@@ -40,6 +40,13 @@ def check_prompt(text: Any, input_ids: Any) -> None:
         raise ValueError("pass exactly one of prompt (text) or input_ids")
 
 
+def is_batch(req: GenerateReqInput) -> bool:
+    """Whether ``req`` holds a batch: a list of texts, or a list of ``input_ids`` lists."""
+    if req.text is not None:
+        return isinstance(req.text, list)
+    return isinstance(req.input_ids, list) and bool(req.input_ids) and isinstance(req.input_ids[0], list)
+
+
 def one_prompt(req: GenerateReqInput) -> tuple[str | None, list[int] | None, str | None]:
     """``req``'s prompt (text, input_ids) and rid for a runtime that takes one prompt a call (the
     local runtime, sgnb's Engine runtime); ValueError for a batch."""

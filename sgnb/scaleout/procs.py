@@ -56,6 +56,9 @@ def worker_command(
     """
     events = kv_events_config(events_port)
     if kind == "engine":
+        # sglang 0.5.17 (the GPU bundle) has no "bind" field and ignores it: it connects to a concrete
+        # host. A wildcard endpoint binds in every release (the publisher's heuristic); we connect.
+        events = json.dumps({"publisher": "zmq", "endpoint": f"tcp://*:{events_port}", "topic": "kv-events"})
         from sgnb.core.models import BUNDLED, bundled_model_dir
 
         path = str(bundled_model_dir()) if model == BUNDLED else model  # SGLang knows no "bundled"

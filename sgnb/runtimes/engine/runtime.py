@@ -14,7 +14,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from sgnb.core.version_check import installed_sglang
 from sgnb.net import free_port
 from sgnb.runtimes import options as start_options
 from sgnb.runtimes.backend import SgnbBackend
-from sgnb.runtimes.base import GenerateReqInput, Runtime, one_prompt
+from sgnb.runtimes.base import GenerateReqInput, Runtime, is_batch, one_prompt
 from sgnb.runtimes.engine.start import EngineStartError, start_on_loop
 from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
 
@@ -113,6 +113,11 @@ class EngineRuntime(KVEventsTree, Runtime):
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        if threading.current_thread() is not threading.main_thread():
+            # Other threads (run_batch, fork) block outright: 256 threads polling every 0.1 s each
+            # asked for the GIL 2,560 times a second, preempting the loop thread that runs SGLang's
+            # tokenizer manager (issue 13's dsl_overhead). Only the main thread sees Ctrl-C.
+            return future.result()
         try:
             while True:
                 try:
@@ -136,29 +141,76 @@ class EngineRuntime(KVEventsTree, Runtime):
     # ---- requests ------------------------------------------------------------------------
 
     def _generate_request(self, req: GenerateReqInput) -> Any:
-        """:meth:`Runtime.generate` on the Engine (``Engine.async_generate`` on its loop), one prompt a call."""
+        """:meth:`Runtime.generate` on the Engine: one ``Engine.async_generate`` call on its loop.
+
+        A batch (a list of texts or of ``input_ids`` lists) goes to SGLang as one call, as
+        ``Engine.generate`` takes it: a list of results back (with ``n > 1``, ``n`` per prompt in
+        SGLang's order, ``TokenizerManager._handle_batch_request``), or streamed chunks each naming its
+        output in ``"index"``. Ctrl-C or a closed stream aborts the call's requests.
+        """
         self._check_running()
-        prompt, input_ids, rid = one_prompt(req)
-        raw, logprob, stream = req.sampling_params, req.logprob, req.stream
+        raw, stream = req.sampling_params, req.stream
+        batch = is_batch(req)
+        if batch:
+            prompts: list[Any] = list(req.text if req.text is not None else req.input_ids or [])
+            if not prompts:
+                raise ValueError("the batch is empty")
+            rid: Any = req.rid if isinstance(req.rid, list) else None
+        else:
+            text, ids, rid = one_prompt(req)
+            prompts = [text if text is not None else ids]
+        if any(p is not None and len(p) == 0 for p in prompts):
+            raise ValueError("the prompt is empty")
         # The local runtime's one-line ValueErrors for the parameters both know; the Engine
         # judges the rest (it has more, e.g. logit_bias).
         SamplingParams.from_dict({k: v for k, v in raw.items() if k in SamplingParams.names()})
-        if prompt is not None and not prompt:
-            raise ValueError("the prompt is empty")
-        rid = rid or f"sgnb-{time.monotonic_ns()}"
-        request = {"prompt": prompt, "input_ids": input_ids, "sampling_params": raw, "rid": rid, **logprob}
-        if stream:
-            return self._stream(request)
+        stamp = time.monotonic_ns()
+        if rid is None:
+            rid = [f"sgnb-{stamp}-{i}" for i in range(len(prompts))] if batch else f"sgnb-{stamp}"
+        field = "prompt" if req.text is not None else "input_ids"
+        request = {field: prompts if batch else prompts[0], "sampling_params": raw, "rid": rid, **req.logprob}
+        abort = self._aborter(rid, int(raw.get("n") or 1))
         started = time.perf_counter()
+        if stream:
+            return self._stream(request, prompts, started, abort)
         try:
-            out: dict[str, Any] = self._call(self.engine.async_generate(**request))
+            out: Any = self._call(self.engine.async_generate(**request))
         except KeyboardInterrupt:
-            self.abort(rid)
+            abort()
             raise
-        self._finished(out, prompt, input_ids, started, raw)
+        outs = out if isinstance(out, list) else [out]
+        n = max(1, len(outs) // len(prompts))
+        for i, one in enumerate(outs):
+            self._finished(one, prompts[i // n], started, raw)
         return out
 
-    def _stream(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _aborter(self, rid: str | list[str], n: int) -> Callable[[], None]:
+        if n > 1:  # SGLang gives each sample a fresh uuid rid (regenerate_rid): ours reach none of them
+            return self.abort_all
+        rids = rid if isinstance(rid, list) else [rid]
+
+        def abort() -> None:
+            for one in rids:
+                self.abort(one)
+
+        return abort
+
+    def _stream(
+        self, request: dict[str, Any], prompts: list[Any], started: float, abort: Callable[[], None]
+    ) -> Iterator[dict[str, Any]]:
+        last: dict[int, dict[str, Any]] = {}
+        for chunk in self._pump(request, abort):
+            last[int(chunk.get("index", 0))] = chunk
+            yield chunk
+        n = max(1, len(last) // len(prompts))
+        for index, out in sorted(last.items()):
+            self._finished(
+                out, prompts[min(index // n, len(prompts) - 1)], started, request["sampling_params"]
+            )
+
+    def _pump(self, request: dict[str, Any], abort: Callable[[], None]) -> Iterator[dict[str, Any]]:
+        """``Engine.async_generate(..., stream=True)``'s chunks, read here from the Engine's loop; the
+        time to first token added to each (the Engine reports none). Ctrl-C or a closed iterator aborts."""
         chunks: queue.Queue[Any] = queue.Queue()
         done = object()
 
@@ -173,35 +225,24 @@ class EngineRuntime(KVEventsTree, Runtime):
 
         started = time.perf_counter()
         asyncio.run_coroutine_threadsafe(pump(), self._loop)
-        last: dict[str, Any] | None = None
-        first = 0.0
+        first: dict[int, float] = {}  # per output: a batch's chunks name theirs in "index"
         try:
             while (item := chunks.get()) is not done:
                 if isinstance(item, Exception):
                     raise item
-                # The Engine reports no time to first token; a stream can measure it here.
-                first = first if last is not None else time.perf_counter() - started
-                item.setdefault("meta_info", {})["ttft"] = first
-                last = item
+                index = int(item.get("index", 0))
+                first.setdefault(index, time.perf_counter() - started)
+                item.setdefault("meta_info", {})["ttft"] = first[index]
                 yield item
         except (KeyboardInterrupt, GeneratorExit):
-            self.abort(request["rid"])
+            abort()
             raise
-        if last is not None:
-            self._finished(last, request["prompt"], request["input_ids"], started, request["sampling_params"])
 
-    def _finished(
-        self,
-        out: dict[str, Any],
-        prompt: str | None,
-        input_ids: list[int] | None,
-        started: float,
-        params: dict[str, Any],
-    ) -> None:
+    def _finished(self, out: dict[str, Any], prompt: Any, started: float, params: dict[str, Any]) -> None:
         # The tree view's "used by" and the cache panel's prompt text need the ids; the Engine's
         # meta_info does not return them.
-        prompt_ids = list(input_ids) if input_ids is not None else self._tokenizer.encode(prompt or "")
-        self.hub.publish(finished_from_result(out, prompt_ids, time.perf_counter() - started, params))
+        ids = self._tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt or [])
+        self.hub.publish(finished_from_result(out, ids, time.perf_counter() - started, params))
 
     def score(self, prompt_ids: list[int], continuation_ids: list[int]) -> list[float]:
         self._check_running()

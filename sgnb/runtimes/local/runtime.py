@@ -19,7 +19,8 @@ from sgnb.core.params import SamplingParams
 from sgnb.core.token_trace import TRACE_TOP_K
 from sgnb.core.version_check import installed_sglang
 from sgnb.runtimes import options as start_options
-from sgnb.runtimes.base import GenerateReqInput, Runtime, one_prompt
+from sgnb.runtimes.base import GenerateReqInput, Runtime, is_batch, one_prompt
+from sgnb.runtimes.batch import generate_batch
 from sgnb.runtimes.local.inputs import RidClaims, fit_context, tokenize
 from sgnb.runtimes.local.kv_pool import KVPool
 from sgnb.runtimes.local.model import LocalModel, parse_dtype
@@ -205,6 +206,8 @@ class LocalRuntime(Runtime):
         and shared through the radix cache; streamed, every chunk names its sample in ``index``
         (see :mod:`sgnb.runtimes.local.parallel`).
         """
+        if is_batch(call):  # SGLang's batch: every prompt at once (sgnb.runtimes.batch)
+            return generate_batch(self._generate_request, call, self.abort)
         prompt, input_ids, rid = one_prompt(call)
         sampling_params, stream, kwargs = call.sampling_params, call.stream, call.logprob
         n = parallel_n(sampling_params, kwargs)

@@ -1,0 +1,122 @@
+"""A batch ``generate`` on a runtime that runs one prompt a call (sgnb's local runtime).
+
+SGLang's ``Engine.generate`` takes a list of prompts (texts or ``input_ids`` lists) and runs them
+together: ``TokenizerManager._handle_batch_request`` returns the results in prompt order, each
+prompt's ``n`` samples together, and a stream's chunks name their output in ``"index"``
+(``i * n + j`` for prompt ``i``'s sample ``j``). Here every prompt is its own request, submitted at
+once from a thread each, so the scheduler batches them as SGLang's does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sgnb.runtimes.base import GenerateReqInput
+
+Single = Callable[[GenerateReqInput], Any]
+
+
+def split(req: GenerateReqInput) -> list[GenerateReqInput]:
+    """One request per prompt, rids as ``GenerateReqInput._normalize_rid`` gives them (a string
+    ``rid`` becomes ``{rid}_{i}``; none: sgnb names them so that an interrupted batch can abort its
+    own); ValueError, with SGLang's messages, for an empty batch, a rid list of another length or
+    duplicate rids (``_validate_rid_uniqueness``)."""
+    prompts: list[Any] = list(req.text if req.text is not None else req.input_ids or [])
+    if not prompts:
+        raise ValueError("the batch is empty")
+    if isinstance(req.rid, list):
+        if len(req.rid) != len(prompts):
+            raise ValueError("The specified rids length mismatch with the batch_size for batch processing.")
+        duplicates = sorted({r for r in req.rid if req.rid.count(r) > 1})
+        if duplicates:
+            raise ValueError(f"Duplicate request IDs detected within the request: {duplicates}")
+        rids = list(req.rid)
+    else:
+        base = req.rid if req.rid is not None else f"sgnb-batch-{time.monotonic_ns()}"
+        rids = [f"{base}_{i}" for i in range(len(prompts))]
+    text = req.text is not None
+    return [
+        dataclasses.replace(req, text=p if text else None, input_ids=None if text else p, rid=r)
+        for p, r in zip(prompts, rids, strict=True)
+    ]
+
+
+def generate_batch(single: Single, req: GenerateReqInput, abort: Callable[[str], None]) -> Any:
+    """``single`` run on every prompt of ``req`` at once: the list of results, or a stream.
+
+    ``abort(rid)`` aborts a request: a Ctrl-C, a closed stream or one request's error aborts the others.
+    """
+    parts = split(req)
+    n = int(req.sampling_params.get("n") or 1)
+
+    def abort_all() -> None:
+        for part in parts:
+            abort(str(part.rid))
+
+    if req.stream:
+        return _stream(single, parts, n, abort_all)
+    results: list[Any] = [None] * len(parts)
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            results[i] = single(parts[i])
+        except BaseException as exc:  # re-raised on the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(parts))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.05)  # short waits keep Ctrl-C responsive
+    except KeyboardInterrupt:
+        abort_all()
+        raise
+    if errors:
+        abort_all()
+        raise errors[0]
+    flat: list[Any] = []
+    for r in results:
+        flat.extend(r if isinstance(r, list) else [r])
+    return flat
+
+
+def _stream(
+    single: Single, parts: list[GenerateReqInput], n: int, abort_all: Callable[[], None]
+) -> Iterator[dict[str, Any]]:
+    chunks: queue.Queue[Any] = queue.Queue()
+    done = object()
+    streams: list[Any] = []
+    for part in parts:  # every request checked (ValueError) before any chunk is read
+        streams.append(single(part))
+
+    def pump(i: int, stream: Iterator[dict[str, Any]]) -> None:
+        try:
+            for chunk in stream:
+                chunks.put({**chunk, "index": i * n + int(chunk.get("index", 0))})
+        except BaseException as exc:
+            chunks.put(exc)
+        chunks.put(done)
+
+    for i, stream in enumerate(streams):
+        threading.Thread(target=pump, args=(i, stream), daemon=True).start()
+    finished = 0
+    try:
+        while finished < len(streams):
+            item = chunks.get()
+            if item is done:
+                finished += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    except BaseException:  # Ctrl-C, a closed stream (GeneratorExit) or one request's error
+        abort_all()
+        raise
