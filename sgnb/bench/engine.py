@@ -30,9 +30,11 @@ PROMPTS = 256
 NEW_TOKENS = 32
 WATCH_PROMPTS = 64
 WATCH_TOKENS = 128
-# The engine's start options for every Engine here (the GPU tests' settings): small KV pool, a third of
-# the GPU, so that a server for the RuntimeEndpoint side fits beside it.
+# The start options of the Engines that measure overheads (the GPU tests' settings): a small KV pool, so
+# that a server for the RuntimeEndpoint side fits beside it, and CUDA graphs off on both sides (each
+# start ~30 s instead of ~60 s; a ratio of like with like). graph_figures measures the graph settings.
 ENGINE_OPTIONS: dict[str, Any] = {"max_total_tokens": 20000, "mem_fraction_static": 0.3}
+OVERHEAD_OPTIONS: dict[str, Any] = {**ENGINE_OPTIONS, "disable_cuda_graph": True}
 # CUDA-graph settings compared by --graphs: sgnb's notebook default (off), a few small batch sizes, SGLang's.
 GRAPH_SETTINGS: dict[str, dict[str, Any]] = {
     "off": {"disable_cuda_graph": True},
@@ -192,7 +194,7 @@ def run_engine_bench(
     ``Engine.shutdown`` kills every child process of its caller, so two must never overlap)."""
     from sgnb.runtimes.factory import start_runtime
 
-    options = dict(ENGINE_OPTIONS) if runtime == "engine" else {}
+    options = dict(OVERHEAD_OPTIONS) if runtime == "engine" else {}
     results: dict[str, Any] = {"runtime": runtime, "model": model, "reps": reps}
     watch_n, watch_tokens = (WATCH_PROMPTS, WATCH_TOKENS) if runtime == "engine" else (4, 16)
 
@@ -236,7 +238,14 @@ def run_engine_bench(
 
 
 def engine_flags(options: dict[str, Any]) -> str:
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+    """``%sglang start`` flags for ``options`` (``sgnb.serve.launch.server_command`` takes them)."""
+    from sgnb.runtimes.options import BY_NAME
+
+    flags = []
+    for key, value in options.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        flags.append(f"--{key.replace('_', '-')} {text}" if key in BY_NAME else f"--engine-arg {key}={text}")
+    return " ".join(flags)
 
 
 def graph_figures(model: str, reps: int) -> dict[str, Any]:
@@ -248,9 +257,9 @@ def graph_figures(model: str, reps: int) -> dict[str, Any]:
         t = time.perf_counter()
         rt = start_runtime(model, "engine", kv_events=False, **ENGINE_OPTIONS, **setting)
         start = time.perf_counter() - t
-        try:
-            one = [decode_tok_s(rt, 1, WATCH_TOKENS)() for _ in range(reps + 1)][1:]
-            many = [decode_tok_s(rt, WATCH_PROMPTS, WATCH_TOKENS)() for _ in range(reps + 1)][1:]
+        try:  # 3 repetitions after a warm-up: decode speed only decides a default here
+            one = [decode_tok_s(rt, 1, WATCH_TOKENS)() for _ in range(4)][1:]
+            many = [decode_tok_s(rt, WATCH_PROMPTS, WATCH_TOKENS)() for _ in range(4)][1:]
         finally:
             rt.stop()
         figures[name] = {
