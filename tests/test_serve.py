@@ -275,7 +275,6 @@ BAD_GENERATE = {
     "invalid json_schema": b'{"text": "hi", "sampling_params": {"json_schema": "{not json"}}',
     "two constraints": b'{"text": "hi", "sampling_params": {"regex": "a", "ebnf": "root ::= \\"a\\""}}',
     "top_p out of range": b'{"text": "hi", "sampling_params": {"top_p": 1.5}}',
-    "stream a batch": b'{"text": ["a", "b"], "stream": true}',
     "logprob_start_len past the prompt": b'{"text": "hi", "return_logprob": true, "logprob_start_len": 50}',
 }
 
@@ -307,18 +306,17 @@ def sglang_checks_before_the_stream(body: Any) -> bool:
 STREAMABLE = [c for c in BAD_GENERATE if BAD_GENERATE[c].startswith(b'{"text": "hi", ') and c != "NaN"]
 
 
-@pytest.mark.parametrize(
-    "case", [*STREAMABLE, "neither", "token id out of range", "empty prompt", "stream a batch"]
-)
+@pytest.mark.parametrize("case", [*STREAMABLE, "neither", "token id out of range", "empty prompt"])
 def test_bad_streamed_generate_as_sglang(http: httpx.Client, case: str) -> None:
     """The same bodies with ``stream: true``: a 400 JSON where SGLang refuses before the stream
     (contract), else SGLang's 200 + one ``invalid_request_error`` event + ``[DONE]``
-    (``serve_generate_request``) with the message of the non-streamed 400; a stream of a batch is
-    sgnb's own 400 naming the feature, as is a field sgnb cannot honour (``beam_width``)."""
+    (``serve_generate_request``) with the message of the non-streamed 400; a field sgnb cannot
+    honour (``beam_width``) is sgnb's own 400 naming the feature (a streamed batch is served:
+    tests/test_serve_batch_stream.py)."""
     body = {**json.loads(BAD_GENERATE[case]), "stream": True}
     plain = http.post("/generate", content=BAD_GENERATE[case], headers={"content-type": "application/json"})
     res = http.post("/generate", json=body)
-    if case == "stream a batch" or "not supported by sgnb serve" in plain.text:
+    if "not supported by sgnb serve" in plain.text:
         assert res.status_code == 400 and "not supported by sgnb serve" in error_message(res.json())
     elif sglang_checks_before_the_stream(body):
         assert res.status_code == 400 and res.headers["content-type"].startswith("application/json"), res.text

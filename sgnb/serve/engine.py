@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from sgnb.serve.schemas import MAX_BATCH, BadRequest, Item
@@ -135,6 +136,28 @@ class Engine:
         )
         return self._pump(item, chunks)
 
+    async def open_batch_stream(self, items: list[Item]) -> AsyncGenerator[dict[str, Any], None]:
+        """Submit every prompt of a streamed batch at once and return their chunks interleaved as
+        they come, each with its ``index`` in the batch's result list: prompt ``i``'s sample ``j`` at
+        ``i * n + j`` (``TokenizerManager._handle_batch_request`` lists the rids prompt-major and
+        ``_stream_batch_responses`` sets ``index`` from that list).
+
+        All prompts are checked before any is submitted (ValueError here, as :meth:`generate_batch`);
+        they are submitted together, so the scheduler runs them in one batch.
+        """
+        for item in items:
+            await self.call(self.validate, item)
+        n = parallel_n(items[0])
+        # each item's rid now, so a failure to open one can abort those already submitted
+        items = [replace(item, rid=item.rid or uuid.uuid4().hex) for item in items]
+        opened = await asyncio.gather(*(self.open_stream(item) for item in items), return_exceptions=True)
+        failed = next((o for o in opened if isinstance(o, BaseException)), None)
+        if failed is not None:
+            for item in items:
+                self.rt.abort(item.rid)
+            raise failed
+        return interleave([o for o in opened if not isinstance(o, BaseException)], n)
+
     async def _pump(self, item: Item, chunks: Any) -> AsyncGenerator[dict[str, Any], None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -228,3 +251,29 @@ def flatten(outs: list[Any]) -> list[dict[str, Any]]:
 
 async def _once(value: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     yield value
+
+
+async def interleave(
+    streams: list[AsyncGenerator[dict[str, Any], None]], n: int
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The chunks of every stream, in the order they come, stream ``i``'s chunk for sample ``j``
+    (its ``index``, 0 without one) as ``index`` ``i * n + j``; as SGLang's
+    ``TokenizerManager._stream_batch_responses``. Closing it (a client gone) or a stream's error
+    closes every stream, which aborts their requests."""
+    pending = {asyncio.ensure_future(s.__anext__()): i for i, s in enumerate(streams)}
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                i = pending.pop(task)
+                try:
+                    chunk = task.result()
+                except StopAsyncIteration:
+                    continue
+                yield {**chunk, "index": i * n + int(chunk.get("index", 0))}
+                pending[asyncio.ensure_future(streams[i].__anext__())] = i
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*(s.aclose() for s in streams), return_exceptions=True)

@@ -3,7 +3,9 @@
 ``/generate`` takes ``text`` or ``input_ids`` (one prompt or a batch), ``sampling_params`` (with
 ``regex`` / ``json_schema`` / ``ebnf``), ``stream``, and ``return_logprob`` + ``logprob_start_len``
 + ``return_text_in_logprobs`` - what ``sglang.RuntimeEndpoint`` sends for ``gen`` and ``select``.
-A stream is ``data: {...}\\n\\n`` chunks holding the text so far, then ``data: [DONE]\\n\\n``.
+A stream is ``data: {...}\\n\\n`` chunks holding the text so far, then ``data: [DONE]\\n\\n``; a
+streamed batch (or ``n > 1``) interleaves every output's chunks, each naming its output in ``index``
+(prompt ``i``'s sample ``j`` at ``i * n + j``, as ``TokenizerManager._handle_batch_request``).
 """
 
 from __future__ import annotations
@@ -81,8 +83,15 @@ async def generate(request: Request) -> Response:
         req, items, batched = parse_generate(body, ctx.runtime.tokenizer, vocab_size(ctx))
         n = fan_out(items)
         if req.stream:
-            chunks = await ctx.engine.open_stream(items[0])
-            return StreamingResponse(_sse_generate(ctx, items[0], chunks), media_type="text/event-stream")
+            # a batch: every prompt's chunks interleaved, each with its "index" (as SGLang's
+            # TokenizerManager._handle_batch_request in stream mode); one prompt with n > 1 gets
+            # its samples' index from the runtime (sgnb.runtimes.local.parallel)
+            if batched:
+                chunks = await ctx.engine.open_batch_stream(items)
+            else:
+                chunks = await ctx.engine.open_stream(items[0])
+            sent = _sse_generate(ctx, items, n, chunks)
+            return StreamingResponse(sent, media_type="text/event-stream")
     except ValueError as exc:
         if refused_in_stream(exc) and streamed(body):
             return StreamingResponse(_sse_refusal(exc), media_type="text/event-stream")
@@ -102,12 +111,15 @@ async def generate(request: Request) -> Response:
 
 
 async def _sse_generate(
-    ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None]
+    ctx: ServeContext, items: list[Item], n: int, chunks: AsyncGenerator[dict[str, Any], None]
 ) -> AsyncIterator[bytes]:
+    """``chunks`` as SSE events, then ``[DONE]``; each output's last chunk counted in the metrics
+    under its prompt (``items[index // n]``: outputs are prompt-major, ``n`` per prompt)."""
     try:
         async for chunk in chunks:  # text already held back as SGLang's stream (sgnb.core.detokenize)
             final = chunk["meta_info"].get("finish_reason") is not None
             yield sse(chunk)
+            item = items[int(chunk.get("index", 0)) // n]
             if final and item.log_metrics:
                 ctx.metrics.observe(chunk["meta_info"], streaming=True, constraint=item.constraint)
     except Exception as exc:  # the runtime failed mid-stream: tell the client, then end the stream

@@ -95,8 +95,6 @@ def parse_generate(body: Any, tokenizer: Any, vocab_size: int) -> tuple[Generate
     n = len(ones)
     if n > MAX_BATCH:
         raise BadRequest(f"a batch holds at most {MAX_BATCH} prompts, got {n}")
-    if batched and obj.stream:
-        raise Unsupported("stream with a batch of prompts is not supported by sgnb serve")
     items = []
     for one in ones:
         params = sgnb_params(dict(one.sampling_params or {}), tokenizer, vocab_size)

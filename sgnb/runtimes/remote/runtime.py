@@ -24,13 +24,18 @@ if TYPE_CHECKING:
     from sgnb.core.grammar import GrammarCompiler
 
 
-def _outputs(body: dict[str, Any]) -> int:
+def outputs_of(body: dict[str, Any]) -> int:
     """How many outputs a ``/generate`` body asks for: prompts x ``n`` (batch-major)."""
     prompts = body.get("input_ids")
     if prompts is None:
         prompts = body.get("text")
     batch = len(prompts) if isinstance(prompts, list) and prompts and not isinstance(prompts[0], int) else 1
-    n = (body.get("sampling_params") or {}).get("n") or 1
+    params = body.get("sampling_params") or {}
+    if isinstance(
+        params, list
+    ):  # one per prompt: n is the first's (GenerateReqInput._handle_parallel_sampling)
+        params = params[0] if params else {}
+    n = params.get("n") or 1
     return batch * max(1, int(n))
 
 
@@ -239,7 +244,7 @@ class RemoteRuntime(KVEventsTree, Runtime):
 
     def _stream(self, body: dict[str, Any], started: float, added: bool) -> Iterator[dict[str, Any]]:
         # n > 1 or a batch: the samples' chunks interleave, each naming its sample in "index"
-        outputs = _outputs(body)
+        outputs = outputs_of(body)
         last: dict[int, dict[str, Any]] = {}
         # traced (tracing asked for the logprobs): each token is published as it arrives (TokenStep)
         steps = None
