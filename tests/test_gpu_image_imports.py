@@ -51,3 +51,17 @@ def test_gpu_tests_collect_without_the_cpu_only_test_dependencies() -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "test_gpu_engine.py" in done.stdout  # the GPU tests themselves were collected
+
+
+def test_sglang_global_config_only_through_version_check() -> None:
+    """sglang 0.5.17 (the GPU bundle) keeps ``global_config`` in ``sglang.global_config``; a direct
+    ``from sglang.lang.global_config import`` broke every engine path there (measured 2026-11-30)."""
+    import pathlib
+
+    root = pathlib.Path(__file__).parent.parent / "sgnb"
+    direct = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if path.name != "version_check.py" and "sglang.lang.global_config import" in path.read_text()
+    ]
+    assert not direct, f"use sgnb.core.version_check.sglang_global_config() in {direct}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from importlib import metadata
+from typing import Any
 
 SGNB_VERSION = "0.1.0"  # pyproject.toml's version; sgnb.__version__
 SGLANG_PIN = "0.5.23"
@@ -49,3 +50,14 @@ def check_sglang_version(strict: bool = False) -> str:
             raise SGLangVersionError(message)
         warnings.warn(message, stacklevel=2)
     return found
+
+
+def sglang_global_config() -> Any:
+    """SGLang's frontend ``global_config`` (default backend, detokenization flags), wherever this
+    release keeps it: ``sglang.lang.global_config`` since 0.5.18, ``sglang.global_config`` before
+    (0.5.17 is the GPU bundle's release)."""
+    try:
+        from sglang.lang.global_config import global_config
+    except ImportError:  # sglang <= 0.5.17
+        from sglang.global_config import global_config  # type: ignore[no-redef,import-not-found,unused-ignore]
+    return global_config

@@ -77,11 +77,9 @@ def program_source(body: str) -> str:
 
 def _runtime_of(backend: Any) -> Any:
     if backend is None:
-        try:
-            from sglang.lang.global_config import global_config
-        except ImportError:  # sglang <= 0.5.17
-            from sglang.global_config import global_config
-        backend = global_config.default_backend
+        from sgnb.core.version_check import sglang_global_config
+
+        backend = sglang_global_config().default_backend
     return getattr(backend, "runtime", None)
 
 

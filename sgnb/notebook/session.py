@@ -116,10 +116,9 @@ class Session:
 
 def _clear_default_backend(backend: Any) -> None:
     """Unset sglang's default backend if it is still ours (its home moved between releases)."""
-    try:
-        from sglang.lang.global_config import global_config
-    except ImportError:  # sglang <= 0.5.17
-        from sglang.global_config import global_config
+    from sgnb.core.version_check import sglang_global_config
+
+    global_config = sglang_global_config()
     if backend is not None and global_config.default_backend is backend:
         global_config.default_backend = None
 

@@ -15,12 +15,12 @@ from typing import Any
 from sglang.lang.backend.base_backend import BaseBackend
 from sglang.lang.chat_template import ChatTemplate, get_chat_template, get_chat_template_by_model_path
 from sglang.lang.choices import ChoicesDecision, ChoicesSamplingMethod, token_length_normalized
-from sglang.lang.global_config import global_config
 from sglang.lang.interpreter import StreamExecutor
 from sglang.lang.ir import REGEX_BOOL, REGEX_FLOAT, REGEX_INT, REGEX_STR, SglSamplingParams
 
 from sgnb.core.chat_template import register as register_smollm2
 from sgnb.core.logprobs import LOGPROB_FIELDS
+from sgnb.core.version_check import sglang_global_config
 from sgnb.runtimes.base import Runtime, model_path_hint
 
 _DTYPE_REGEX = {"int": REGEX_INT, "float": REGEX_FLOAT, "str": REGEX_STR, "bool": REGEX_BOOL}
@@ -74,8 +74,8 @@ class SgnbBackend(BaseBackend):
         # What RuntimeEndpoint.generate sends: the global detokenization flags, then the gen()
         # parameters. A null max_new_tokens means "up to the context length" there, so it is kept.
         params: dict[str, Any] = {
-            "skip_special_tokens": global_config.skip_special_tokens_in_output,
-            "spaces_between_special_tokens": global_config.spaces_between_special_tokens_in_out,
+            "skip_special_tokens": sglang_global_config().skip_special_tokens_in_output,
+            "spaces_between_special_tokens": sglang_global_config().spaces_between_special_tokens_in_out,
         }
         for key, value in sp.to_srt_kwargs().items():
             if (value is not None or key == "max_new_tokens") and value != () and value != []:

@@ -62,8 +62,12 @@ def worker_command(
         from sgnb.core.models import BUNDLED, bundled_model_dir
 
         path = str(bundled_model_dir()) if model == BUNDLED else model  # SGLang knows no "bundled"
-        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", path]
-        cmd += ["--host", HOST, "--port", str(port), "--base-gpu-id", str(index), "--enable-metrics"]
+        from sgnb.serve.launch import ENGINE_DEFAULTS
+
+        # triton attention and the pytorch sampler, as every sgnb Engine: SGLang's default on Hopper is FA3,
+        # whose kernels the GPU bundle leaves out (measured: "Can not import FA3 in sgl_kernel").
+        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", path, *ENGINE_DEFAULTS]
+        cmd += ["--host", HOST, "--port", str(port), "--base-gpu-id", str(index)]
         cmd += ["--kv-events-config", events, *args]
         return cmd, {}
     cmd = [

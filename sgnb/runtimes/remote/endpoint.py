@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
-from sglang.lang.global_config import global_config
 from sglang.lang.interpreter import StreamExecutor
 from sglang.lang.ir import SglSamplingParams
 
 from sgnb.core.logprobs import LOGPROB_FIELDS
+from sgnb.core.version_check import sglang_global_config
 
 # RuntimeEndpoint.generate / generate_stream copy these from gen()'s parameters when set
 _SENT_FIELDS = tuple(f for f in LOGPROB_FIELDS if f != "token_ids_logprob")
@@ -40,8 +40,8 @@ class SgnbEndpoint(RuntimeEndpoint):
         data: dict[str, Any] = {
             "text": s.text_,
             "sampling_params": {
-                "skip_special_tokens": global_config.skip_special_tokens_in_output,
-                "spaces_between_special_tokens": global_config.spaces_between_special_tokens_in_out,
+                "skip_special_tokens": sglang_global_config().skip_special_tokens_in_output,
+                "spaces_between_special_tokens": sglang_global_config().spaces_between_special_tokens_in_out,
                 **sampling_params.to_srt_kwargs(),
             },
         }
