@@ -222,3 +222,79 @@ def test_stop_leaves_no_process_behind(c: Cluster) -> None:
     assert len(pids) >= 3  # two workers and the router
     c.stop()
     assert pids_alive(pids) == []
+
+
+def test_a_batch_through_the_router_as_sglang_answers_it() -> None:
+    """A batch ``generate`` on a cluster session, as SGLang's server answers it.
+
+    sglang-router 0.3.2 refuses a batch of texts (422: ``GenerateRequest.text`` is one string in
+    sgl-router's ``src/protocols/generate.rs``) and forwards an ``input_ids`` batch whole to one
+    worker. ClusterRuntime sends the first as one request per prompt, concurrently, each routed on
+    its own (to the worker that holds its prefix), the second as it is. Either way the answer is
+    SGLang's batch shape (prompt-major, ``n`` per prompt; streamed, SGLang's ``index``), the same
+    as one worker's own answer to the whole batch, and every output is one tagged row of the session.
+    """
+    from test_serve_batch_stream import finals_by_index, sglang_stream_indices
+
+    from sgnb.core.events import EventLog, RequestFinished
+
+    handle = cluster(workers=2, policy="cache_aware", runtime="local")
+    try:
+        rt = handle.runtime
+        log = EventLog(rt.hub)
+        greedy = {"max_new_tokens": 6, "temperature": 0}
+        topics = ("owls", "deserts")
+        prefix = {t: f"{t.title()}! " + sys_prompt(t) for t in topics}
+        refused = requests.post(handle.url + "/generate", json={"text": list(prefix.values())}, timeout=60)
+        assert refused.status_code == 422 and "text: invalid type: sequence" in refused.text
+
+        # where each topic's prefix lives: one request each, tagged from the workers' KV events
+        homes = []
+        for topic in topics:
+            single = rt.generate(prefix[topic] + "Say hello.", **greedy)
+            assert rt.wait_tagged(10)
+            homes.append(handle.served_by(single["meta_info"]["id"]))
+        assert all(home in (0, 1) for home in homes), homes
+
+        prompts = [prefix[t] + f"Name one fact about {t}." for t in topics]
+        before = [w.requests for w in handle.workers]
+        outs = rt.generate(prompts, n=2, **greedy)
+        assert rt.wait_tagged(10)
+        moved = [b - a for a, b in zip(before, [w.requests for w in handle.workers], strict=True)]
+        assert sum(moved) == 4  # each prompt's 2 samples, counted by the worker that ran them
+        ids = [rt.tokenizer.encode(p) for p in prompts]
+        assert [o["meta_info"]["prompt_tokens"] for o in outs] == [len(ids[0])] * 2 + [len(ids[1])] * 2
+        for i, out in enumerate(outs):  # each prompt went to the worker holding its prefix
+            assert handle.served_by(out["meta_info"]["id"]) == homes[i // 2], (i, homes)
+        worker = requests.post(
+            handle.workers[0].url + "/generate",
+            json={"text": prompts, "sampling_params": {**greedy, "n": 2}},
+            timeout=120,
+        ).json()
+        assert [(o["text"], o["output_ids"]) for o in outs] == [(o["text"], o["output_ids"]) for o in worker]
+
+        body = {"text": prompts, "sampling_params": {**greedy, "n": 2}, "stream": True}
+        want = sglang_stream_indices(body)
+        finals = finals_by_index(list(rt.generate(prompts, n=2, stream=True, **greedy)))
+        assert sorted(finals) == sorted(want) == [0, 1, 2, 3]
+        for index, chunk in finals.items():
+            assert chunk["meta_info"]["prompt_tokens"] == len(ids[want[index]])
+            assert (chunk["text"], chunk["output_ids"]) == (outs[index]["text"], outs[index]["output_ids"])
+
+        # input_ids: the router forwards the batch whole, to one worker
+        before = [w.requests for w in handle.workers]
+        whole = rt.generate(input_ids=ids, **greedy)
+        moved = [b - a for a, b in zip(before, [w.requests for w in handle.workers], strict=True)]
+        assert sorted(moved) == [0, 2], moved
+        assert [(o["text"], o["output_ids"]) for o in whole] == [
+            (o["text"], o["output_ids"]) for o in outs[::2]
+        ]
+        streamed = finals_by_index(list(rt.generate(input_ids=ids, stream=True, **greedy)))
+        assert [(streamed[i]["text"], streamed[i]["output_ids"]) for i in (0, 1)] == [
+            (o["text"], o["output_ids"]) for o in whole
+        ]
+        assert rt.wait_tagged(10)
+        rows = [e.rid for e in log.of_type(RequestFinished)]
+        assert len(rows) == len(set(rows)) == 2 + 4 + 4 + 2 + 2  # one row per output
+    finally:
+        handle.stop()

@@ -19,6 +19,7 @@ worker's ``/metrics``: the panel's workers table, ``%sglang cluster status``, :m
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,8 @@ import requests
 
 from sgnb.core.events import finished_from_result
 from sgnb.runtimes.remote import RemoteRuntime
+from sgnb.runtimes.remote.runtime import outputs_of
+from sgnb.scaleout import batches
 
 
 class ClusterRuntime(RemoteRuntime):
@@ -42,12 +45,20 @@ class ClusterRuntime(RemoteRuntime):
             self._backend = SgnbBackend(self)
         return self._backend
 
-    def _prompt_ids(self, body: dict[str, Any]) -> list[int]:
-        """The request's prompt token ids as the workers count them (SGLang encodes with special tokens)."""
-        if body.get("input_ids") is not None:
-            return [int(t) for t in body["input_ids"]]
-        tok = self.tokenizer
-        return [] if tok is None else [int(t) for t in tok.encode(str(body.get("text", "")))]
+    def request(self, body: dict[str, Any]) -> Any:
+        """:meth:`RemoteRuntime.request` through the router. A batch the router refuses (texts, or a
+        per-prompt list of a field it types as one value: :mod:`sgnb.scaleout.batches`) is sent as one
+        request per prompt, concurrently, and answered in SGLang's batch shape: a list, prompt-major
+        (``n`` results per prompt), or streamed, chunks carrying their ``index`` in that list."""
+        if batches.router_takes(body):
+            return super().request(body)
+        subs = batches.split(body)
+        send = super().request
+        if body.get("stream"):
+            return batches.interleave(
+                [functools.partial(send, sub) for sub in subs], batches.parallel_n(body)
+            )
+        return batches.gather(send, subs)
 
     # Every request this runtime sends reaches the router through ``_post`` (whole answers) or
     # ``_sse`` (streams): ``generate`` either way, ``score`` (DSL ``select``, ``cache_prefix``).
@@ -62,18 +73,24 @@ class ClusterRuntime(RemoteRuntime):
         res = super()._post(path, body, stream)
         if path == "/generate" and not stream:
             data = res.json()
-            ids = self._prompt_ids(body)
-            for out in data if isinstance(data, list) else [data]:  # a list: n > 1 samples
+            outs = data if isinstance(data, list) else [data]  # a list: n > 1 samples or a batch
+            for index, out in enumerate(outs):
+                ids = self._prompt_of(body, index, len(outs))
                 self._submit(dict(out), ids, sent_at, started, body.get("sampling_params") or {})
         return res
 
     def _sse(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         sent_at, started = time.time(), time.perf_counter()
-        last = None
-        for last in super()._sse(path, body):
-            yield last
-        if path == "/generate" and last is not None:
-            self._submit(last, self._prompt_ids(body), sent_at, started, body.get("sampling_params") or {})
+        last: dict[int, dict[str, Any]] = {}  # each output's last chunk (n > 1 or a batch: by index)
+        for chunk in super()._sse(path, body):
+            if "meta_info" in chunk:
+                last[int(chunk.get("index", 0))] = chunk
+            yield chunk
+        if path == "/generate":
+            outputs = outputs_of(body)
+            for index in sorted(last):
+                ids = self._prompt_of(body, index, outputs)
+                self._submit(last[index], ids, sent_at, started, body.get("sampling_params") or {})
 
     def _submit(
         self, out: dict[str, Any], ids: list[int], sent_at: float, started: float, params: dict[str, Any]
