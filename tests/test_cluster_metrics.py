@@ -135,6 +135,7 @@ def test_requests_sent_straight_to_the_router_count(c: Cluster) -> None:
         assert set(by) == {"w0", "w1", "all"}
         assert by["all"]["requests"] == totals["requests"] >= 6
         assert [by[f"w{i}"]["requests"] for i in range(2)] == [w.requests for w in after]
+        assert f"all 2/2 alive: {totals['requests']} requests" in repr(panel)  # the text form too
         # one request through the session: a row, tagged by the worker whose KV events show it
         c.runtime.generate(
             prefix + "Question 9: which port is oldest?", {"max_new_tokens": 4, "temperature": 0}
@@ -182,7 +183,12 @@ def test_a_killed_worker_shows_dead_and_keeps_what_it_served(c: Cluster) -> None
         panel.close()
 
 
-def test_stop_leaves_no_process_behind(c: Cluster) -> None:
+def test_stop_leaves_no_process_behind_and_panels_keep_the_live_figures(c: Cluster) -> None:
+    panel = c.runtime.cache_panel()
+    live = list(panel.workers)
     pids = c.pids()
     c.stop()
     assert pids_alive(pids) == []
+    panel.poll_figures()  # what its polling thread would do next: a stopped cluster changes nothing
+    assert panel.workers == live and live[-1]["state"] == "1/2 alive"
+    panel.close()

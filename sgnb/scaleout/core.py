@@ -96,6 +96,7 @@ class Cluster:
         self.finished: collections.deque[RequestFinished] = collections.deque(maxlen=1000)
         self.attributor = Attributor(self.indexes, self._tagged)
         self.started = False
+        self.stopped = False
 
     @staticmethod
     def _check_gpus(workers: int) -> None:
@@ -190,6 +191,7 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop the router and every worker; RuntimeError if any PID it started is still alive."""
+        self.stopped = True  # views freeze at their last live figures (sgnb.scaleout.views)
         if self._runtime is not None:
             self._runtime.stop()
         self.attributor.close()

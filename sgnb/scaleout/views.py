@@ -59,17 +59,32 @@ class WorkerCachePanel(CachePanel):
     def poll_figures(self) -> None:
         """Read every worker's ``/metrics`` now into ``workers`` (one row each, then ``all``)."""
         workers = self.cluster.workers
+        if self.cluster.stopped and self.workers:  # stopped while reading: keep the live figures
+            return
         self.workers = [w.as_row() for w in workers] + [self.cluster.totals(workers)]
 
     def _poll(self, every: float) -> None:
         while not self._closed.wait(every):
-            if not self.cluster.started or not any(p.alive() for p in self.cluster.procs):
-                self._closed.set()  # the cluster stopped: nothing more to read
+            if self.cluster.stopped:  # stopped on purpose: keep the last live figures
+                return
+            if not any(p.alive() for p in self.cluster.procs):  # every worker died: show it, then stop
                 with contextlib.suppress(Exception):
                     self.poll_figures()
                 return
             with contextlib.suppress(Exception):  # a worker going away mid-read: next tick
                 self.poll_figures()
+
+    def _summary(self) -> str:
+        figures = "; ".join(
+            f"{w['worker']} {w['state']}: {w['requests']} requests, hit rate {_pct(float(w['hit_rate']))}"
+            + (
+                f", load {w['running'] + w['queued']}"
+                if w["worker"] != "all" and w["state"] == "alive"
+                else ""
+            )
+            for w in self.workers
+        )
+        return super()._summary() + (f"\nworkers' own /metrics (every client): {figures}" if figures else "")
 
     def close(self) -> None:
         self._closed.set()
