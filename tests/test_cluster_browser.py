@@ -51,7 +51,10 @@ def test_cluster_cache_panel_has_a_worker_column_and_fits_1300px(lab: dict[str, 
             while (len(panels) < 2 or len(panels[-1]["workers"]) < 3) and time.time() < deadline:
                 time.sleep(0.3)
                 panels = page.evaluate(MEASURE)
-            page.screenshot(path=str(ARTIFACTS / "browser-cluster-panel.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "browser-cluster-panel.png"))
+            last = page.locator(".sgnb-cache >> nth=-1")
+            last.scroll_into_view_if_needed()
+            last.screenshot(path=str(ARTIFACTS / "cluster-cache-panel.png"))
             print("cache panels at 1300 px:", json.dumps(panels))
             assert len(panels) == 2, panels
             stats = panels[-1]

@@ -24,7 +24,7 @@ const CSS = `
   width: 100%; max-width: 0; overflow: hidden; text-overflow: ellipsis; }
 .sgnb-cache td.p { cursor: pointer; }
 .sgnb-cache td.p.open { white-space: pre-wrap; word-break: break-word; }
-.sgnb-cache td.w { text-align: left; }
+.sgnb-cache td.w, .sgnb-cache th.w { text-align: left; }
 .sgnb-cache .wk { margin: 2px 0 4px; }
 .sgnb-cache .wk table { width: auto; }
 .sgnb-cache .wk tr.dead td { color: #b00; }
