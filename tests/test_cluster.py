@@ -247,6 +247,7 @@ def test_a_batch_through_the_router_as_sglang_answers_it() -> None:
         prefix = {t: f"{t.title()}! " + sys_prompt(t) for t in topics}
         refused = requests.post(handle.url + "/generate", json={"text": list(prefix.values())}, timeout=60)
         assert refused.status_code == 422 and "text: invalid type: sequence" in refused.text
+        assert rt.generate([], **greedy) == [] and list(rt.generate([], stream=True, **greedy)) == []
 
         # where each topic's prefix lives: one request each, tagged from the workers' KV events
         homes = []

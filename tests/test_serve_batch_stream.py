@@ -28,16 +28,15 @@ from sgnb.runtimes.remote import RemoteRuntime
 PROMPTS = ["The capital of France is", "One two three", "Hello"]  # 5, 3 and 1 tokens: told apart by length
 
 
-def sglang_stream_indices(body: dict[str, Any]) -> dict[int, int]:
-    """``{index: prompt position}`` of every output SGLang streams for this batch ``body``: its own
-    ``GenerateReqInput.normalize_batch_and_arguments`` and ``TokenizerManager._handle_batch_request``
-    (with ``_stream_batch_responses``) run over stand-ins for the tokenizer and the scheduler, each
-    output answering with its prompt."""
+def sglang_batch_answer(body: dict[str, Any]) -> list[Any]:
+    """What SGLang's ``TokenizerManager._handle_batch_request`` yields for this batch ``body`` (each
+    streamed output, or the one list of outputs), after its own ``GenerateReqInput.
+    normalize_batch_and_arguments``; run over stand-ins for the tokenizer and the scheduler, each
+    output answering ``{"prompt": its prompt, "meta_info": {"id": its rid}}``."""
     from sglang.srt.managers.io_struct import GenerateReqInput
     from sglang.srt.managers.tokenizer_manager import TokenizerManager
 
     key = "text" if body.get("text") is not None else "input_ids"
-    prompts = body[key]
     obj = GenerateReqInput(**body)
     obj.normalize_batch_and_arguments()
     tm: Any = object.__new__(TokenizerManager)  # its __init__ starts ZMQ and a tokenizer: not needed
@@ -68,10 +67,17 @@ def sglang_stream_indices(body: dict[str, Any]) -> dict[int, int]:
     init_state(obj)
     states = {rid: tm.rid_to_state[rid] for rid in obj.rid}
 
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> list[Any]:
         return [out async for out in tm._handle_batch_request(obj, None, states)]
 
-    return {out["index"]: prompts.index(out["prompt"]) for out in asyncio.run(run())}
+    return asyncio.run(run())
+
+
+def sglang_stream_indices(body: dict[str, Any]) -> dict[int, int]:
+    """``{index: prompt position}`` of every output SGLang streams for this batch ``body``
+    (:func:`sglang_batch_answer`, ``_stream_batch_responses`` setting ``index``)."""
+    prompts = body["text"] if body.get("text") is not None else body["input_ids"]
+    return {out["index"]: prompts.index(out["prompt"]) for out in sglang_batch_answer(body)}
 
 
 def sse_chunks(res: requests.Response) -> list[dict[str, Any]]:
@@ -149,6 +155,21 @@ def test_streamed_batch_interleaves_every_output_with_sglang_index(
         assert [finals[i]["meta_info"]["id"] for i in sorted(finals)] == body["rid"]
     # one prompt after another would take a step per token of each output at least
     assert len(finals) == 1 or steps < sum(c["meta_info"]["completion_tokens"] for c in finals.values())
+    assert_idle_balanced(rt)
+
+
+def test_an_empty_batch_as_sglang(http: httpx.Client, rt: Any) -> None:
+    """``{"text": []}``: SGLang's normalisation admits a batch of none, and ``_handle_batch_request``
+    answers it with no outputs: ``[]``, or a stream of only ``[DONE]`` (was a 500 here)."""
+    for stream in (False, True):
+        body = {"text": [], "sampling_params": {"max_new_tokens": 2}, "stream": stream}
+        res = http.post("/generate", json=body)
+        assert res.status_code == 200, res.text
+        if stream:
+            assert sglang_batch_answer(body) == []
+            assert res.text == "data: [DONE]\n\n"
+        else:
+            assert [res.json()] == sglang_batch_answer(body) == [[]]  # it yields the one list
     assert_idle_balanced(rt)
 
 

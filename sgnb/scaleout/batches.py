@@ -67,6 +67,8 @@ def split(body: dict[str, Any]) -> list[dict[str, Any]]:
     per-prompt lists indexed, a string ``rid`` made ``{rid}_{i}`` (``GenerateReqInput._normalize_rid``).
     ValueError when a per-prompt list does not have one entry per prompt, as SGLang's normalisation."""
     key, prompts = prompts_of(body)
+    if key == "text" and prompts == []:  # a batch of none: SGLang answers it with no outputs
+        return []
     if not _is_batch(prompts):
         return [dict(body)]
     subs = []
@@ -88,6 +90,8 @@ def gather(send: Callable[[dict[str, Any]], Any], subs: list[dict[str, Any]]) ->
     """``send`` every sub-request concurrently; their results in SGLang's batch shape (each prompt's
     result, or its ``n`` results, in prompt order). The first prompt's error, in order, is raised
     after all have ended (the others may have run: the router gives no all-or-nothing batch)."""
+    if not subs:
+        return []
     with ThreadPoolExecutor(max_workers=min(len(subs), MAX_THREADS), thread_name_prefix="sgnb-batch") as pool:
         futures = [pool.submit(send, sub) for sub in subs]
     flat: list[dict[str, Any]] = []

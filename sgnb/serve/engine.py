@@ -147,7 +147,7 @@ class Engine:
         """
         for item in items:
             await self.call(self.validate, item)
-        n = parallel_n(items[0])
+        n = parallel_n(items[0]) if items else 1
         # each item's rid now, so a failure to open one can abort those already submitted
         items = [replace(item, rid=item.rid or uuid.uuid4().hex) for item in items]
         opened = await asyncio.gather(*(self.open_stream(item) for item in items), return_exceptions=True)
@@ -230,7 +230,7 @@ def fan_out(items: list[Item]) -> int:
     """The request's ``n``. BadRequest when its prompts disagree (SGLang's ValueError in
     ``_handle_parallel_sampling``) or when prompts x n is more sequences than one request may run
     (``MAX_BATCH``, the batch limit: ``n`` makes a batch)."""
-    n = parallel_n(items[0])
+    n = parallel_n(items[0]) if items else 1  # an empty batch: SGLang answers [] (no outputs)
     if any(parallel_n(item) != n for item in items):
         raise BadRequest("The parallel_sample_num should be the same for all samples in sample params.")
     if n * len(items) > MAX_BATCH:
