@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,26 @@ def test_requests_sent_straight_to_the_router_count(c: Cluster) -> None:
         assert ">worker</th>" in html and "data-sgnb-workers" in html
     finally:
         panel.close()
+
+
+def test_panels_follow_outside_requests_with_one_poller(c: Cluster) -> None:
+    """Open panels follow the workers' figures live (another client's request shows up), all read
+    by one poller per cluster, which ends once no panel follows."""
+    from sgnb.scaleout.views import _POLLERS
+
+    a, b = c.runtime.cache_panel(), c.runtime.cache_panel()
+    poller = _POLLERS[c]
+    assert set(poller.panels) == {a, b}
+    before = a.workers[-1]["requests"]
+    post(c.url, "Another client: name a sea.")
+    deadline = time.monotonic() + 30
+    while not (a.workers[-1]["requests"] == b.workers[-1]["requests"] == before + 1):
+        assert time.monotonic() < deadline, (a.workers, b.workers)
+        time.sleep(0.2)
+    a.close()
+    b.close()
+    poller.thread.join(30)
+    assert not poller.thread.is_alive() and c not in _POLLERS
 
 
 def test_a_killed_worker_shows_dead_and_keeps_what_it_served(c: Cluster) -> None:

@@ -9,9 +9,10 @@ served each of the session's requests. Like every sgnb view it carries a static 
 
 from __future__ import annotations
 
-import contextlib
 import html
 import threading
+import time
+import weakref
 from typing import Any
 
 from sgnb.widgets import CachePanel, RadixTreeWidget
@@ -25,6 +26,75 @@ def worker_label(index: int | None) -> str:
     return "unknown" if index is None else f"w{index}"
 
 
+_POLLERS: weakref.WeakKeyDictionary[Any, FiguresPoller] = weakref.WeakKeyDictionary()  # cluster -> its poller
+_POLLERS_LOCK = threading.Lock()
+
+
+class FiguresPoller:
+    """One thread per cluster that reads every worker's ``/metrics`` each ``every`` seconds and
+    gives the rows to each live :class:`WorkerCachePanel` (however many panels, one read per tick).
+
+    It ends when no panel follows any more, when the cluster is stopped (the panels keep their last
+    live figures) or when every worker died (after showing them dead); the next panel starts another.
+    """
+
+    def __init__(self, cluster: Any, every: float) -> None:
+        self.cluster = cluster
+        self.every = every
+        self.panels: weakref.WeakSet[WorkerCachePanel] = weakref.WeakSet()
+        self.thread = threading.Thread(target=self._run, name="sgnb-cluster-figures", daemon=True)
+        self.done = False
+
+    @classmethod
+    def follow(cls, panel: WorkerCachePanel, every: float = REFRESH_S) -> None:
+        with _POLLERS_LOCK:
+            poller = _POLLERS.get(panel.cluster)
+            if poller is None or poller.done:
+                poller = _POLLERS[panel.cluster] = FiguresPoller(panel.cluster, every)
+                poller.panels.add(panel)
+                poller.thread.start()
+            else:
+                poller.panels.add(panel)
+
+    @classmethod
+    def unfollow(cls, panel: WorkerCachePanel) -> None:
+        with _POLLERS_LOCK:
+            poller = _POLLERS.get(panel.cluster)
+            if poller is not None:
+                poller.panels.discard(panel)
+
+    def _end(self) -> None:
+        """Under ``_POLLERS_LOCK``: no panel joins this poller any more (``follow`` starts another)."""
+        self.done = True
+        if _POLLERS.get(self.cluster) is self:
+            del _POLLERS[self.cluster]
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.every)
+            with _POLLERS_LOCK:
+                panels = list(self.panels)
+                if not panels or self.cluster.stopped:  # stopped on purpose: the last live figures stay
+                    self._end()
+                    return
+            try:
+                rows = figures(self.cluster)
+                for panel in panels:
+                    panel.show_figures(rows)
+            except Exception:  # a worker going away mid-read: next tick
+                continue
+            if not any(p.alive() for p in self.cluster.procs):  # every worker died: shown, then end
+                with _POLLERS_LOCK:
+                    self._end()
+                return
+
+
+def figures(cluster: Any) -> list[dict[str, Any]]:
+    """Each worker's own ``/metrics`` figures as rows (``WorkerInfo.as_row``), then the ``all`` row."""
+    workers = cluster.workers
+    return [w.as_row() for w in workers] + [cluster.totals(workers)]
+
+
 class WorkerCachePanel(CachePanel):
     """The session's cache panel on a cluster: a ``worker`` column and the workers' own figures.
 
@@ -32,9 +102,10 @@ class WorkerCachePanel(CachePanel):
     events), or ``unknown`` when their events do not say (a full cache hit stores nothing new).
     Above the rows, ``workers`` holds each worker's own ``/metrics`` figures and the cluster's
     (requests, prompt/cached tokens, hit rate, running and queued; every client's requests, not
-    only this session's), polled every ``poll_s`` seconds while the panel lives; ``figures=False``
-    leaves them out (a :class:`ClusterView` shows them itself). ``history``: requests that finished
-    before the panel (none unless given); other ``kwargs`` as :class:`~sgnb.widgets.CachePanel`.
+    only this session's), read every ``poll_s`` seconds (:class:`FiguresPoller`) while the panel
+    follows requests; ``figures=False`` leaves them out (a :class:`ClusterView` shows them itself).
+    ``history``: requests that finished before the panel (none unless given); other ``kwargs`` as
+    :class:`~sgnb.widgets.CachePanel`.
     """
 
     def __init__(
@@ -44,12 +115,9 @@ class WorkerCachePanel(CachePanel):
         kwargs.setdefault("title", "Prefix cache hits, by worker")
         super().__init__(cluster.runtime, **kwargs)
         self.worker_column = True
-        self._closed = threading.Event()
         if figures:
             self.poll_figures()
-            threading.Thread(
-                target=self._poll, args=(poll_s,), name="sgnb-cluster-figures", daemon=True
-            ).start()
+            FiguresPoller.follow(self, poll_s)
 
     def _row(self, ev: Any) -> dict[str, Any]:
         row = super()._row(ev)
@@ -58,21 +126,12 @@ class WorkerCachePanel(CachePanel):
 
     def poll_figures(self) -> None:
         """Read every worker's ``/metrics`` now into ``workers`` (one row each, then ``all``)."""
-        workers = self.cluster.workers
+        self.show_figures(figures(self.cluster))
+
+    def show_figures(self, rows: list[dict[str, Any]]) -> None:
         if self.cluster.stopped and self.workers:  # stopped while reading: keep the live figures
             return
-        self.workers = [w.as_row() for w in workers] + [self.cluster.totals(workers)]
-
-    def _poll(self, every: float) -> None:
-        while not self._closed.wait(every):
-            if self.cluster.stopped:  # stopped on purpose: keep the last live figures
-                return
-            if not any(p.alive() for p in self.cluster.procs):  # every worker died: show it, then stop
-                with contextlib.suppress(Exception):
-                    self.poll_figures()
-                return
-            with contextlib.suppress(Exception):  # a worker going away mid-read: next tick
-                self.poll_figures()
+        self.workers = rows
 
     def _summary(self) -> str:
         figures = "; ".join(
@@ -86,9 +145,10 @@ class WorkerCachePanel(CachePanel):
         )
         return super()._summary() + (f"\nworkers' own /metrics (every client): {figures}" if figures else "")
 
-    def close(self) -> None:
-        self._closed.set()
-        super().close()
+    def detach(self) -> None:
+        """Stop adding requests and reading the figures (both stay as they are)."""
+        FiguresPoller.unfollow(self)
+        super().detach()
 
 
 def _pct(x: float) -> str:
