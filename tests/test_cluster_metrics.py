@@ -191,6 +191,7 @@ def test_a_killed_worker_shows_dead_and_keeps_what_it_served(c: Cluster) -> None
     try:
         html = view.static_html()
         assert "data-state='dead'" in html and "DEAD" in html
+        assert f"{before[0].requests + before[1].requests} requests served" in repr(view)
     finally:
         view.close()
     panel = c.runtime.cache_panel()

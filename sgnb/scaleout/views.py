@@ -269,7 +269,11 @@ class ClusterView:
             f"{worker_label(w.index)}: {t.mirror.node_count()} nodes"
             for w, t in zip(self._workers, self.trees, strict=True)
         )
-        return f"ClusterView: {alive}/{len(self._workers)} workers alive ({trees})"
+        t = self.cluster.totals(self._workers)  # the workers' own /metrics: every client's requests
+        return (
+            f"ClusterView: {alive}/{len(self._workers)} workers alive ({trees}); "
+            f"{t['requests']} requests served, hit rate {_pct(t['hit_rate'])}, load {t['running'] + t['queued']}"
+        )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         self.refresh()
