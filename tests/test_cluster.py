@@ -297,5 +297,28 @@ def test_a_batch_through_the_router_as_sglang_answers_it() -> None:
         assert rt.wait_tagged(10)
         rows = [e.rid for e in log.of_type(RequestFinished)]
         assert len(rows) == len(set(rows)) == 2 + 4 + 4 + 2 + 2  # one row per output
+
+        # a RemoteRuntime given the router's URL (%sglang connect) learns it from the first refusal;
+        # SGLang's RuntimeEndpoint sends select's choices as a batch of texts, so select works too
+        import sglang as sgl
+
+        from sgnb.runtimes.remote import RemoteRuntime
+
+        @sgl.function
+        def pick(s: Any) -> None:
+            s += "The capital of France is" + sgl.select("city", choices=[" Paris", " London", " Rome"])
+
+        remote, worker_rt = RemoteRuntime(handle.url), RemoteRuntime(handle.workers[0].url)
+        try:
+            assert not remote.splits_batches
+            texts = [(o["text"], o["output_ids"]) for o in remote.generate(prompts, **greedy)]
+            assert remote.splits_batches and texts == [(o["text"], o["output_ids"]) for o in outs[::2]]
+            routed = pick.run(backend=remote.backend)
+            direct = pick.run(backend=worker_rt.backend)  # a worker takes select's batch itself
+            assert routed.error() is None and routed["city"] == direct["city"]
+            assert not worker_rt.splits_batches
+        finally:
+            remote.stop()
+            worker_rt.stop()
     finally:
         handle.stop()

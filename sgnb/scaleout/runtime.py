@@ -19,7 +19,6 @@ worker's ``/metrics``: the panel's workers table, ``%sglang cluster status``, :m
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,13 +28,15 @@ import requests
 from sgnb.core.events import finished_from_result
 from sgnb.runtimes.remote import RemoteRuntime
 from sgnb.runtimes.remote.runtime import outputs_of
-from sgnb.scaleout import batches
 
 
 class ClusterRuntime(RemoteRuntime):
     def __init__(self, cluster: Any, *, timeout: float = 60.0) -> None:
         super().__init__(cluster.url, timeout=timeout)
         self.cluster = cluster
+        # the router refuses a batch of texts: send those one request per prompt from the start
+        # (sgnb.runtimes.remote.batches; RemoteRuntime.request)
+        self.splits_batches = True
 
     @property
     def backend(self) -> Any:
@@ -44,21 +45,6 @@ class ClusterRuntime(RemoteRuntime):
 
             self._backend = SgnbBackend(self)
         return self._backend
-
-    def request(self, body: dict[str, Any]) -> Any:
-        """:meth:`RemoteRuntime.request` through the router. A batch the router refuses (texts, or a
-        per-prompt list of a field it types as one value: :mod:`sgnb.scaleout.batches`) is sent as one
-        request per prompt, concurrently, and answered in SGLang's batch shape: a list, prompt-major
-        (``n`` results per prompt), or streamed, chunks carrying their ``index`` in that list."""
-        if batches.router_takes(body):
-            return super().request(body)
-        subs = batches.split(body)
-        send = super().request
-        if body.get("stream"):
-            return batches.interleave(
-                [functools.partial(send, sub) for sub in subs], batches.parallel_n(body)
-            )
-        return batches.gather(send, subs)
 
     # Every request this runtime sends reaches the router through ``_post`` (whole answers) or
     # ``_sse`` (streams): ``generate`` either way, ``score`` (DSL ``select``, ``cache_prefix``).

@@ -19,6 +19,7 @@ from sgnb import net
 from sgnb.core.events import EventHub, finished_from_result
 from sgnb.runtimes.base import GenerateReqInput, Runtime
 from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
+from sgnb.runtimes.remote import batches
 
 if TYPE_CHECKING:
     from sgnb.core.grammar import GrammarCompiler
@@ -102,6 +103,9 @@ class RemoteRuntime(KVEventsTree, Runtime):
         self._stopped = False
         # > 0 (sgnb.core.token_trace.tracing, the token view): every request asks for logprobs
         self.logprob_top_k = 0
+        # True once the server (sglang-router) refused a batch it could not parse: batches it
+        # cannot take are sent one request per prompt from then on (sgnb.runtimes.remote.batches)
+        self.splits_batches = False
 
     # ---- HTTP ----------------------------------------------------------------------------
 
@@ -194,8 +198,50 @@ class RemoteRuntime(KVEventsTree, Runtime):
         :func:`sgnb.core.token_trace.tracing` is on (``logprob_top_k > 0``) a request that did not
         ask for logprobs asks for them (``return_logprob``, ``top_logprobs_num``): the event carries
         them for the token view, and the answer is returned without them, as it was asked.
+
+        A batch that sglang-router refuses (a batch of texts, e.g. ``select``'s through SGLang's
+        ``RuntimeEndpoint``; see :mod:`sgnb.runtimes.remote.batches`) is sent as one request per
+        prompt, concurrently, once the server has refused one (:attr:`splits_batches`), and
+        answered in SGLang's batch shape.
         """
         self._check_running()
+        if batches.router_takes(body):
+            return self._send(body)
+        if self.splits_batches:
+            return self._send_split(body)
+        if body.get("stream"):
+            return self._stream_or_split(body)
+        try:
+            return self._send(body)
+        except ValueError as exc:
+            if not batches.refused_by_router(exc):
+                raise
+            self.splits_batches = True
+            return self._send_split(body)
+
+    def _send_split(self, body: dict[str, Any]) -> Any:
+        subs = batches.split(body)
+        if body.get("stream"):
+            return batches.interleave(
+                [functools.partial(self._send, sub) for sub in subs], batches.parallel_n(body)
+            )
+        return batches.gather(self._send, subs)
+
+    def _stream_or_split(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The streamed batch as sent; split if the server refuses it before its first chunk."""
+        sent = False
+        try:
+            for chunk in self._send(body):
+                sent = True
+                yield chunk
+        except ValueError as exc:
+            if sent or not batches.refused_by_router(exc):
+                raise
+            self.splits_batches = True
+            yield from self._send_split(body)
+
+    def _send(self, body: dict[str, Any]) -> Any:
+        """One ``/generate`` request, the answer as the server gives it (see :meth:`request`)."""
         body = dict(body)
         added = self._ask_logprobs(body)
         started = time.perf_counter()

@@ -11,9 +11,12 @@ sequence, expected a string") before any worker sees it. Only ``input_ids`` is t
 prompt or a batch (``InputIds::Single | Batch``): such a batch is forwarded whole to the one worker
 the policy picks for all its prompts' ids joined (``extract_text_for_routing``).
 
-So :class:`~sgnb.scaleout.runtime.ClusterRuntime` sends a batch the router forwards as it is, and
-splits any other into one request per prompt (:func:`split`), sent concurrently - each routed on its
-own, as the router routes any single request - and put back in SGLang's batch shape: a list,
+So :class:`~sgnb.scaleout.runtime.ClusterRuntime` (a router, always) and a
+:class:`~sgnb.runtimes.remote.RemoteRuntime` whose server refused such a batch
+(:func:`refused_by_router`: a router URL given to ``%sglang connect``) send a batch the router
+forwards as it is, and split any other into one request per prompt (:func:`split`), sent
+concurrently - each routed on its own, as the router routes any single request - and put back in
+SGLang's batch shape: a list,
 prompt-major, prompt ``i``'s ``n`` samples at ``i*n .. i*n+n-1``; streamed, every chunk's ``index``
 in that list (``TokenizerManager._handle_batch_request`` / ``_stream_batch_responses``).
 """
@@ -31,6 +34,16 @@ from typing import Any
 SCALAR_IN_ROUTER = ("rid", "return_logprob", "logprob_start_len", "top_logprobs_num", "sampling_params")
 MAX_THREADS = 32  # sub-requests in flight at once; the router and workers queue the rest
 _END = object()
+
+
+# axum's answer (HTTP 422) to a body serde cannot read into the router's GenerateRequest
+ROUTER_REFUSAL = "Failed to deserialize the JSON body into the target type"
+
+
+def refused_by_router(exc: BaseException) -> bool:
+    """Whether ``exc`` (RemoteRuntime's ValueError for a 4xx) is sglang-router refusing the body's
+    shape (a 422 from its JSON extractor), not the server refusing its content."""
+    return isinstance(exc, ValueError) and str(exc).startswith(ROUTER_REFUSAL)
 
 
 def _is_batch(prompts: Any) -> bool:
