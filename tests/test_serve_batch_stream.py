@@ -111,6 +111,18 @@ def finals_by_index(chunks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {index: seq[-1] for index, seq in by_index.items()}
 
 
+def streamed_requests(http: httpx.Client) -> float:
+    """``sglang:num_requests_total{is_streaming="true"}`` on the server's ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(http.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "sglang:num_requests_total" and sample.labels.get("is_streaming") == "true"
+    )
+
+
 def prompt_lengths(rt: Any, prompts: list[Any]) -> list[int]:
     return [len(p) if isinstance(p, list) else len(rt.tokenizer.encode(p)) for p in prompts]
 
@@ -129,16 +141,18 @@ def test_streamed_batch_interleaves_every_output_with_sglang_index(
     http: httpx.Client, server: Any, rt: Any, body: dict[str, Any]
 ) -> None:
     """Every output of the batch is streamed, its chunks carrying SGLang's ``index``; all of them run
-    together in the scheduler's batches; the last chunks equal the non-streamed batch's answer."""
+    together in the scheduler's batches; the last chunks equal the non-streamed batch's answer, and
+    each output counts as one streamed request in ``/metrics`` (as SGLang counts every rid)."""
     params = {"max_new_tokens": 8, "temperature": 0, "ignore_eos": True, **body.get("sampling_params", {})}
     body = {**body, "sampling_params": params}
     plain = http.post("/generate", json=body)
     assert plain.status_code == 200, plain.text
     expected = plain.json()
-    steps = rt.scheduler.steps
+    steps, counted = rt.scheduler.steps, streamed_requests(http)
     chunks = sse_chunks(requests.post(server.url + "/generate", json={**body, "stream": True}, stream=True))
     steps = rt.scheduler.steps - steps
     finals = finals_by_index(chunks)
+    assert streamed_requests(http) - counted == len(finals)  # every output is a request in the metrics
 
     want = sglang_stream_indices({**body, "stream": True})
     prompts = body.get("text") or body["input_ids"]
