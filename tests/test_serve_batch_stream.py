@@ -257,3 +257,33 @@ def test_remote_runtime_reads_the_streamed_batch(server: Any, rt: Any) -> None:
             assert by_rid[chunk["meta_info"]["id"]].prompt_ids == ids[index // 2]
     finally:
         remote.stop()
+
+
+def test_openai_completion_streams_several_prompts(http: httpx.Client) -> None:
+    """``/v1/completions`` with a list of prompts and ``stream``: SGLang's ``OpenAIServingCompletion``
+    sends the batch to the tokenizer manager and names each choice by the chunk's ``index``
+    (``_generate_completion_stream``), prompt ``i``'s choice ``j`` at ``i * n + j``; the usage chunk
+    counts each prompt once (``calculate_streaming_usage``, ``idx % n_choices == 0``). The streamed
+    choices and usage equal the non-streamed response's."""
+    body = {"model": "bundled", "prompt": PROMPTS[:2], "max_tokens": 6, "temperature": 0, "n": 2}
+    plain = http.post("/v1/completions", json=body)
+    assert plain.status_code == 200, plain.text
+    want = plain.json()
+    res = http.post(
+        "/v1/completions", json={**body, "stream": True, "stream_options": {"include_usage": True}}
+    )
+    assert res.status_code == 200 and res.headers["content-type"].startswith("text/event-stream"), res.text
+    events = [e.removeprefix("data: ") for e in res.text.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    texts: dict[int, str] = {}
+    finished: dict[int, str] = {}
+    for chunk in chunks[:-1]:
+        for choice in chunk["choices"]:
+            texts[choice["index"]] = texts.get(choice["index"], "") + choice["text"]
+            if choice["finish_reason"] is not None:
+                finished[choice["index"]] = choice["finish_reason"]
+    assert sorted(texts) == [c["index"] for c in want["choices"]] == [0, 1, 2, 3]
+    assert [texts[c["index"]] for c in want["choices"]] == [c["text"] for c in want["choices"]]
+    assert [finished[c["index"]] for c in want["choices"]] == [c["finish_reason"] for c in want["choices"]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == want["usage"]

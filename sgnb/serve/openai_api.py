@@ -17,9 +17,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from sgnb.serve.accept import Unsupported
 from sgnb.serve.context import ServeContext, ctx_of, json_response, read_json, vocab_size
-from sgnb.serve.engine import fan_out, flatten
+from sgnb.serve.engine import fan_out, flatten, parallel_n
 from sgnb.serve.native import DONE, sse
 from sgnb.serve.openai_logprobs import chat_logprobs_of, completion_logprobs_of
 from sgnb.serve.schemas import (
@@ -222,9 +221,11 @@ class _Chunks:
         self.seen[index] = total
         return convert(self.ctx, meta, start, total) if start < total else None
 
-    def usage(self, finals: dict[int, dict[str, Any]]) -> bytes:
+    def usage(self, finals: dict[int, dict[str, Any]], n: int | None = None) -> bytes:
+        """The usage chunk; ``n`` choices per prompt (``calculate_streaming_usage``'s ``n_choices``:
+        a prompt counts once), all of one prompt when not given."""
         metas = [finals[i] for i in sorted(finals)]
-        return sse({**self.head, "choices": [], "usage": usage(metas, len(metas))})
+        return sse({**self.head, "choices": [], "usage": usage(metas, n or len(metas))})
 
 
 def openai_stream_error(exc: BaseException) -> dict[str, Any]:
@@ -334,9 +335,12 @@ async def completions(request: Request) -> Response:
     rid = f"cmpl-{uuid.uuid4().hex}"
     n = fan_out(items)
     if req.stream:
-        if len(items) != 1:
-            raise Unsupported("stream with several prompts is not supported by sgnb serve")
-        chunks = await ctx.engine.open_stream(items[0])
+        # several prompts: every output's chunks interleaved, choice index i * n + j (the batch's
+        # "index", which OpenAIServingCompletion._generate_completion_stream takes as the choice's)
+        if len(items) == 1:
+            chunks = await ctx.engine.open_stream(items[0])
+        else:
+            chunks = await ctx.engine.open_batch_stream(items)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
             _sse(_completion_events(ctx, items[0], chunks, rid, include_usage), chunks),
@@ -387,4 +391,4 @@ async def _completion_events(
             finals[index] = meta
             yield out.choice(index, {"text": piece}, *finish(meta), logprobs)
     if include_usage and finals:
-        yield out.usage(finals)
+        yield out.usage(finals, parallel_n(item))
