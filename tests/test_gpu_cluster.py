@@ -18,7 +18,8 @@ pytestmark = pytest.mark.gpu
 OUT = Path(os.environ.get("OUT", "/tmp/out"))
 RESULTS: dict[str, Any] = {}
 # tp 2 needs head counts that divide by 2: SmolLM2-135M has 9 heads and 3 KV heads (measured: it
-# fails an assertion), the 1B Llama-shaped configuration the GPU bundle carries does not.
+# fails an assertion). A 1B Llama-shaped config.json (hidden 2048, 32 heads, 8 KV heads, 16 layers) beside
+# the bundled tokenizer, random weights; docs/gpu-verification.md says how it travels.
 TP_MODEL = os.environ.get("SGNB_GPU_TP_MODEL", "/tmp/models/llama-1b-shape")
 
 
@@ -38,7 +39,7 @@ def test_tp_size_2(tmp_path: Path) -> None:
     from sgnb.runtimes.factory import start_runtime
 
     t = time.perf_counter()
-    rt = start_runtime(TP_MODEL, "engine", tp_size=2, load_format="dummy", **ENGINE_ARGS)
+    rt = start_runtime(TP_MODEL, "engine", tp_size=2, **{**ENGINE_ARGS, "load_format": "dummy"})
     try:
         start = time.perf_counter() - t
         out = rt.generate("Hello", max_new_tokens=8, temperature=0, ignore_eos=True)
