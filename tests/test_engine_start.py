@@ -92,7 +92,7 @@ SCRIPT = textwrap.dedent(
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         if os.environ.get("NO_HANDLER"):  # what sgnb did before: no handler off the main thread
             runtime.install_sigquit_handler = lambda: False
-        loop = asyncio.new_event_loop()
+        loop = runtime.engine_loop()  # the Engine's own loop: uvloop, as in sgnb's engine runtime
         threading.Thread(target=loop.run_forever, daemon=True).start()
         try:
             runtime.start_on_loop(loop, lambda: FakeEngine(fail=True), what="fake Engine")
@@ -151,3 +151,37 @@ def test_without_the_handler_sigquit_ends_the_process(tmp_path: Path) -> None:
     done = run_script(tmp_path, NO_HANDLER="1")
     assert done.returncode == -signal.SIGQUIT, (done.returncode, done.stdout, done.stderr[-2000:])
     assert "ERROR" not in done.stdout and "DONE" not in done.stdout
+
+
+def test_the_engines_loop_is_uvloop_as_sglangs() -> None:
+    """SGLang's Engine and server run on uvloop (``engine.py`` sets its policy on import); sgnb makes the
+    Engine's loop before that import happens, so it asks for uvloop itself. Calls cross over from
+    other threads as the engine runtime's do."""
+    import asyncio
+    import threading
+
+    import uvloop
+
+    from sgnb.runtimes.engine.start import engine_loop
+
+    loop = engine_loop()
+    assert isinstance(loop, uvloop.Loop)
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    results: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda i=i: results.append(asyncio.run_coroutine_threadsafe(double(i), loop).result())
+        )
+        for i in range(32)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [2 * i for i in range(32)]
+    loop.call_soon_threadsafe(loop.stop)

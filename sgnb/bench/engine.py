@@ -204,6 +204,8 @@ def run_engine_bench(
         results["engine_start_s"] = round(time.perf_counter() - t, 1)
         try:
             off_runs = [decode_tok_s(quiet, watch_n, watch_tokens)() for _ in range(reps + 1)][1:]
+            # the same DSL figures without KV events: what the kernel-side subscriber costs them
+            results["dsl_without_kv_events"] = dsl_figures(quiet, n, reps)
         finally:
             quiet.stop()
     t = time.perf_counter()

@@ -26,7 +26,7 @@ from sgnb.net import free_port
 from sgnb.runtimes import options as start_options
 from sgnb.runtimes.backend import SgnbBackend
 from sgnb.runtimes.base import GenerateReqInput, Runtime, is_batch, one_prompt
-from sgnb.runtimes.engine.start import EngineStartError, start_on_loop
+from sgnb.runtimes.engine.start import EngineStartError, engine_loop, start_on_loop
 from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
 
 T = TypeVar("T")
@@ -94,7 +94,7 @@ class EngineRuntime(KVEventsTree, Runtime):
             args["kv_events_config"] = json.dumps(
                 {"publisher": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "topic": "kv-events"}
             )
-        self._loop = asyncio.new_event_loop()
+        self._loop = engine_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sgnb-engine-loop", daemon=True)
         self._thread.start()
         started = time.perf_counter()

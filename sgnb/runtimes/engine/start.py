@@ -175,3 +175,18 @@ def start_on_loop(
     finally:
         if tail:
             tail.detach()
+
+
+def engine_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop for the Engine's thread: uvloop's, as SGLang's own Engine and server run on.
+
+    ``sglang/srt/entrypoints/engine.py`` sets uvloop's policy when it is imported, but ``sglang.Engine``
+    is imported lazily, after sgnb has made the loop; a plain asyncio loop then ran SGLang's tokenizer
+    manager (issue 13: the in-process Engine was slower than the same SGLang behind HTTP). Falls back to
+    asyncio's loop where uvloop is missing.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
