@@ -290,3 +290,27 @@ def finished(prompt: list[int], output: list[int], rid: str = "r", cached: int =
 
 def finished_events(log: EventLog) -> list[RequestFinished]:
     return list(log.of_type(RequestFinished))
+
+
+def assert_view_from_meta_info(first: Any, view: Any, tokenizer: Any) -> None:
+    """A phone-regex token view built from SGLang's ``meta_info`` only (the engine and HTTP runtimes),
+    ``first`` the prompt's first run: none cached then, exactly ``cached_tokens`` cached chips now (first
+    in the prompt), ``(`` forced, and each chip's probability exp of ``output_token_logprobs`` and its
+    top-k ``output_top_logprobs`` (masked tokens, -inf clamped to float32's lowest, hidden)."""
+    import math
+
+    (row,) = view.rows
+    meta = view.result["meta_info"]
+    assert first.rows[0]["counts"]["cached"] == 0
+    assert row["counts"]["cached"] == meta["cached_tokens"] > 0
+    assert [c["k"] for c in row["prompt"]][: meta["cached_tokens"]] == ["cached"] * meta["cached_tokens"]
+    assert row["out"][0]["t"] == "(" and row["out"][0]["k"] == "forced"
+    entries, tops = meta["output_token_logprobs"], meta["output_top_logprobs"]
+    assert len(row["out"]) == len(entries) == meta["completion_tokens"]
+    for chip, (lp, token, _), top in zip(row["out"], entries, tops, strict=True):
+        assert chip["t"] == tokenizer.decode([token])
+        assert chip["p"] == pytest.approx(math.exp(lp), rel=1e-5, abs=1e-9)
+        assert [p for _, p in chip["top"]] == pytest.approx(
+            [math.exp(v) for v, _, _ in top if v > -1e30], rel=1e-5, abs=1e-9
+        )
+        assert "unc" not in chip  # SGLang returns the masked distribution only

@@ -8,7 +8,6 @@ events (issue 17's seam), and a batch ``generate`` as ``Engine.generate`` return
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import assert_view_from_meta_info
 from test_gpu_engine import ENGINE_ARGS, MODEL
 
 pytestmark = pytest.mark.gpu
@@ -65,17 +65,7 @@ def test_token_view_from_the_engines_meta_info(engine: Any) -> None:
     }
     _save()
     assert re.fullmatch(PHONE, view.result["text"]), view.result["text"]
-    assert first.rows[0]["counts"]["cached"] == 0
-    assert row["counts"]["cached"] == meta["cached_tokens"] > 0
-    assert row["out"][0]["t"] == "(" and row["out"][0]["k"] == "forced"
-    entries, tops = meta["output_token_logprobs"], meta["output_top_logprobs"]
-    assert len(row["out"]) == len(entries) == meta["completion_tokens"]
-    for chip, (lp, token, _), top in zip(row["out"], entries, tops, strict=True):
-        assert chip["t"] == engine.tokenizer.decode([token])
-        assert chip["p"] == pytest.approx(math.exp(lp), rel=1e-5, abs=1e-9)
-        assert [p for _, p in chip["top"]] == pytest.approx(
-            [math.exp(v) for v, _, _ in top if v > -1e30], rel=1e-5, abs=1e-9
-        )
+    assert_view_from_meta_info(first, view, engine.tokenizer)
     html = view._static_html()
     assert "forced" in html
 

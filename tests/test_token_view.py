@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import assert_idle_balanced, chat
+from conftest import assert_idle_balanced, assert_view_from_meta_info, chat
 
 from sgnb.core.events import EventLog, RequestFinished, TokenStep
 from sgnb.core.grammar import GrammarReplay
@@ -286,21 +286,8 @@ def test_remote_runtime_from_meta_info(remote: Any) -> None:
     remote.flush_cache()
     first = TokenView.from_request(remote, prompt, regex=PHONE, max_new_tokens=20, temperature=0)
     view = TokenView.from_request(remote, prompt, regex=PHONE, max_new_tokens=20, temperature=0)
+    assert_view_from_meta_info(first, view, remote.tokenizer)
     (row,) = view.rows
-    meta = view.result["meta_info"]
-    assert first.rows[0]["counts"]["cached"] == 0
-    assert row["counts"]["cached"] == meta["cached_tokens"] > 0
-    assert [c["k"] for c in row["prompt"]][: meta["cached_tokens"]] == ["cached"] * meta["cached_tokens"]
-    assert row["out"][0]["t"] == "(" and row["out"][0]["k"] == "forced"
-    entries, tops = meta["output_token_logprobs"], meta["output_top_logprobs"]
-    assert len(row["out"]) == len(entries) == meta["completion_tokens"]
-    for chip, (lp, token, _), top in zip(row["out"], entries, tops, strict=True):
-        assert chip["t"] == remote.tokenizer.decode([token])
-        assert chip["p"] == pytest.approx(math.exp(lp), rel=1e-5, abs=1e-9)
-        assert [p for _, p in chip["top"]] == pytest.approx(
-            [math.exp(v) for v, _, _ in top if v > -1e30], rel=1e-5, abs=1e-9
-        )  # masked tokens (their -inf clamped to float32's lowest) are hidden
-        assert "unc" not in chip  # SGLang returns the masked distribution only
     assert row["done"] and row["constraint"] == "regex"
 
 
@@ -398,37 +385,6 @@ def test_n_samples_one_row_each(rt: Any) -> None:
         assert len(row["out"]) == result["meta_info"]["completion_tokens"]
         assert row["counts"]["cached"] == result["meta_info"]["cached_tokens"] > 0
     assert_idle_balanced(rt)
-
-
-@pytest.mark.gpu
-def test_engine_runtime_from_meta_info() -> None:
-    """The same view over the real ``sglang.Engine`` (in-process, GPU): ``meta_info`` logprobs sent at
-    the request level (``Engine.async_generate(return_logprob=..., top_logprobs_num=...)``),
-    ``cached_tokens`` for the repeated prompt, the grammar replayed for the forced ``(``."""
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU")
-    from test_gpu_engine import ENGINE_ARGS, MODEL
-
-    from sgnb.runtimes.engine import EngineRuntime
-
-    engine = EngineRuntime(MODEL, **ENGINE_ARGS)
-    try:
-        prompt = chat(engine, "Give me a phone number.")
-        first = TokenView.from_request(engine, prompt, regex=PHONE, max_new_tokens=20, temperature=0)
-        view = TokenView.from_request(engine, prompt, regex=PHONE, max_new_tokens=20, temperature=0)
-        (row,) = view.rows
-        meta = view.result["meta_info"]
-        print("\nENGINE_TOKENS", json.dumps({"cached": meta["cached_tokens"], "kinds": kinds(row)}))
-        assert first.rows[0]["counts"]["cached"] == first.result["meta_info"]["cached_tokens"]
-        assert row["counts"]["cached"] == meta["cached_tokens"] > 0
-        assert row["out"][0]["t"] == "(" and row["out"][0]["k"] == "forced"
-        entries = meta["output_token_logprobs"]
-        assert len(row["out"]) == len(entries) == meta["completion_tokens"]
-        for chip, (lp, _, _) in zip(row["out"], entries, strict=True):
-            assert chip["p"] == pytest.approx(math.exp(lp), rel=1e-5, abs=1e-9)
-    finally:
-        engine.stop()
 
 
 def test_show_tokens_with_n_samples_on_a_remote_session(ip_on_remote: Any) -> None:
