@@ -62,3 +62,78 @@ def test_rid_checks_are_sglangs(rt: Any, rid: list[str]) -> None:
     with pytest.raises(ValueError) as got:
         rt.generate(["x", "y"], rid=rid, max_new_tokens=1)
     assert str(got.value) == str(expected.value)
+
+
+def _finished(rt: Any) -> tuple[list[Any], Any]:
+    from sgnb.core.events import RequestFinished
+
+    seen: list[Any] = []
+    unsubscribe = rt.hub.subscribe(lambda e: seen.append(e) if isinstance(e, RequestFinished) else None)
+    return seen, unsubscribe
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"prompt": [["x"]]},  # a nested list ran as a batch of its own
+        {"prompt": ["Hello", 5]},  # the first prompt ran before the second was refused
+        {"input_ids": [[1, 2], 3]},  # TypeError after the first prompt ran
+        {"input_ids": [[[1, 2]]]},
+        {"prompt": ["x", "y"], "rid": 5},  # ran as rids "5_0", "5_1"
+    ],
+)
+def test_a_malformed_batch_is_refused_before_any_prompt_runs(rt: Any, call: dict[str, Any]) -> None:
+    """SGLang's ``GenerateReqInput._normalize_rid`` refuses a rid that is neither a string nor a list
+    of strings (its message here); a prompt of a batch that is not one text / one token list is
+    refused too, before anything runs (nothing finishes)."""
+    seen, unsubscribe = _finished(rt)
+    try:
+        with pytest.raises(ValueError) as got:
+            rt.generate(**call, max_new_tokens=2)
+        assert rt.generate("hi", max_new_tokens=1)["meta_info"]["completion_tokens"] == 1
+    finally:
+        unsubscribe()
+    assert len(seen) == 1, [e.rid for e in seen]  # only the "hi" after it
+    if "rid" in call:
+        assert str(got.value) == "The rid should be a string or a list of strings."
+    assert_idle_balanced(rt)
+
+
+def test_a_bad_prompt_aborts_the_rest_of_the_batch(rt: Any) -> None:
+    """The second prompt's token is out of the vocabulary (ValueError): the first, already running,
+    is aborted at once rather than run to its end for no one."""
+    seen, unsubscribe = _finished(rt)
+    try:
+        with pytest.raises(ValueError, match="input_ids must be in"):
+            rt.generate(input_ids=[[1, 2, 3], [10**9]], max_new_tokens=100, ignore_eos=True)
+    finally:
+        unsubscribe()
+    assert [e.finish_reason["type"] for e in seen] == ["abort"]
+    assert_idle_balanced(rt)
+
+
+def test_a_bad_prompt_in_a_streamed_batch_leaves_nothing_running(rt: Any) -> None:
+    with pytest.raises(ValueError, match="input_ids must be in"):
+        rt.generate(input_ids=[[1, 2, 3], [10**9]], max_new_tokens=200, ignore_eos=True, stream=True)
+    # the first prompt was submitted before the second was refused; nobody reads its stream
+    assert rt.generate("hi", max_new_tokens=2)["meta_info"]["completion_tokens"] == 2
+    assert_idle_balanced(rt)
+
+
+def test_a_duplicate_rid_in_a_batch_does_not_abort_the_request_that_holds_it(rt: Any) -> None:
+    """The batch's "x" is refused (``Duplicate request ID``) because another call runs "x": that
+    call must finish normally, not be aborted by the batch's clean-up."""
+    import threading
+
+    out: dict[str, Any] = {}
+    first = threading.Thread(
+        target=lambda: out.update(rt.generate("Hello", rid="x", max_new_tokens=60, ignore_eos=True))
+    )
+    first.start()
+    while not any(r.rid == "x" for r in rt.scheduler.running + rt.scheduler.waiting):
+        first.join(0.01)
+    with pytest.raises(ValueError, match="Duplicate request ID"):
+        rt.generate(["a", "b"], rid=["y", "x"], max_new_tokens=2)
+    first.join()
+    assert out["meta_info"]["finish_reason"]["type"] == "length"
+    assert_idle_balanced(rt)

@@ -10,6 +10,7 @@ once from a thread each, so the scheduler batches them as SGLang's does.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import queue
 import threading
 import time
@@ -24,22 +25,32 @@ Single = Callable[[GenerateReqInput], Any]
 def split(req: GenerateReqInput) -> list[GenerateReqInput]:
     """One request per prompt, rids as ``GenerateReqInput._normalize_rid`` gives them (a string
     ``rid`` becomes ``{rid}_{i}``; none: sgnb names them so that an interrupted batch can abort its
-    own); ValueError, with SGLang's messages, for an empty batch, a rid list of another length or
-    duplicate rids (``_validate_rid_uniqueness``)."""
+    own); ValueError, with SGLang's messages, for an empty batch, a rid neither a string nor a list of
+    strings, a rid list of another length or duplicate rids (``_validate_rid_uniqueness``), and for a
+    prompt that is not one text (a string) or one ``input_ids`` list of ints - all before any prompt runs."""
+    text = req.text is not None
     prompts: list[Any] = list(req.text if req.text is not None else req.input_ids or [])
     if not prompts:
         raise ValueError("the batch is empty")
+    for i, p in enumerate(prompts):  # a nested list would otherwise run as a batch of its own
+        if text and not isinstance(p, str):
+            raise ValueError(f"text[{i}] must be a string, got {type(p).__name__}")
+        if not text and not (isinstance(p, list) and all(isinstance(t, numbers.Integral) for t in p)):
+            raise ValueError(f"input_ids[{i}] must be one prompt's token ids (a list of ints), got {p!r:.40}")
     if isinstance(req.rid, list):
+        if not all(isinstance(r, str) for r in req.rid):
+            raise ValueError("The rid should be a string or a list of strings.")
         if len(req.rid) != len(prompts):
             raise ValueError("The specified rids length mismatch with the batch_size for batch processing.")
         duplicates = sorted({r for r in req.rid if req.rid.count(r) > 1})
         if duplicates:
             raise ValueError(f"Duplicate request IDs detected within the request: {duplicates}")
         rids = list(req.rid)
-    else:
+    elif req.rid is None or isinstance(req.rid, str):
         base = req.rid if req.rid is not None else f"sgnb-batch-{time.monotonic_ns()}"
         rids = [f"{base}_{i}" for i in range(len(prompts))]
-    text = req.text is not None
+    else:  # GenerateReqInput._normalize_rid
+        raise ValueError("The rid should be a string or a list of strings.")
     return [
         dataclasses.replace(req, text=p if text else None, input_ids=None if text else p, rid=r)
         for p, r in zip(prompts, rids, strict=True)
@@ -53,13 +64,15 @@ def generate_batch(single: Single, req: GenerateReqInput, abort: Callable[[str],
     """
     parts = split(req)
     n = int(req.sampling_params.get("n") or 1)
+    failed: set[int] = set()  # parts whose call raised: nothing of theirs runs
 
     def abort_all() -> None:
-        for part in parts:
-            abort(str(part.rid))
+        for i, part in enumerate(parts):
+            if i not in failed:  # a failed part's rid may name another caller's request (a duplicate)
+                abort(str(part.rid))
 
     if req.stream:
-        return _stream(single, parts, n, abort_all)
+        return _stream(single, parts, n, abort_all, failed)
     results: list[Any] = [None] * len(parts)
     errors: list[BaseException] = []
 
@@ -67,20 +80,26 @@ def generate_batch(single: Single, req: GenerateReqInput, abort: Callable[[str],
         try:
             results[i] = single(parts[i])
         except BaseException as exc:  # re-raised on the caller's thread
+            failed.add(i)
             errors.append(exc)
 
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(parts))]
     for t in threads:
         t.start()
+    aborted = False
     try:
         for t in threads:
             while t.is_alive():
+                if errors and not aborted:  # one prompt's error (a bad prompt) stops the others at once
+                    abort_all()
+                    aborted = True
                 t.join(0.05)  # short waits keep Ctrl-C responsive
     except KeyboardInterrupt:
         abort_all()
         raise
     if errors:
-        abort_all()
+        if not aborted:
+            abort_all()
         raise errors[0]
     flat: list[Any] = []
     for r in results:
@@ -89,13 +108,24 @@ def generate_batch(single: Single, req: GenerateReqInput, abort: Callable[[str],
 
 
 def _stream(
-    single: Single, parts: list[GenerateReqInput], n: int, abort_all: Callable[[], None]
+    single: Single, parts: list[GenerateReqInput], n: int, abort_all: Callable[[], None], failed: set[int]
 ) -> Iterator[dict[str, Any]]:
+    """Every prompt submitted here, at the call (a bad one raises ValueError from ``generate`` itself,
+    as a one-prompt stream does); the chunks merged as they are read."""
+    streams: list[Any] = []
+    for i, part in enumerate(parts):
+        try:
+            streams.append(single(part))
+        except BaseException:  # the parts already submitted would run for no one: abort them
+            failed.update(range(i, len(parts)))
+            abort_all()
+            raise
+    return _merge(streams, n, abort_all)
+
+
+def _merge(streams: list[Any], n: int, abort_all: Callable[[], None]) -> Iterator[dict[str, Any]]:
     chunks: queue.Queue[Any] = queue.Queue()
     done = object()
-    streams: list[Any] = []
-    for part in parts:  # every request checked (ValueError) before any chunk is read
-        streams.append(single(part))
 
     def pump(i: int, stream: Iterator[dict[str, Any]]) -> None:
         try:
