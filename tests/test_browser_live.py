@@ -7,10 +7,10 @@ reusing test_browser's JupyterLab fixture, in a notebook of ``%sglang`` cells as
   nodes it wrote.
 * ``%%sglang --show constrained`` paints each token while the constrained generation runs: two
   samples taken during the run differ and the second has more tokens.
-* the Stop button (on the cache panel; the live constrained view has it too) aborts a running
-  generation while its cell runs: the request ends with SGLang's ``finish_reason`` ``abort``, the
-  views say "stopped after N tokens", no KV slot stays held (used + free = capacity) and the next
-  cell runs.
+* the Stop button (on the program view; the cell's cache panel and live constrained view have it
+  too, a stats panel whose cell has ended has none) aborts a running generation while its cell
+  runs: the request ends with SGLang's ``finish_reason`` ``abort``, the views say "stopped after N
+  tokens", no KV slot stays held (used + free = capacity), every button goes and the next cell runs.
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def test_constrained_view_paints_while_generating(lab: dict[str, Any]) -> None:
 
 STOP_CELLS = [
     "%load_ext sgnb\n%sglang start",
+    "%sglang stats",  # the session's panel: its cell has ended, so it offers no Stop
     # long enough to be stopped: about 3,000 tokens of phone numbers
     '%%sglang -o ph --show cache,constrained\ns += "Phone numbers: " + '
     'sgl.gen("p", regex=r"(\\d{3}-\\d{4}, ){300}\\d{3}-\\d{4}", max_tokens=4000, temperature=0)',
@@ -156,7 +157,7 @@ STOP_CELLS = [
 
 
 def test_stop_button_aborts_the_running_cell(lab: dict[str, Any]) -> None:
-    """Run All; Stop (the cache panel's button) mid-generation: the click reaches the running cell
+    """Run All; Stop (the program view's button) mid-generation: the click reaches the running cell
     (sgnb.widgets._stop: its message goes to an ipykernel subshell), the program's request is
     aborted (SGLang's ``FINISH_ABORT``), the cell ends normally with a one-line note, its ``-o``
     variable holds the partial text, and Run All goes on to the next cell."""
@@ -167,10 +168,13 @@ def test_stop_button_aborts_the_running_cell(lab: dict[str, Any]) -> None:
         while not ((sample := page.evaluate(CONSTRAINED)) and sample["steps"] >= 8):
             assert time.time() < deadline, sample
             time.sleep(0.1)
-        assert page.locator("[data-sgnb-constrained] [data-stop]").count() == 1  # both views offer it
-        stop = page.locator("[data-sgnb-cache] [data-stop]")
+        assert page.locator("[data-sgnb-constrained] [data-stop]").count() == 1  # every live view offers it
+        assert page.locator("[data-sgnb-cache]").count() == 2  # the session's stats panel and the cell's
+        assert page.locator("[data-sgnb-cache]").first.locator("[data-stop]").count() == 0
+        assert page.locator("[data-sgnb-cache]").last.locator("[data-stop]").count() == 1
+        stop = page.locator("[data-sgnb-program-live] [data-stop]")
         stop.scroll_into_view_if_needed()
-        page.locator("[data-sgnb-cache]").screenshot(path=str(ARTIFACTS / "cache-panel-stop.png"))
+        page.locator("[data-sgnb-program-live]").screenshot(path=str(ARTIFACTS / "program-view-stop.png"))
         stop.click()
         text = wait_output(page, "NEXT_CELL_RAN", 180)  # Run All went on: nothing run by hand
         deadline = time.time() + 30
@@ -178,7 +182,7 @@ def test_stop_button_aborts_the_running_cell(lab: dict[str, Any]) -> None:
             assert time.time() < deadline, stopped
             time.sleep(0.2)
         assert "■ stopped after" in text and "Traceback" not in text and "Interrupt" not in text, text[-2000:]
-        panel = page.locator("[data-sgnb-cache]")
+        panel = page.locator("[data-sgnb-cache]").last  # the cell's panel
         deadline = time.time() + 30
         while panel.get_attribute("data-stopped") != "1":
             assert time.time() < deadline, panel.inner_text()

@@ -412,14 +412,12 @@ def test_interrupted_program_view_says_stopped(
     import sgnb.notebook.program as program  # LiveState, the program cell's display callback
 
     shown: list[Any] = []
+    widgets: list[Any] = []
 
-    class Handle:
-        def update(self, view: Any) -> None:
-            shown.append(view._repr_html_())
-
-    def record(view: Any, **_: Any) -> Handle:
-        shown.append(view._repr_html_())
-        return Handle()
+    def record(widget: Any, **_: Any) -> None:  # the live ProgramLiveView: every html it pushes
+        widgets.append(widget)
+        shown.append(widget.html)
+        widget.observe(lambda change: shown.append(change["new"]), names=["html"])
 
     monkeypatch.setattr(program, "display", record)
     rt = get_session().require()
@@ -433,6 +431,7 @@ def test_interrupted_program_view_says_stopped(
     watcher.join()
     assert line.startswith("KeyboardInterrupt"), line
     assert len(shown) > 1 and "stopped: the program was interrupted" in shown[-1]
+    assert len(widgets) == 1 and not widgets[0].stoppable  # the program ended: no Stop button
     # the role is either closed by then or shown as stopped, never as still generating
     assert "(generating story)" not in shown[-1]
     # the state table counts what the runtime generated (SGLang's completion_tokens of the

@@ -99,20 +99,36 @@ def abort_requests(runtime: Any, timeout: float = 10.0) -> None:
 
 
 def stopped_note(state: Any) -> str:
-    """The one line a stopped program prints: its variables that SGLang aborted and their tokens.
+    """The one line a stopped program prints: each variable that SGLang aborted and its tokens.
 
+    ``■ stopped after 55 tokens (story kept the text so far)`` for one; for several, per variable:
+    ``■ stopped: story after 55 tokens, title after 3 tokens (each kept the text so far)``.
     An aborted gen ends with ``meta_info["finish_reason"]`` ``{"type": "abort", ...}`` (SGLang's
     ``FINISH_ABORT.to_json``) and keeps the text generated so far.
     """
-    aborted = []
-    tokens = 0
+    aborted: list[tuple[str, int]] = []
     for name, meta in dict(getattr(state.stream_executor, "meta_info", {}) or {}).items():
         reason = meta.get("finish_reason") if isinstance(meta, dict) else None
         if isinstance(reason, dict) and reason.get("type") == "abort":
-            aborted.append(name)
-            tokens += int(meta.get("completion_tokens", 0) or 0)
-    where = f" ({', '.join(aborted)} kept the text so far)" if aborted else ""
-    return f"■ stopped after {tokens} token{'' if tokens == 1 else 's'}{where}"
+            aborted.append((name, int(meta.get("completion_tokens", 0) or 0)))
+
+    def after(tokens: int) -> str:
+        return f"after {tokens} token{'' if tokens == 1 else 's'}"
+
+    if not aborted:
+        return "■ stopped (no request was generating)"
+    if len(aborted) == 1:
+        name, tokens = aborted[0]
+        return f"■ stopped {after(tokens)} ({name} kept the text so far)"
+    each = ", ".join(f"{name} {after(tokens)}" for name, tokens in aborted)
+    return f"■ stopped: {each} (each kept the text so far)"
+
+
+def _finish(on_update: Any) -> None:
+    """Tell a live view (``LiveState.finish``) that its program has ended."""
+    finish = getattr(on_update, "finish", None)
+    if finish is not None:
+        finish()
 
 
 def run_program(
@@ -133,7 +149,8 @@ def run_program(
     which ``%sglang start`` sets. ``temperature`` / ``max_tokens``: defaults for the body's
     ``sgl.gen`` calls (``SglFunction.run``'s ``temperature`` / ``max_new_tokens``). ``stream``:
     run it on SGLang's stream executor and call ``on_update(state)`` as text arrives (at most
-    10 times a second); ``on_update`` is also called once when the state exists and once at the end.
+    10 times a second); ``on_update`` is also called once when the state exists and once at the end,
+    then its ``finish()`` if it has one (:class:`LiveState`'s: the Stop button goes), on errors too.
     ``filename``: the name the body's code is compiled under (a notebook cell's, for tracebacks).
 
     Returns sglang's ``ProgramState`` (``state["var"]``, ``state.text()``). Raises
@@ -201,14 +218,17 @@ def run_program(
                 worker.join(0.05)
                 if stopped.is_set():
                     stop()
-    except KeyboardInterrupt:
-        abort_requests(runtime)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            abort_requests(runtime)
+        _finish(on_update)  # the live view's Stop button goes with the program
         raise
     if stopped.is_set():
         abort_requests(runtime)  # wait until the aborted requests have left (their KV freed)
         print(stopped_note(state))
     if on_update is not None:
         on_update(state)
+        _finish(on_update)
     error = failures[0] if failures else state.error()
     if error is not None:
         raise error
@@ -216,18 +236,31 @@ def run_program(
 
 
 class LiveState:
-    """An ``on_update`` for :func:`sgnb.notebook.program.run_program`: shows the state, then updates it."""
+    """An ``on_update`` for :func:`sgnb.notebook.program.run_program`: shows the state live.
+
+    The view is a :class:`sgnb.widgets.program.ProgramLiveView` (the state rendered by
+    :class:`ProgramStateView`) with a Stop button while the program runs; :func:`run_program`
+    calls :meth:`finish` when it ends, which takes the button away.
+    """
 
     def __init__(self) -> None:
         self.view: ProgramStateView | None = None
-        self.handle: Any = None
+        self.widget: Any = None
 
     def __call__(self, state: Any) -> None:
         if self.view is None:
+            from sgnb.widgets.program import ProgramLiveView
+
             self.view = ProgramStateView(state)
-            self.handle = display(self.view, display_id=True)
-        elif self.handle is not None:
-            self.handle.update(self.view)
+            self.widget = ProgramLiveView(self.view._repr_html_, self.view.__repr__)
+            display(self.widget)
+        else:
+            self.widget.request_update()
+
+    def finish(self) -> None:
+        """The program has ended (or failed): show its last state, without the Stop button."""
+        if self.widget is not None:
+            self.widget.finish()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Show the state as stopped (after an interrupt or Stop), not as still generating.
@@ -243,5 +276,4 @@ class LiveState:
             waiter.start()
             waiter.join(timeout)
             self.view.stopped = True
-            if self.handle is not None:
-                self.handle.update(self.view)
+            self.finish()

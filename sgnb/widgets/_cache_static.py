@@ -27,11 +27,16 @@ def bars_svg(rows: list[dict[str, Any]], width: int = 480, height: int = 70) -> 
 
 
 def stopped_line(summary: dict[str, Any]) -> str:
+    """ " · 1 request stopped after 55 tokens", or for several " · 2 requests stopped (110 tokens
+    generated in all)": ``stopped_tokens`` is the sum over the stopped requests (cache_panel.js
+    words it the same)."""
     n = int(summary.get("stopped", 0) or 0)
     if not n:
         return ""
     tokens = int(summary.get("stopped_tokens", 0) or 0)
-    return f" · {n} request{'' if n == 1 else 's'} stopped after {tokens} token{'' if tokens == 1 else 's'}"
+    if n == 1:
+        return f" · 1 request stopped after {tokens} token{'' if tokens == 1 else 's'}"
+    return f" · {n} requests stopped ({tokens} token{'' if tokens == 1 else 's'} generated in all)"
 
 
 WORKER_HEADS = ("worker", "state", "requests", "prompt tok", "cached tok", "hit rate", "running", "queued")

@@ -11,7 +11,13 @@ messages stay on the main shell.
 A running program (``sgnb.run_program``) registers a stopper with :func:`running`; a Stop click
 calls every registered stopper (they abort the program's requests: the cell then ends normally
 with the partial text). With none running (plain Python calling ``rt.generate``) or no subshell
-(older ipykernel), the button interrupts the kernel instead, as Kernel > Interrupt does.
+routing (an ipykernel before 7.4: 7.0-7.3 have subshells but their comms have no
+``_reply_subshell_for``, and 6.x has neither), the button interrupts the kernel instead, as
+Kernel > Interrupt does.
+
+A view's button shows only while its cell runs: :func:`enable_stop` takes it away (the view's
+``stoppable``) when the cell that made the view ends (IPython's ``post_run_cell``), so a stats
+panel left on screen offers no Stop for cells it cannot stop.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import concurrent.futures
 import contextlib
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -58,7 +65,9 @@ def kernel_subshell() -> str | None:
     kernel = app.IPKernelApp.instance().kernel
     thread = getattr(kernel, "shell_channel_thread", None)
     if thread is None or not getattr(kernel, "_supports_kernel_subshells", False):
-        return None
+        return None  # ipykernel 6, or a kernel started without subshells
+    if not hasattr(getattr(thread, "manager", None), "_create_subshell") or not hasattr(thread, "io_loop"):
+        return None  # an ipykernel whose private subshell API differs from 7.x's
     with _lock:
         if not _subshell:
             # SubshellManager._create_subshell runs on the shell channel thread only.
@@ -83,10 +92,36 @@ def _is_stop(data: Any) -> bool:
     return isinstance(content, dict) and content.get("type") == "stop"
 
 
+def hide_when_cell_ends(widget: Any) -> None:
+    """Set ``widget.stoppable = False`` when the running IPython cell ends (``post_run_cell``; once).
+
+    Outside IPython nothing changes (the caller's own ``finish`` / ``detach`` take the button away).
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return
+    ref = weakref.ref(widget)
+
+    def hide(*_: Any) -> None:
+        shell.events.unregister("post_run_cell", hide)  # trigger() iterates over a copy
+        view = ref()
+        if view is not None and getattr(view, "stoppable", False):
+            with contextlib.suppress(Exception):  # a closed widget: nothing left to update
+                view.stoppable = False
+
+    shell.events.register("post_run_cell", hide)
+
+
 def enable_stop(widget: Any) -> bool:
     """Let ``widget``'s Stop button reach a running program; returns whether a click can (the
     view's ``stop_route``). Its ``stop`` message goes to the kernel's subshell and is answered with
-    ``{"type": "stop-reply", "stopped": n}`` (n = 0: the view interrupts the kernel instead)."""
+    ``{"type": "stop-reply", "stopped": n}`` (n = 0: the view interrupts the kernel instead).
+
+    A comm without ``_reply_subshell_for`` (ipykernel < 7.4) gets ``False``: its view interrupts
+    the kernel. The button goes when the current cell ends (:func:`hide_when_cell_ends`).
+    """
+    hide_when_cell_ends(widget)
     comm: Any = getattr(widget, "comm", None)
     sid = kernel_subshell() if comm is not None and hasattr(comm, "_reply_subshell_for") else None
     if sid is not None:

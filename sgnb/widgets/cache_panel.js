@@ -96,9 +96,12 @@ function render({ model, el }) {
       .join("");
     root.dataset.requests = String(s.requests || 0);
     root.dataset.hitRate = String(s.hit_rate || 0);
+    // stopped_tokens is the sum over the stopped requests (sgnb/widgets/_cache_static.py: stopped_line)
+    const toks = `${s.stopped_tokens} token${s.stopped_tokens === 1 ? "" : "s"}`;
     const stopped = s.stopped
-      ? ` · <span class="stopped" data-stopped="${s.stopped_tokens}">${s.stopped} request${s.stopped === 1 ? "" : "s"} ` +
-        `stopped after ${s.stopped_tokens} token${s.stopped_tokens === 1 ? "" : "s"}</span>`
+      ? ` · <span class="stopped" data-stopped="${s.stopped_tokens}">` +
+        (s.stopped === 1 ? `1 request stopped after ${toks}` : `${s.stopped} requests stopped (${toks} generated in all)`) +
+        `</span>`
       : "";
     root.dataset.stopped = String(s.stopped || 0);
     root.innerHTML =

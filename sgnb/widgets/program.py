@@ -16,13 +16,14 @@ from __future__ import annotations
 import html
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import traitlets as t
 
 from sgnb.widgets._base import SgnbWidget
-from sgnb.widgets.cache_panel import view_module
+from sgnb.widgets._stop import enable_stop
+from sgnb.widgets.cache_panel import jupyter_kernel_id, view_module
 
 
 def _segment(seg: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -118,6 +119,52 @@ class ProgramView(SgnbWidget):
     def _static_html(self) -> str:
         self._throttle.flush()
         return render_static(list(self.segments), dict(self.choices), self.title)
+
+
+class ProgramLiveView(SgnbWidget):
+    """A running ``%%sglang`` program's live view, with the live views' Stop button.
+
+    ``render()`` gives the view's HTML (``sgnb.notebook.views.ProgramStateView._repr_html_``) and
+    ``summary()`` its one-line text; :meth:`request_update` re-renders (throttled, from any thread).
+    While the program runs (until :meth:`finish`, and at the latest when its cell ends) the view
+    carries a Stop button (``sgnb.widgets._stop``, the one the cache panel and constrained view
+    have): in an ipykernel >= 7.4 the click aborts the program's requests and the cell ends with the
+    text so far; otherwise it interrupts the kernel.
+    """
+
+    _esm = view_module("program_live.js")
+
+    html = t.Unicode("").tag(sync=True)
+    kernel_id = t.Unicode("").tag(sync=True)  # what the Stop button interrupts ("": no button)
+    stoppable = t.Bool(False).tag(sync=True)  # the program runs: the Stop button shows
+    stop_route = t.Bool(False).tag(sync=True)  # a Stop click reaches a running program (sgnb.widgets._stop)
+
+    def __init__(
+        self, render: Callable[[], str], summary: Callable[[], str], *, interval: float = 0.1
+    ) -> None:
+        super().__init__(interval=interval)
+        self._render, self._describe = render, summary
+        self.kernel_id, self.stoppable = jupyter_kernel_id(), True
+        self.stop_route = enable_stop(self)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.html = self._render()
+
+    def finish(self) -> None:
+        """The program has ended: render its last state now and take the Stop button away."""
+        self.request_update()
+        self._throttle.flush()
+        self.stoppable = False
+
+    def _summary(self) -> str:
+        return self._describe()
+
+    def _static_html(self) -> str:
+        """The view as it is, marked as sgnb's snapshot (``sgnb.widgets._static`` then drops the
+        widget view of an exported notebook, which no static page can rebuild)."""
+        self._throttle.flush()
+        return f'<div data-sgnb-static="program-live">{self.html}</div>'
 
 
 _ROLE_COLORS = {"system": "#f1e8ff", "user": "#e8f0fe", "assistant": "#e9f7ef"}
