@@ -92,6 +92,17 @@ def test_empty_prompt(rt: Any, no_compute: EventLog) -> None:
         rt.generate(input_ids=[], max_new_tokens=4)
 
 
+def test_sampling_params_that_are_not_a_dict(rt: Any, no_compute: EventLog) -> None:
+    """SGLang's ``Engine.generate`` also takes a list (one dict per prompt, ``GenerateReqInput.
+    _normalize_sampling_params``); sgnb's runtimes take one dict: a list is refused in one line
+    (it was a TypeError, "'list' object is not a mapping")."""
+    per_prompt = [{"max_new_tokens": 2}, {"max_new_tokens": 3}]
+    with pytest.raises(ValueError, match=r"sampling_params must be a dict .*got list"):
+        rt.generate(["a", "b"], sampling_params=per_prompt)
+    with pytest.raises(ValueError, match=r"sampling_params must be a dict .*got str"):
+        rt.generate("a", "max_new_tokens=2")
+
+
 def test_prompt_and_input_ids_are_exclusive(rt: Any, no_compute: EventLog) -> None:
     with pytest.raises(ValueError, match="exactly one"):
         rt.generate("hi", input_ids=[1, 2], max_new_tokens=4)

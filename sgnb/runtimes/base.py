@@ -101,6 +101,11 @@ class Runtime(ABC):
         and batches, and how it streams.
         """
         check_prompt(prompt, input_ids)
+        if sampling_params is not None and not isinstance(sampling_params, dict):
+            # SGLang's Engine also takes a list (one dict per prompt): no sgnb runtime does yet
+            raise ValueError(
+                f"sampling_params must be a dict (one for every prompt), got {type(sampling_params).__name__}"
+            )
         params = dict(kwargs)
         logprob = {name: params.pop(name) for name in LOGPROB_FIELDS if name in params}
         return self._generate_request(
