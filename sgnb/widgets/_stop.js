@@ -90,3 +90,26 @@ function stopControl(model, root, redraw) {
     },
   };
 }
+
+// The button in a box of its own in `root`, in front of `content` (where the view draws). A view redraws
+// its content with every token or row; a button redrawn with it would be replaced between a click's
+// mousedown and mouseup, and the click lost. The box redraws only when the button changes. Returns
+// {content, click(event), dispose()}: `click` as stopControl's, `dispose` for the view's cleanup.
+function stopBox(model, root) {
+  const box = document.createElement("div");
+  box.className = "sgnb-stop-box";
+  const content = document.createElement("div");
+  root.append(box, content);
+  const draw = () => {
+    box.innerHTML = control.html();
+  };
+  const control = stopControl(model, root, draw);
+  const names = ["stoppable", "stop_route", "kernel_id"];
+  for (const name of names) model.on(`change:${name}`, draw);
+  draw();
+  return {
+    content,
+    click: (event) => control.click(event),
+    dispose: () => names.forEach((name) => model.off(`change:${name}`, draw)),
+  };
+}

@@ -60,7 +60,7 @@ function workersTable(workers) {
 function render({ model, el }) {
   const root = viewRoot(el, CSS + STOP_CSS, "sgnb-cache", "sgnbCache");
   const opened = new Set(); // requests whose whole prompt is shown
-  const stop = stopControl(model, root, () => draw(false));
+  const stop = stopBox(model, root); // its own box: the rows are redrawn as requests finish
 
   function draw(follow = false) {
     const keep = root.querySelector(".tbl")?.scrollTop ?? 0;
@@ -104,8 +104,7 @@ function render({ model, el }) {
         `</span>`
       : "";
     root.dataset.stopped = String(s.stopped || 0);
-    root.innerHTML =
-      stop.html() +
+    stop.content.innerHTML =
       `<div class="hd"><b>${esc(model.get("title"))}</b> <span class="dim">${s.requests || 0} requests · ` +
       `${s.cached_tokens || 0}/${s.prompt_tokens || 0} prompt tokens cached${stopped}</span>` +
       `<span class="rate"><i style="width:${rate}%"></i></span><b>${rate}%</b></div>` +
@@ -142,14 +141,13 @@ function render({ model, el }) {
   model.on("change:rows", follow);
   model.on("change:summary", redraw);
   model.on("change:selected", redraw);
-  model.on("change:stoppable", redraw);
   model.on("change:workers", redraw);
   draw(true);
   return () => {
     model.off("change:rows", follow);
     model.off("change:summary", redraw);
     model.off("change:selected", redraw);
-    model.off("change:stoppable", redraw);
+    stop.dispose();
     model.off("change:workers", redraw);
   };
 }

@@ -25,7 +25,7 @@ const CSS = `
 
 function render({ model, el }) {
   const root = viewRoot(el, CSS + STOP_CSS, "sgnb-cons", "sgnbConstrained");
-  const stop = stopControl(model, root, () => draw());
+  const stop = stopBox(model, root); // its own box: the chips are redrawn with every token
 
   function draw() {
     const steps = model.get("steps") || [];
@@ -46,8 +46,7 @@ function render({ model, el }) {
     root.dataset.forced = String(info.forced || 0);
     root.dataset.steps = String(steps.length);
     root.dataset.state = state;
-    root.innerHTML =
-      stop.html() +
+    stop.content.innerHTML =
       `<div><b>${esc(info.kind || "")}</b> <code>${esc((info.source || "").slice(0, 300))}</code></div>` +
       `<div class="toks">${toks}${state === "running" || state === "waiting" ? `<span class="cursor"></span>` : ""}</div>` +
       `<div class="legend"><span style="background:#ffd8a8">forced: ${info.forced || 0}</span>` +
@@ -68,9 +67,12 @@ function render({ model, el }) {
       `step ${chip.dataset.step}: token ${s.id} ${JSON.stringify(s.text)} - ${s.allowed} tokens allowed` +
       (s.options.length ? `: ${s.options.map((o) => JSON.stringify(o)).join(" | ")}` : "");
   });
-  const stopWatching = onChanges(model, ["steps", "info", "stoppable"], draw);
+  const stopWatching = onChanges(model, ["steps", "info"], draw);
   draw();
-  return stopWatching;
+  return () => {
+    stopWatching();
+    stop.dispose();
+  };
 }
 
 export default { render };

@@ -6,28 +6,19 @@ const CSS = `.sgnb-prog-live { font: 12px var(--jp-ui-font-family, sans-serif); 
 
 function render({ model, el }) {
   const root = viewRoot(el, CSS + STOP_CSS, "sgnb-prog-live", "sgnbProgramLive");
-  // The button has a box of its own: the program's HTML is replaced up to 10 times a second, and a
-  // button redrawn with it would be swapped between a click's mousedown and mouseup (a lost click).
-  root.innerHTML = `<div class="sgnb-stop-box"></div><div class="sgnb-prog-body"></div>`;
-  const [box, body] = root.children;
-  const stop = stopControl(model, root, () => drawButton());
+  const stop = stopBox(model, root); // the program's HTML is replaced up to 10 times a second
 
-  function drawButton() {
+  function draw() {
     root.dataset.running = model.get("stoppable") ? "1" : "0";
-    box.innerHTML = stop.html();
-  }
-  function drawBody() {
-    body.innerHTML = model.get("html") || "";
+    stop.content.innerHTML = model.get("html") || "";
   }
 
   root.addEventListener("click", (ev) => stop.click(ev));
-  const unwatchButton = onChanges(model, ["stoppable", "stop_route", "kernel_id"], drawButton);
-  const unwatchBody = onChanges(model, ["html"], drawBody);
-  drawButton();
-  drawBody();
+  const stopWatching = onChanges(model, ["html", "stoppable"], draw);
+  draw();
   return () => {
-    unwatchButton();
-    unwatchBody();
+    stopWatching();
+    stop.dispose();
   };
 }
 
