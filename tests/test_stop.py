@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import sys
+import threading
+import time
 import types
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -195,4 +197,40 @@ def test_a_program_view_carries_the_stop_button_while_it_runs(
     static = view._static_html()  # what an exported notebook shows (sgnb.widgets._static)
     assert "sgnb-program" in view.html and html.escape(state["story"][:10]) in static
     assert has_snapshot({"data": {"text/html": static}})
+    view.close()
+
+
+def test_a_stopped_program_view_says_so_and_loses_its_button(
+    rt: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Stop click (``_stop.stop_running``, what the kernel's subshell runs) during a program shown
+    live: the view says it was stopped (as after an interrupt) and its button goes."""
+    import sgnb.notebook.program as program
+    from sgnb.core.events import EventLog, TokenStep
+    from sgnb.core.token_trace import tracing
+
+    shown: list[ProgramLiveView] = []
+    monkeypatch.setattr(program, "display", lambda widget, **_: shown.append(widget))
+    log = EventLog(rt.hub)
+    clicked: list[int] = []
+
+    def click() -> None:
+        deadline = time.monotonic() + 120
+        while len(log.of_type(TokenStep)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        clicked.append(_stop.stop_running())
+
+    with tracing(rt):  # TokenStep events say when tokens came
+        clicker = threading.Thread(target=click)
+        clicker.start()
+        program.run_program(
+            "s += 'Once upon a time' + sgl.gen('story', max_tokens=2000, ignore_eos=True, temperature=0)",
+            backend=rt.backend,
+            on_update=program.LiveState(),
+        )
+        clicker.join(60)
+    log.unsubscribe and log.unsubscribe()
+    assert clicked == [1] and capsys.readouterr().out.startswith("■ stopped after")
+    (view,) = shown
+    assert "stopped: the program was interrupted" in view.html and view.stoppable is False
     view.close()

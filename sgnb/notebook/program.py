@@ -226,6 +226,8 @@ def run_program(
     if stopped.is_set():
         abort_requests(runtime)  # wait until the aborted requests have left (their KV freed)
         print(stopped_note(state))
+        if isinstance(on_update, LiveState):
+            on_update.stop()  # the view says it was stopped, as after an interrupt
     if on_update is not None:
         on_update(state)
         _finish(on_update)
