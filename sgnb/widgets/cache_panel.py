@@ -11,8 +11,9 @@ cached and new tokens, hit %, TTFT and latency. A click on a row also selects it
 ``RadixTreeWidget`` whose mirror saw that request highlights its path (``selected`` -> the tree's
 ``highlight``), the cached nodes apart from the ones it wrote.
 
-While it follows requests (a cell's ``--show cache`` panel until its cell ends; the session's panel
-always) it carries a Stop button, in JupyterLab and Notebook 7: the kernel's own interrupt (the
+While the cell that made it runs and it follows requests (``sgnb.widgets._stop.enable_stop`` takes the
+button away when that cell ends: a ``%sglang stats`` panel left on screen has none) it carries a Stop
+button, in JupyterLab and Notebook 7: the kernel's own interrupt (the
 server's ``POST /api/kernels/<id>/interrupt``, what Kernel > Interrupt sends) - except while a
 ``%%sglang`` program runs in an ipykernel with subshells: then the click reaches the program
 (``sgnb.widgets._stop``), which aborts its requests and ends normally, keeping the partial text, and

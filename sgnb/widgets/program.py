@@ -9,6 +9,9 @@
 A segment is ``{"text": str, "role": str | None, "var": str | None}``; consecutive segments of the
 same role form one block. Choices show each option's normalized (per-token mean) logprob and its
 share after a softmax over the options, the way SGLang's ``select`` picks.
+
+``ProgramLiveView`` is what a ``%%sglang`` cell shows while its program runs (the program state
+rendered by ``sgnb.notebook.views.ProgramStateView``), with the live views' Stop button.
 """
 
 from __future__ import annotations
