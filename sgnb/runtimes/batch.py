@@ -86,20 +86,25 @@ def generate_batch(single: Single, req: GenerateReqInput, abort: Callable[[str],
     threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(parts))]
     for t in threads:
         t.start()
-    aborted = False
+
+    def settle() -> None:
+        """Abort the others until every thread has returned: a part still being checked when the
+        first abort went out is submitted after it, and must be aborted too."""
+        while any(t.is_alive() for t in threads):
+            abort_all()
+            for t in threads:
+                t.join(0.05)
+
     try:
         for t in threads:
             while t.is_alive():
-                if errors and not aborted:  # one prompt's error (a bad prompt) stops the others at once
-                    abort_all()
-                    aborted = True
+                if errors:  # one prompt's error (a bad prompt) stops the others at once
+                    settle()
                 t.join(0.05)  # short waits keep Ctrl-C responsive
     except KeyboardInterrupt:
-        abort_all()
+        settle()
         raise
     if errors:
-        if not aborted:
-            abort_all()
         raise errors[0]
     flat: list[Any] = []
     for r in results:
