@@ -137,3 +137,13 @@ def test_a_duplicate_rid_in_a_batch_does_not_abort_the_request_that_holds_it(rt:
     first.join()
     assert out["meta_info"]["finish_reason"]["type"] == "length"
     assert_idle_balanced(rt)
+
+
+def test_an_empty_batch_is_sglangs_answer(rt: Any) -> None:
+    """``text=[]``: SGLang admits a batch of none and answers with no outputs (as ``sgnb serve`` does)."""
+    from test_serve_batch_stream import sglang_batch_answer
+
+    assert rt.generate([], max_new_tokens=2) == []
+    assert list(rt.generate([], max_new_tokens=2, stream=True)) == []
+    assert sglang_batch_answer({"text": [], "sampling_params": {"max_new_tokens": 2}, "stream": True}) == []
+    assert_idle_balanced(rt)

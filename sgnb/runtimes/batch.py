@@ -25,13 +25,11 @@ Single = Callable[[GenerateReqInput], Any]
 def split(req: GenerateReqInput) -> list[GenerateReqInput]:
     """One request per prompt, rids as ``GenerateReqInput._normalize_rid`` gives them (a string
     ``rid`` becomes ``{rid}_{i}``; none: sgnb names them so that an interrupted batch can abort its
-    own); ValueError, with SGLang's messages, for an empty batch, a rid neither a string nor a list of
+    own; none for an empty batch); ValueError, with SGLang's messages, for a rid neither a string nor a list of
     strings, a rid list of another length or duplicate rids (``_validate_rid_uniqueness``), and for a
     prompt that is not one text (a string) or one ``input_ids`` list of ints - all before any prompt runs."""
     text = req.text is not None
     prompts: list[Any] = list(req.text if req.text is not None else req.input_ids or [])
-    if not prompts:
-        raise ValueError("the batch is empty")
     for i, p in enumerate(prompts):  # a nested list would otherwise run as a batch of its own
         if text and not isinstance(p, str):
             raise ValueError(f"text[{i}] must be a string, got {type(p).__name__}")
@@ -63,6 +61,8 @@ def generate_batch(single: Single, req: GenerateReqInput, abort: Callable[[str],
     ``abort(rid)`` aborts a request: a Ctrl-C, a closed stream or one request's error aborts the others.
     """
     parts = split(req)
+    if not parts:  # SGLang admits a batch of none and answers it with no outputs (_handle_batch_request)
+        return iter(()) if req.stream else []
     n = int(req.sampling_params.get("n") or 1)
     failed: set[int] = set()  # parts whose call raised: nothing of theirs runs
 

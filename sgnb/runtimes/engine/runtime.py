@@ -156,8 +156,8 @@ class EngineRuntime(KVEventsTree, Runtime):
         batch = is_batch(req)
         if batch:
             prompts: list[Any] = list(req.text if req.text is not None else req.input_ids or [])
-            if not prompts:
-                raise ValueError("the batch is empty")
+            if not prompts:  # SGLang admits a batch of none and answers it with no outputs
+                return iter(()) if stream else []
             rid: Any = req.rid if isinstance(req.rid, list) else None
         else:
             text, ids, rid = one_prompt(req)
