@@ -93,14 +93,16 @@ def test_empty_prompt(rt: Any, no_compute: EventLog) -> None:
 
 
 def test_sampling_params_that_are_not_a_dict(rt: Any, no_compute: EventLog) -> None:
-    """SGLang's ``Engine.generate`` also takes a list (one dict per prompt, ``GenerateReqInput.
-    _normalize_sampling_params``); sgnb's runtimes take one dict: a list is refused in one line
-    (it was a TypeError, "'list' object is not a mapping")."""
-    per_prompt = [{"max_new_tokens": 2}, {"max_new_tokens": 3}]
-    with pytest.raises(ValueError, match=r"sampling_params must be a dict .*got list"):
-        rt.generate(["a", "b"], sampling_params=per_prompt)
-    with pytest.raises(ValueError, match=r"sampling_params must be a dict .*got str"):
+    """A dict, or for a batch a list of one dict per prompt (``Engine.generate``,
+    ``GenerateReqInput._normalize_sampling_params``); anything else is one line, before any compute."""
+    with pytest.raises(ValueError, match=r"sampling_params must be a dict, or a list of dicts .*got str"):
         rt.generate("a", "max_new_tokens=2")
+    with pytest.raises(ValueError, match="needs a batch"):
+        rt.generate("a", [{"max_new_tokens": 2}])
+    with pytest.raises(ValueError, match="has 1 dicts for 2 prompts"):
+        rt.generate(["a", "b"], [{"max_new_tokens": 2}])
+    with pytest.raises(ValueError, match="The parallel_sample_num should be the same"):
+        rt.generate(["a", "b"], [{"n": 2}, {"n": 1}])
 
 
 def test_prompt_and_input_ids_are_exclusive(rt: Any, no_compute: EventLog) -> None:

@@ -147,3 +147,26 @@ def test_an_empty_batch_is_sglangs_answer(rt: Any) -> None:
     assert list(rt.generate([], max_new_tokens=2, stream=True)) == []
     assert sglang_batch_answer({"text": [], "sampling_params": {"max_new_tokens": 2}, "stream": True}) == []
     assert_idle_balanced(rt)
+
+
+def test_sampling_params_per_prompt(rt: Any) -> None:
+    """A list of sampling parameters, one dict per prompt, as ``Engine.generate`` takes it; keyword
+    parameters go into each; SGLang's check that ``n`` is the same in all (its message, from its class)."""
+    from sglang.srt.managers.io_struct import GenerateReqInput
+
+    outs = rt.generate(
+        PROMPTS[:2], [{"max_new_tokens": 2}, {"max_new_tokens": 5}], temperature=0, ignore_eos=True
+    )
+    assert [o["meta_info"]["completion_tokens"] for o in outs] == [2, 5]
+    ids = [rt.tokenizer.encode(p) for p in PROMPTS[:2]]
+    outs = rt.generate(
+        input_ids=ids, sampling_params=[{"max_new_tokens": 3}, {"max_new_tokens": 1}], ignore_eos=True
+    )
+    assert [o["meta_info"]["completion_tokens"] for o in outs] == [3, 1]
+    theirs = GenerateReqInput(text=["a", "b"], sampling_params=[{"n": 2}, {"n": 1}])
+    with pytest.raises(ValueError) as expected:
+        theirs.normalize_batch_and_arguments()
+    with pytest.raises(ValueError) as got:
+        rt.generate(["a", "b"], [{"n": 2}, {"n": 1}])
+    assert str(got.value) == str(expected.value)
+    assert_idle_balanced(rt)

@@ -157,6 +157,18 @@ def test_generate_returns_every_shape_of_the_server_as_the_local_runtime(
         assert event.prompt_ids == prompt_ids and event.output_ids == out["output_ids"]
 
 
+def test_sampling_params_per_prompt_over_http(remote: RemoteRuntime) -> None:
+    """One dict per prompt (as ``Engine.generate`` and ``/generate`` take it): each prompt its own."""
+    outs = remote.generate(["Hi", "Bye"], [{"max_new_tokens": 2}, {"max_new_tokens": 4}], ignore_eos=True)
+    assert [o["meta_info"]["completion_tokens"] for o in outs] == [2, 4]
+    last: dict[int, Any] = {}
+    for chunk in remote.generate(
+        ["Hi", "Bye"], [{"max_new_tokens": 3}, {"max_new_tokens": 1}], ignore_eos=True, stream=True
+    ):
+        last[chunk["index"]] = chunk
+    assert [last[i]["meta_info"]["completion_tokens"] for i in (0, 1)] == [3, 1]
+
+
 def test_dsl_gen_n_on_a_remote_session(remote: RemoteRuntime, rt: Any) -> None:
     """``gen(n=2)`` through the remote backend gives the two texts and meta_infos, as sgnb's backend does
     on the local runtime (``StreamExecutor._execute_gen`` keeps the list, appends the first text);

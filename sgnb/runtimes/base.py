@@ -27,7 +27,7 @@ class GenerateReqInput:
 
     text: str | list[str] | None
     input_ids: list[int] | list[list[int]] | None
-    sampling_params: dict[str, Any] = field(default_factory=dict)
+    sampling_params: dict[str, Any] | list[dict[str, Any]] = field(default_factory=dict)
     logprob: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     rid: str | list[str] | None = None
@@ -38,6 +38,37 @@ def check_prompt(text: Any, input_ids: Any) -> None:
     ``GenerateReqInput._validate_inputs`` ("Either text, input_ids or input_embeds should be provided")."""
     if (text is None) == (input_ids is None):
         raise ValueError("pass exactly one of prompt (text) or input_ids")
+
+
+def merge_sampling_params(
+    given: dict[str, Any] | list[dict[str, Any]] | None, keywords: dict[str, Any], text: Any, input_ids: Any
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """The call's sampling parameters: a dict, or - for a batch, as ``Engine.generate`` takes them - a list
+    of one dict per prompt; keyword parameters go into each. ValueError for another type, a list for one
+    prompt or of another length than the batch, and for different ``n`` across the list (SGLang's
+    ``GenerateReqInput._normalize_parallel_sampling`` message)."""
+    if given is None or isinstance(given, dict):
+        return {**(given or {}), **keywords}
+    if not isinstance(given, list) or not all(isinstance(p, dict) for p in given):
+        raise ValueError(
+            f"sampling_params must be a dict, or a list of dicts for a batch, got {type(given).__name__}"
+        )
+    prompts = text if text is not None else input_ids
+    batch = isinstance(prompts, list) and (
+        text is not None or (bool(prompts) and isinstance(prompts[0], list))
+    )
+    if not batch:
+        raise ValueError("a list of sampling_params needs a batch of prompts (one dict per prompt)")
+    if len(given) != len(prompts):
+        raise ValueError(f"sampling_params has {len(given)} dicts for {len(prompts)} prompts")
+    if len({p.get("n", 1) for p in given}) > 1:
+        raise ValueError("The parallel_sample_num should be the same for all samples in sample params.")
+    return [{**p, **keywords} for p in given]
+
+
+def params_of(sampling_params: dict[str, Any] | list[dict[str, Any]], prompt: int) -> dict[str, Any]:
+    """Prompt ``prompt``'s sampling parameters (the one dict, or its entry of a per-prompt list)."""
+    return sampling_params[prompt] if isinstance(sampling_params, list) else sampling_params
 
 
 def is_batch(req: GenerateReqInput) -> bool:
@@ -78,7 +109,7 @@ class Runtime(ABC):
     def generate(
         self,
         prompt: str | list[str] | None = None,
-        sampling_params: dict[str, Any] | None = None,
+        sampling_params: dict[str, Any] | list[dict[str, Any]] | None = None,
         *,
         input_ids: list[int] | list[list[int]] | None = None,
         stream: bool = False,
@@ -101,18 +132,13 @@ class Runtime(ABC):
         and batches, and how it streams.
         """
         check_prompt(prompt, input_ids)
-        if sampling_params is not None and not isinstance(sampling_params, dict):
-            # SGLang's Engine also takes a list (one dict per prompt): no sgnb runtime does yet
-            raise ValueError(
-                f"sampling_params must be a dict (one for every prompt), got {type(sampling_params).__name__}"
-            )
         params = dict(kwargs)
         logprob = {name: params.pop(name) for name in LOGPROB_FIELDS if name in params}
         return self._generate_request(
             GenerateReqInput(
                 text=prompt,
                 input_ids=input_ids,
-                sampling_params={**(sampling_params or {}), **params},
+                sampling_params=merge_sampling_params(sampling_params, params, prompt, input_ids),
                 logprob=logprob,
                 stream=stream,
                 rid=rid,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sgnb.runtimes.base import GenerateReqInput
+from sgnb.runtimes.base import GenerateReqInput, params_of
 
 Single = Callable[[GenerateReqInput], Any]
 
@@ -50,8 +50,14 @@ def split(req: GenerateReqInput) -> list[GenerateReqInput]:
     else:  # GenerateReqInput._normalize_rid
         raise ValueError("The rid should be a string or a list of strings.")
     return [
-        dataclasses.replace(req, text=p if text else None, input_ids=None if text else p, rid=r)
-        for p, r in zip(prompts, rids, strict=True)
+        dataclasses.replace(
+            req,
+            text=p if text else None,
+            input_ids=None if text else p,
+            rid=r,
+            sampling_params=params_of(req.sampling_params, i),
+        )
+        for i, (p, r) in enumerate(zip(prompts, rids, strict=True))
     ]
 
 
@@ -63,7 +69,7 @@ def generate_batch(single: Single, req: GenerateReqInput, abort: Callable[[str],
     parts = split(req)
     if not parts:  # SGLang admits a batch of none and answers it with no outputs (_handle_batch_request)
         return iter(()) if req.stream else []
-    n = int(req.sampling_params.get("n") or 1)
+    n = int(params_of(req.sampling_params, 0).get("n") or 1)
     failed: set[int] = set()  # parts whose call raised: nothing of theirs runs
 
     def abort_all() -> None:

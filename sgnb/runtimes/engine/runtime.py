@@ -25,7 +25,7 @@ from sgnb.core.version_check import installed_sglang
 from sgnb.net import free_port
 from sgnb.runtimes import options as start_options
 from sgnb.runtimes.backend import SgnbBackend
-from sgnb.runtimes.base import GenerateReqInput, Runtime, is_batch, one_prompt
+from sgnb.runtimes.base import GenerateReqInput, Runtime, is_batch, one_prompt, params_of
 from sgnb.runtimes.engine.start import EngineStartError, engine_loop, start_on_loop
 from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
 
@@ -166,13 +166,14 @@ class EngineRuntime(KVEventsTree, Runtime):
             raise ValueError("the prompt is empty")
         # The local runtime's one-line ValueErrors for the parameters both know; the Engine
         # judges the rest (it has more, e.g. logit_bias).
-        SamplingParams.from_dict({k: v for k, v in raw.items() if k in SamplingParams.names()})
+        for one in raw if isinstance(raw, list) else [raw]:
+            SamplingParams.from_dict({k: v for k, v in one.items() if k in SamplingParams.names()})
         stamp = time.monotonic_ns()
         if rid is None:
             rid = [f"sgnb-{stamp}-{i}" for i in range(len(prompts))] if batch else f"sgnb-{stamp}"
         field = "prompt" if req.text is not None else "input_ids"
         request = {field: prompts if batch else prompts[0], "sampling_params": raw, "rid": rid, **req.logprob}
-        abort = self._aborter(rid, int(raw.get("n") or 1))
+        abort = self._aborter(rid, int(params_of(raw, 0).get("n") or 1))
         started = time.perf_counter()
         if stream:
             return self._stream(request, prompts, started, abort)
@@ -184,7 +185,7 @@ class EngineRuntime(KVEventsTree, Runtime):
         outs = out if isinstance(out, list) else [out]
         n = max(1, len(outs) // len(prompts))
         for i, one in enumerate(outs):
-            self._finished(one, prompts[i // n], started, raw)
+            self._finished(one, prompts[i // n], started, params_of(raw, i // n))
         return out
 
     def _aborter(self, rid: str | list[str], n: int) -> Callable[[], None]:
@@ -208,7 +209,10 @@ class EngineRuntime(KVEventsTree, Runtime):
         n = max(1, len(last) // len(prompts))
         for index, out in sorted(last.items()):
             self._finished(
-                out, prompts[min(index // n, len(prompts) - 1)], started, request["sampling_params"]
+                out,
+                prompts[min(index // n, len(prompts) - 1)],
+                started,
+                params_of(request["sampling_params"], min(index // n, len(prompts) - 1)),
             )
 
     def _pump(self, request: dict[str, Any], abort: Callable[[], None]) -> Iterator[dict[str, Any]]:

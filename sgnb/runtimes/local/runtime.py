@@ -19,7 +19,7 @@ from sgnb.core.params import SamplingParams
 from sgnb.core.token_trace import TRACE_TOP_K
 from sgnb.core.version_check import installed_sglang
 from sgnb.runtimes import options as start_options
-from sgnb.runtimes.base import GenerateReqInput, Runtime, is_batch, one_prompt
+from sgnb.runtimes.base import GenerateReqInput, Runtime, is_batch, one_prompt, params_of
 from sgnb.runtimes.batch import generate_batch
 from sgnb.runtimes.local.inputs import RidClaims, fit_context, tokenize
 from sgnb.runtimes.local.kv_pool import KVPool
@@ -209,7 +209,7 @@ class LocalRuntime(Runtime):
         if is_batch(call):  # SGLang's batch: every prompt at once (sgnb.runtimes.batch)
             return generate_batch(self._generate_request, call, self.abort)
         prompt, input_ids, rid = one_prompt(call)
-        sampling_params, stream, kwargs = call.sampling_params, call.stream, call.logprob
+        sampling_params, stream, kwargs = params_of(call.sampling_params, 0), call.stream, call.logprob
         n = parallel_n(sampling_params, kwargs)
         if n > 1:
             return generate_n(self, n, prompt, input_ids, sampling_params, stream, kwargs, rid)

@@ -205,6 +205,8 @@ class RemoteRuntime(KVEventsTree, Runtime):
         answered in SGLang's batch shape.
         """
         self._check_running()
+        if isinstance(body.get("sampling_params"), list):  # one dict per prompt: sent one request each
+            return self._send_split(body)
         if batches.router_takes(body):
             return self._send(body)
         if self.splits_batches:
