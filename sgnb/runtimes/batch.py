@@ -10,6 +10,7 @@ once from a thread each, so the scheduler batches them as SGLang's does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 import queue
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 from sgnb.runtimes.base import GenerateReqInput, params_of
 
+_STREAM_END = object()
 Single = Callable[[GenerateReqInput], Any]
 
 
@@ -135,29 +137,53 @@ def _stream(
 
 
 def _merge(streams: list[Any], n: int, abort_all: Callable[[], None]) -> Iterator[dict[str, Any]]:
-    chunks: queue.Queue[Any] = queue.Queue()
-    done = object()
-
-    def pump(i: int, stream: Iterator[dict[str, Any]]) -> None:
-        try:
-            for chunk in stream:
-                chunks.put({**chunk, "index": i * n + int(chunk.get("index", 0))})
-        except BaseException as exc:
-            chunks.put(exc)
-        chunks.put(done)
-
-    for i, stream in enumerate(streams):
-        threading.Thread(target=pump, args=(i, stream), daemon=True).start()
-    finished = 0
     try:
-        while finished < len(streams):
-            item = chunks.get()
-            if item is done:
-                finished += 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
+        yield from interleave([functools.partial(iter, s) for s in streams], n)
     except BaseException:  # Ctrl-C, a closed stream (GeneratorExit) or one request's error
         abort_all()
         raise
+
+
+def interleave(streams: list[Callable[[], Iterator[dict[str, Any]]]], n: int) -> Iterator[dict[str, Any]]:
+    """Every stream's chunks as they come, stream ``i``'s chunk of sample ``j`` (its ``index``, 0
+    without one) as ``index`` ``i * n + j`` (``TokenizerManager._stream_batch_responses``). Each
+    stream is opened and read on a thread of its own; a stream's error is raised here, and closing
+    this iterator (or an error) makes every stream stop at its next chunk."""
+    chunks: queue.Queue[tuple[int, Any]] = queue.Queue()
+    stop = threading.Event()
+
+    def pump(i: int, open_stream: Callable[[], Iterator[dict[str, Any]]]) -> None:
+        try:
+            stream = open_stream()
+            try:
+                for chunk in stream:
+                    if stop.is_set():
+                        break
+                    chunks.put((i, chunk))
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:  # the consumer raises it
+            chunks.put((i, exc))
+        finally:
+            chunks.put((i, _STREAM_END))
+
+    threads = [
+        threading.Thread(target=pump, args=(i, s), name=f"sgnb-batch-{i}", daemon=True)
+        for i, s in enumerate(streams)
+    ]
+    for thread in threads:
+        thread.start()
+    left = len(threads)
+    try:
+        while left:
+            i, value = chunks.get()
+            if value is _STREAM_END:
+                left -= 1
+            elif isinstance(value, BaseException):
+                raise value
+            else:
+                yield {**value, "index": i * n + int(value.get("index", 0))}
+    finally:
+        stop.set()

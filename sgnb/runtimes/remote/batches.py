@@ -23,9 +23,7 @@ in that list (``TokenizerManager._handle_batch_request`` / ``_stream_batch_respo
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,7 +31,6 @@ from typing import Any
 # ``src/protocols/generate.rs``): a list of them is a batch it refuses.
 SCALAR_IN_ROUTER = ("rid", "return_logprob", "logprob_start_len", "top_logprobs_num", "sampling_params")
 MAX_THREADS = 32  # sub-requests in flight at once; the router and workers queue the rest
-_END = object()
 
 
 # axum's answer (HTTP 422) to a body serde cannot read into the router's GenerateRequest
@@ -112,48 +109,3 @@ def gather(send: Callable[[dict[str, Any]], Any], subs: list[dict[str, Any]]) ->
         out = future.result()
         flat.extend(out if isinstance(out, list) else [out])
     return flat
-
-
-def interleave(streams: list[Callable[[], Iterator[dict[str, Any]]]], n: int) -> Iterator[dict[str, Any]]:
-    """Every stream's chunks as they come, stream ``i``'s chunk of sample ``j`` (its ``index``, 0
-    without one) as ``index`` ``i * n + j`` (``TokenizerManager._stream_batch_responses``). Each
-    stream is opened and read on a thread of its own; a stream's error is raised here, and closing
-    this iterator (or an error) makes every stream stop at its next chunk."""
-    chunks: queue.Queue[tuple[int, Any]] = queue.Queue()
-    stop = threading.Event()
-
-    def pump(i: int, open_stream: Callable[[], Iterator[dict[str, Any]]]) -> None:
-        try:
-            stream = open_stream()
-            try:
-                for chunk in stream:
-                    if stop.is_set():
-                        break
-                    chunks.put((i, chunk))
-            finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as exc:  # the consumer raises it
-            chunks.put((i, exc))
-        finally:
-            chunks.put((i, _END))
-
-    threads = [
-        threading.Thread(target=pump, args=(i, s), name=f"sgnb-batch-{i}", daemon=True)
-        for i, s in enumerate(streams)
-    ]
-    for thread in threads:
-        thread.start()
-    left = len(threads)
-    try:
-        while left:
-            i, value = chunks.get()
-            if value is _END:
-                left -= 1
-            elif isinstance(value, BaseException):
-                raise value
-            else:
-                yield {**value, "index": i * n + int(value.get("index", 0))}
-    finally:
-        stop.set()

@@ -18,6 +18,7 @@ import requests
 from sgnb import net
 from sgnb.core.events import EventHub, finished_from_result
 from sgnb.runtimes.base import GenerateReqInput, Runtime
+from sgnb.runtimes.batch import interleave
 from sgnb.runtimes.kv_subscriber import KVEventsTree, KVEventSubscriber
 from sgnb.runtimes.remote import batches
 
@@ -224,9 +225,7 @@ class RemoteRuntime(KVEventsTree, Runtime):
     def _send_split(self, body: dict[str, Any]) -> Any:
         subs = batches.split(body)
         if body.get("stream"):
-            return batches.interleave(
-                [functools.partial(self._send, sub) for sub in subs], batches.parallel_n(body)
-            )
+            return interleave([functools.partial(self._send, sub) for sub in subs], batches.parallel_n(body))
         return batches.gather(self._send, subs)
 
     def _stream_or_split(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
