@@ -264,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=None, help="with --runtime: requests per batch")
     parser.add_argument("--no-graphs", dest="graphs", action="store_false", help="with --runtime engine")
     parser.add_argument("--no-endpoint", dest="endpoint", action="store_false", help="with --runtime")
+    parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="with --runtime engine: measure the overheads with CUDA graphs on (default: off on both sides)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="repetitions (default 3; 5 with --runtime)")
     parser.add_argument(
         "--quick", action="store_true", help="32 new tokens instead of 128, one multiturn round"
@@ -324,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             args.requests or (PROMPTS if args.runtime == "engine" else 8),
             args.graphs,
             args.endpoint,
+            args.cuda_graph,
         )
         print(json.dumps(figures) if args.json else json.dumps(figures, indent=2))
         return 0

@@ -166,8 +166,9 @@ class EngineRuntime(KVEventsTree, Runtime):
             raise ValueError("the prompt is empty")
         # The local runtime's one-line ValueErrors for the parameters both know; the Engine
         # judges the rest (it has more, e.g. logit_bias).
+        names = SamplingParams.names()
         for one in raw if isinstance(raw, list) else [raw]:
-            SamplingParams.from_dict({k: v for k, v in one.items() if k in SamplingParams.names()})
+            SamplingParams.from_dict({k: v for k, v in one.items() if k in names})
         stamp = time.monotonic_ns()
         if rid is None:
             rid = [f"sgnb-{stamp}-{i}" for i in range(len(prompts))] if batch else f"sgnb-{stamp}"
