@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from sgnb.core.events import BlockStored, EventHub, EventLog
-from sgnb.runtimes.kv_subscriber import coalesce, convert, decode_payload
+from sgnb.core.events import BlockStored, EventHub, EventLog, coalesce
+from sgnb.runtimes.kv_subscriber import convert, decode_payload
 from sgnb.tree.mirror import TreeMirror
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sglang_kv_events.msgpack.jsonl"

@@ -23,8 +23,9 @@ from sgnb.core.events import (
     BlockStored,
     EventHub,
     block_hashes,
+    coalesce,
 )
-from sgnb.runtimes.kv_subscriber import coalesce, convert
+from sgnb.runtimes.kv_subscriber import convert
 from sgnb.runtimes.local.radix_cache import RadixCache
 from sgnb.tree.mirror import TreeMirror
 

@@ -250,6 +250,7 @@ def coalesce(events: Iterable[KVEvent | None]) -> Iterator[KVEvent]:
             and pending is not None
             and (pending.block_size, pending.medium, pending.lora_id)
             == (event.block_size, event.medium, event.lora_id)
+            and pending.block_hashes  # an empty one (never sent by SGLang) ends a run, not the subscriber
             and event.parent_block_hash == pending.block_hashes[-1]
             and _page_shaped(pending)
             and _page_shaped(event)
