@@ -31,8 +31,9 @@ NEW_TOKENS = 32
 WATCH_PROMPTS = 64
 WATCH_TOKENS = 128
 # The start options of the Engines that measure overheads (the GPU tests' settings): a small KV pool, so
-# that a server for the RuntimeEndpoint side fits beside it, and CUDA graphs off on both sides (each
-# start ~30 s instead of ~60 s; a ratio of like with like). graph_figures measures the graph settings.
+# that a server for the RuntimeEndpoint side fits beside it, and CUDA graphs off on both sides by default
+# (a ratio of like with like; a restart 24 s instead of 35 s, H200 2026-11-30); --cuda-graph measures
+# with them on. graph_figures measures start and decode speed per graph setting.
 ENGINE_OPTIONS: dict[str, Any] = {"max_total_tokens": 20000, "mem_fraction_static": 0.3}
 OVERHEAD_OPTIONS: dict[str, Any] = {**ENGINE_OPTIONS, "disable_cuda_graph": True}
 # CUDA-graph settings compared by --graphs: sgnb's notebook default (off), a few small batch sizes, SGLang's.
