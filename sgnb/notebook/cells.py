@@ -164,7 +164,8 @@ def render_once(exc: BaseException, stb: list[str]) -> BaseException:
 def _from_sglang_stack(tb: TracebackType | None) -> bool:
     while tb is not None:
         name = str(tb.tb_frame.f_globals.get("__name__", ""))
-        if name.split(".")[0] in ("sgnb", "sglang"):
+        # sgnb.notebook.interrupts' SIGINT handler raises every interrupt: its frame says nothing
+        if name.split(".")[0] in ("sgnb", "sglang") and name != "sgnb.notebook.interrupts":
             return True
         tb = tb.tb_next
     return False
@@ -184,6 +185,9 @@ def interrupt_handler(
     Interrupts anywhere else keep IPython's usual traceback.
     """
     if _from_sglang_stack(tb):
+        from sgnb.notebook.interrupts import settle
+
+        settle(tb)  # what the message says: none of the interrupted requests runs on
         stb = [
             "KeyboardInterrupt: generation interrupted; the request was aborted and the runtime is ready "
             "for the next one"
@@ -242,7 +246,10 @@ def cell_error(shell: Any, exc: BaseException, filename: str, offset: int) -> Ba
 
 
 def install(shell: Any) -> None:
-    """Register the AST transformer and the interrupt handler once per shell (idempotent)."""
+    """Register the AST transformer and the interrupt handlers once per shell (idempotent)."""
+    from sgnb.notebook import interrupts
+
+    interrupts.install(shell)
     if not any(isinstance(t, DisplayEveryMagic) for t in shell.ast_transformers):
         shell.ast_transformers.append(DisplayEveryMagic(shell))
     # Only when nobody else has a custom handler: IPython allows one for the whole shell.
