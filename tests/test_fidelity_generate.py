@@ -75,13 +75,13 @@ def serves_normally(rt: Any, http: httpx.Client | None = None) -> None:
 # ---- item 4: aborts --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", [{"rid": "job-1"}, {"abort_all": True}, {"rid": "job"}])
+@pytest.mark.parametrize("how", [{"rid": "job-1"}, {"abort_all": True}, {"abort_all": "yes"}])
 def test_abort_a_non_streaming_request(
     rt: Any, http: httpx.Client, server: ServerThread, how: dict[str, Any]
 ) -> None:
     """/generate (not streamed) with rid job-1, then /abort_request: it finishes at once with
-    FINISH_ABORT's reason and the text so far, its KV freed (TokenizerManager.abort_request;
-    Scheduler.abort_request matches rids by prefix, so {"rid": "job"} aborts job-1 too)."""
+    FINISH_ABORT's reason and the text so far, its KV freed (TokenizerManager.abort_request). The
+    body is read as SGLang's AbortReq through pydantic, which takes "yes" for true."""
     out: dict[str, Any] = {}
 
     def post() -> None:
@@ -107,6 +107,51 @@ def test_abort_a_non_streaming_request(
 def test_abort_by_an_unknown_rid_changes_nothing(rt: Any, http: httpx.Client) -> None:
     assert http.post("/abort_request", json={"rid": "nobody"}).status_code == 200
     serves_normally(rt, http)
+
+
+def test_abort_by_a_prefix_of_a_running_rid_aborts_nothing(
+    rt: Any, http: httpx.Client, server: ServerThread
+) -> None:
+    """``{"rid": "job"}`` while only ``job-1`` runs: SGLang's ``TokenizerManager.abort_request``
+    sends an abort on only for a rid in its ``rid_to_state`` (one tokenizer worker), so nothing is
+    aborted; the scheduler's prefix match applies once it does (sgnb aborted job-1 here). ``{}`` and
+    an empty rid are ignored with a 200 ("Ignore abort_request with empty rid and abort_all=False")."""
+    out: dict[str, Any] = {}
+    params = {**LONG, "max_new_tokens": 60}
+
+    def post() -> None:
+        with httpx.Client(base_url=server.url, timeout=300) as client:
+            body = {"text": "Count slowly:", "rid": "job-1", "sampling_params": params}
+            out["res"] = client.post("/generate", json=body)
+
+    worker = threading.Thread(target=post)
+    worker.start()
+    wait_running(rt)
+    for how in ({"rid": "job"}, {}, {"rid": ""}, {"rid": None}):
+        assert http.post("/abort_request", json=how).status_code == 200, how
+    # while it runs, SGLang's scheduler flushes nothing: http_server.flush_cache's failure text
+    flush = http.post("/flush_cache")
+    assert (flush.status_code, flush.text) == (400, "Flush cache failed.\n")
+    worker.join(timeout=300)
+    meta = out["res"].json()["meta_info"]
+    assert meta["finish_reason"] == {"type": "length", "length": 60}, meta
+    assert meta["completion_tokens"] == 60
+    serves_normally(rt, http)
+
+
+@pytest.mark.parametrize("body", [{"rid": 5}, {"rid": ["a", "b"]}, {"abort_all": "maybe"}])
+def test_abort_request_bodies_sglang_refuses(http: httpx.Client, body: dict[str, Any]) -> None:
+    """What SGLang's ``AbortReq`` (read by pydantic, as FastAPI reads ``http_server.abort_request``'s
+    body) refuses is SGLang's 400 validation ``ErrorResponse`` (was accepted or another message)."""
+    from pydantic import TypeAdapter, ValidationError
+    from sglang.srt.managers.io_struct import AbortReq
+
+    with pytest.raises(ValidationError):
+        TypeAdapter(AbortReq).validate_python(body)
+    res = http.post("/abort_request", json=body)
+    assert res.status_code == 400, res.text
+    error = res.json()
+    assert error["type"] == "Bad Request" and error["code"] == 400 and "validation error" in error["message"]
 
 
 def test_client_disconnect_aborts_a_non_streaming_request(rt: Any, server: ServerThread) -> None:

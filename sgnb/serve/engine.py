@@ -212,8 +212,10 @@ class Engine:
             self.inflight -= 1
 
     def abort(self, rid: str) -> None:
-        """``/abort_request {"rid"}``: every request whose rid starts with ``rid``, as SGLang's scheduler."""
-        self.rt.abort(rid)
+        """``/abort_request {"rid"}``, as ``TokenizerManager.abort_request``: nothing unless a request
+        named ``rid`` is waiting or running; then every request whose rid starts with ``rid`` (the
+        scheduler's match), so ``{"rid": "job"}`` leaves ``job-1`` alone unless ``job`` runs too."""
+        self.rt.abort(rid, if_live=True)
 
     def abort_all(self) -> None:
         """``/abort_request {"abort_all": true}``: every waiting and running request."""

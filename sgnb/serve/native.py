@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from sgnb.serve.accept import Refused, Unsupported, streamed
+from sgnb.serve.accept import Refused, Unsupported, streamed, validation_error
 from sgnb.serve.context import ServeContext, ctx_of, dumps, json_response, read_json, vocab_size
 from sgnb.serve.engine import fan_out, flatten
 from sgnb.serve.metrics import CONTENT_TYPE
@@ -137,16 +137,21 @@ async def _sse_refusal(exc: BaseException) -> AsyncIterator[bytes]:
 
 @router.post("/abort_request")
 async def abort_request(request: Request) -> Response:
+    """The body read as SGLang's ``AbortReq`` (pydantic, as FastAPI reads ``http_server.abort_request``'s):
+    ``{}`` or an empty rid is a no-op 200 (``TokenizerManager.abort_request`` ignores it), a rid of
+    another type SGLang's 400 validation error."""
+    from pydantic import TypeAdapter, ValidationError
+    from sglang.srt.managers.io_struct import AbortReq
+
     ctx = ctx_of(request)
-    body = await read_json(request)
-    if not isinstance(body, dict) or not isinstance(body.get("rid", ""), str):
-        raise BadRequest('send {"rid": "<request id>"} or {"abort_all": true}')
-    if body.get("abort_all") is True:
+    try:
+        req = TypeAdapter(AbortReq).validate_python(await read_json(request))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    if req.abort_all:
         ctx.engine.abort_all()
-    elif body.get("rid"):
-        ctx.engine.abort(body["rid"])
-    else:
-        raise BadRequest('send {"rid": "<request id>"} or {"abort_all": true}')
+    elif req.rid:
+        ctx.engine.abort(req.rid)
     return Response(status_code=200)
 
 

@@ -260,14 +260,16 @@ class LocalRuntime(Runtime):
         self.scheduler.submit(req)
         return list(self._wait(req)["meta_info"]["input_token_logprobs"])
 
-    def abort(self, rid: str) -> None:
-        """Abort the requests whose rid starts with ``rid``, as SGLang's ``/abort_request``.
+    def abort(self, rid: str, if_live: bool = False) -> None:
+        """Abort the requests whose rid starts with ``rid``, as SGLang's scheduler; with ``if_live``
+        only when a waiting or running request is named ``rid`` exactly, as SGLang's ``/abort_request``
+        (``TokenizerManager.abort_request`` drops an abort for a rid it does not hold).
 
         A request aborted while waiting finishes with ``{"type": "abort", "message": "Abort in
         waiting queue"}``, a running one with ``FINISH_ABORT()``'s ``{"type": "abort", "message":
         "Aborted", ...}`` and the text so far; either way its KV is released.
         """
-        self.scheduler.abort(rid)
+        self.scheduler.abort(rid, if_live=if_live)
 
     def abort_all(self) -> None:
         """Abort every waiting and running request (``/abort_request {"abort_all": true}``)."""

@@ -78,9 +78,11 @@ class Scheduler:
         """Whether the caller is the scheduler thread (where ``call`` would wait on itself)."""
         return self._thread is threading.current_thread()
 
-    def abort(self, rid: str | None, exact: bool = False) -> None:
+    def abort(self, rid: str | None, exact: bool = False, if_live: bool = False) -> None:
         """Abort every request whose rid starts with ``rid`` (SGLang's ``Scheduler.abort_request``
         matches so), only the one named ``rid`` with ``exact``, or every request when ``rid`` is None.
+        ``if_live``: nothing unless a waiting or running request is named ``rid`` exactly
+        (``TokenizerManager.abort_request`` sends the abort on only for a rid in its ``rid_to_state``).
 
         The marking runs on the scheduler thread, after everything submitted earlier has reached
         the waiting list (the inbox is FIFO), so a request aborted right after ``submit`` is not missed.
@@ -89,6 +91,8 @@ class Scheduler:
             return
 
         def mark() -> None:
+            if if_live and not any(req.rid == rid for req in self.waiting + self.running):
+                return
             for req in self.waiting + self.running:
                 if rid is None or req.rid == rid or (not exact and req.rid.startswith(rid)):
                     req.aborted = True
