@@ -245,14 +245,21 @@ async def server_info(request: Request) -> Response:
     )
 
 
+# http_server.flush_cache's answer, word for word
+FLUSHED = (
+    "Cache flushed.\nPlease check backend logs for more details. "
+    "(When there are running or waiting requests, the operation will not be performed.)\n"
+)
+
+
 @router.api_route("/flush_cache", methods=["GET", "POST"])
 async def flush_cache(request: Request) -> Response:
     ctx = ctx_of(request)
     try:
         await ctx.engine.call(ctx.runtime.flush_cache)
-    except RuntimeError as exc:  # requests are running: SGLang answers 400 and flushes nothing
-        return Response(f"Cache not flushed: {exc}\n", status_code=400, media_type="text/plain")
-    return Response("Cache flushed.\n", status_code=200, media_type="text/plain")
+    except RuntimeError:  # requests are running: SGLang flushes nothing (its scheduler's success=False)
+        return Response("Flush cache failed.\n", status_code=400, media_type="text/plain")
+    return Response(FLUSHED, status_code=200, media_type="text/plain")
 
 
 @router.get("/metrics")
