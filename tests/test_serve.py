@@ -217,6 +217,31 @@ def test_health_server_info_models(http: httpx.Client) -> None:
     assert models["object"] == "list" and models["data"][0]["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
+def test_model_cards_are_sglang_model_cards(http: httpx.Client, rt: Any) -> None:
+    """``/v1/models`` and ``/v1/models/{id}`` answer SGLang's ``ModelCard`` as ``http_server``'s
+    ``available_models`` / ``retrieve_model`` fill it (root is the served name, parent null; sgnb
+    gave the weights' path as root and no parent, and the card alone lacked root and max_model_len);
+    an unknown id is ``retrieve_model``'s 404 ``model_not_found`` envelope."""
+    from sglang.srt.entrypoints.openai.protocol import ModelCard
+
+    name = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    listed = http.get("/v1/models").json()["data"]
+    one = http.get(f"/v1/models/{name}").json()
+    for card in (listed[0], one):
+        expected = ModelCard(id=name, root=name, max_model_len=rt.context_length).model_dump()
+        assert {**card, "created": 0} == {**expected, "created": 0}, card
+    missing = http.get("/v1/models/bundled")
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": {
+            "message": "The model 'bundled' does not exist",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
+
+
 def test_flush_cache(http: httpx.Client, rt: Any) -> None:
     gen(http, text="something to cache", sampling_params={"max_new_tokens": 1})
     assert rt.cache_state()["cached"] > 0

@@ -71,36 +71,34 @@ def render_chat(runtime: Any, messages: list[dict[str, Any]], kwargs: dict[str, 
     return str(text)
 
 
+def model_card(ctx: Any, model_id: str) -> dict[str, Any]:
+    """SGLang's own ``ModelCard`` as ``http_server.available_models`` fills it: ``root`` is the
+    served name (not the path), ``parent`` null, ``max_model_len`` the context length."""
+    from sglang.srt.entrypoints.openai.protocol import ModelCard
+
+    card = ModelCard(id=model_id, root=model_id, max_model_len=ctx.runtime.context_length)
+    return dict(card.model_dump())
+
+
 @router.get("/v1/models")
 async def models(request: Request) -> Response:
     ctx = ctx_of(request)
-    card = {
-        "id": ctx.model_name,
-        "object": "model",
-        "created": int(time.time()),
-        "owned_by": "sglang",
-        "root": str(ctx.runtime.model_path),
-        "max_model_len": ctx.runtime.context_length,
-    }
-    return json_response({"object": "list", "data": [card]})
+    return json_response({"object": "list", "data": [model_card(ctx, ctx.model_name)]})
 
 
 @router.get("/v1/models/{model_id:path}")
 async def model(request: Request, model_id: str) -> Response:
+    """``http_server.retrieve_model``: the card, or its 404 ``model_not_found`` envelope."""
     ctx = ctx_of(request)
     if model_id != ctx.model_name:
-        return json_response(
-            {
-                "object": "error",
-                "message": f"model {model_id!r} not found",
-                "type": "NotFoundError",
-                "code": 404,
-            },
-            404,
-        )
-    return json_response(
-        {"id": ctx.model_name, "object": "model", "created": int(time.time()), "owned_by": "sglang"}
-    )
+        error = {
+            "message": f"The model '{model_id}' does not exist",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+        return json_response({"error": error}, 404)
+    return json_response(model_card(ctx, model_id))
 
 
 @router.post("/v1/chat/completions")
