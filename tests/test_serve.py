@@ -606,3 +606,27 @@ def test_openai_stream_failing_midway_sends_sglangs_error_event(exc: Exception) 
     expected = json.loads(OpenAIServingBase.create_streaming_error_response(None, str(exc)))  # type: ignore[arg-type]
     assert json.loads(parts[1].removeprefix(b"data: ")) == expected
     assert closed == ["chunks"]
+
+
+def test_generate_meta_info_as_sglang(http: httpx.Client) -> None:
+    """``/generate``'s ``meta_info`` as ``TokenizerManager._handle_batch_output`` builds it: every
+    output has ``weight_version`` (``--weight-version``'s default) and ``num_retractions``;
+    ``e2e_latency`` only on a finished output (sgnb put it on every streamed chunk); no sgnb-only
+    ``constraint`` key (sgnb's views label, which leaked into the API)."""
+    from sglang.srt.arg_groups.fields.serving import Serving
+
+    body = {"text": "Is Paris in France?", "sampling_params": {"max_new_tokens": 3, "regex": "(yes|no)"}}
+    meta = http.post("/generate", json=body).json()["meta_info"]
+    assert meta["weight_version"] == Serving().weight_version and meta["num_retractions"] == 0
+    assert "constraint" not in meta and "e2e_latency" in meta
+    params = {"max_new_tokens": 4, "ignore_eos": True}
+    with http.stream(
+        "POST", "/generate", json={"text": "Hi", "stream": True, "sampling_params": params}
+    ) as res:
+        events = [line[len("data: ") :] for line in res.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(e)["meta_info"] for e in events if e != "[DONE]"]
+    assert len(chunks) >= 2 and chunks[-1]["finish_reason"] is not None
+    for chunk in chunks[:-1]:
+        assert chunk["finish_reason"] is None and "e2e_latency" not in chunk, chunk
+    assert "e2e_latency" in chunks[-1]
+    assert all(c["weight_version"] == "default" and c["num_retractions"] == 0 for c in chunks)

@@ -39,6 +39,21 @@ def sse(obj: Any) -> bytes:
 DONE = b"data: [DONE]\n\n"
 
 
+def sglang_output(out: dict[str, Any]) -> dict[str, Any]:
+    """A runtime's output with ``meta_info`` as SGLang's ``TokenizerManager._handle_batch_output``
+    builds it for ``/generate``: ``weight_version`` (``"default"``) and ``num_retractions`` (sgnb's
+    scheduler never retracts: 0) on every output, ``e2e_latency`` only once finished, and none of
+    sgnb's own ``constraint`` (the views' label, not SGLang's API). ``ttft`` stays: sgnb's clients
+    (cluster comparisons, the remote runtime's views) read it; SGLang's server has no such key."""
+    meta = dict(out.get("meta_info") or {})
+    meta.pop("constraint", None)
+    if meta.get("finish_reason") is None:
+        meta.pop("e2e_latency", None)
+    meta.setdefault("weight_version", "default")
+    meta.setdefault("num_retractions", 0)
+    return {**out, "meta_info": meta}
+
+
 def stream_error(exc: BaseException) -> dict[str, Any]:
     """The error event of a stream that failed with something other than a bad request (sgnb's own:
     SGLang's server cuts such a stream off without an event)."""
@@ -107,7 +122,8 @@ async def generate(request: Request) -> Response:
         item = items[i // n]
         if item.log_metrics:
             ctx.metrics.observe(out["meta_info"], streaming=False, constraint=item.constraint)
-    return json_response(results if batched or n > 1 else results[0])
+    shaped = [sglang_output(out) for out in results]
+    return json_response(shaped if batched or n > 1 else shaped[0])
 
 
 async def _sse_generate(
@@ -118,7 +134,7 @@ async def _sse_generate(
     try:
         async for chunk in chunks:  # text already held back as SGLang's stream (sgnb.core.detokenize)
             final = chunk["meta_info"].get("finish_reason") is not None
-            yield sse(chunk)
+            yield sse(sglang_output(chunk))
             item = items[int(chunk.get("index", 0)) // n]
             if final and item.log_metrics:
                 ctx.metrics.observe(chunk["meta_info"], streaming=True, constraint=item.constraint)
