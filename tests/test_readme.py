@@ -94,6 +94,29 @@ def test_readme_parser_finds_the_tour() -> None:
     assert [(b.source, b.expected, b.skip) for b in parsed] == [("x = 1", "1", ""), ("y", None, "why")]
 
 
+def lost_values(source: str) -> list[str]:
+    """The lines of a cell whose value a reader expects to see but never does: a bare expression
+    that is not a call (``c.url, c.workers``) anywhere but last; IPython shows the last one only."""
+    import ast
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    body = ast.parse(TransformerManager().transform_cell(source)).body
+    return [
+        ast.unparse(node)
+        for node in body[:-1]
+        if isinstance(node, ast.Expr) and not isinstance(node.value, ast.Call | ast.Constant)
+    ]
+
+
+def test_every_value_a_block_names_is_shown() -> None:
+    """Pasted as one cell, a block shows only its last expression's value: a value named earlier
+    (the cluster block's ``c.url, c.workers`` before ``c.stop()``) showed nothing at all."""
+    assert lost_values("a = 1\na, a\nprint(a)") == ["(a, a)"]  # the check itself finds one
+    lost = {b.line: lost_values(b.source) for b in python_blocks()}
+    assert not {line: values for line, values in lost.items() if values}, lost
+
+
 def _text(output: dict[str, Any]) -> str:
     if output.get("output_type") == "stream":
         return str(output.get("text", ""))
