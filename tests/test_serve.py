@@ -630,3 +630,26 @@ def test_generate_meta_info_as_sglang(http: httpx.Client) -> None:
         assert chunk["finish_reason"] is None and "e2e_latency" not in chunk, chunk
     assert "e2e_latency" in chunks[-1]
     assert all(c["weight_version"] == "default" and c["num_retractions"] == 0 for c in chunks)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize("model", [None, "bundled", "my-deployment"])
+def test_openai_responses_echo_the_request_model(http: httpx.Client, path: str, model: str | None) -> None:
+    """``OpenAIServingChat`` / ``OpenAIServingCompletion`` answer ``model=request.model`` in the
+    response and in every streamed chunk: the name the client sent, SGLang's ``DEFAULT_MODEL_NAME``
+    when it sent none (sgnb answered the served model's name whatever was asked)."""
+    from sglang.srt.entrypoints.openai.protocol import DEFAULT_MODEL_NAME
+
+    body: dict[str, Any] = {"max_tokens": 2, "temperature": 0}
+    if path == "/v1/chat/completions":
+        body["messages"] = [{"role": "user", "content": "hi"}]
+    else:
+        body["prompt"] = "The capital of France is"
+    if model is not None:
+        body["model"] = model
+    expected = DEFAULT_MODEL_NAME if model is None else model
+    assert http.post(path, json=body).json()["model"] == expected
+    with http.stream("POST", path, json={**body, "stream": True}) as res:
+        events = [line[len("data: ") :] for line in res.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events if e != "[DONE]"]
+    assert chunks and all(c["model"] == expected for c in chunks), chunks

@@ -133,7 +133,8 @@ async def chat_completions(request: Request) -> Response:
         chunks = await ctx.engine.open_stream(item)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
-            _sse(_chat_events(ctx, item, chunks, rid, include_usage), chunks), media_type="text/event-stream"
+            _sse(_chat_events(ctx, item, chunks, rid, include_usage, req.model), chunks),
+            media_type="text/event-stream",
         )
     outs = flatten(
         [await ctx.engine.generate(item, request.is_disconnected)]
@@ -154,6 +155,7 @@ async def chat_completions(request: Request) -> Response:
         },
         chat_logprobs_of if req.logprobs else None,
         item.constraint,
+        req.model,
     )
 
 
@@ -166,6 +168,7 @@ def _response(
     body: Callable[[dict[str, Any]], dict[str, Any]],
     logprobs: Callable[..., Any] | None,
     constraint: str | None,
+    model: str,
 ) -> Response:
     """A whole response as ``OpenAIServingChat._build_chat_response`` /
     ``OpenAIServingCompletion._build_completion_response`` build it: one choice per result (``index``
@@ -184,7 +187,8 @@ def _response(
                 "matched_stop": matched,
             }
         )
-    head = {"id": rid, "object": obj, "created": int(time.time()), "model": ctx.model_name}
+    # the request's own model name, echoed (``model=request.model``; "default" when it named none)
+    head = {"id": rid, "object": obj, "created": int(time.time()), "model": model}
     return json_response({**head, "choices": choices, "usage": usage([o["meta_info"] for o in outs], n)})
 
 
@@ -194,9 +198,9 @@ class _Chunks:
     (``index``, ``n > 1`` interleaved) the logprobs of its tokens not yet sent (SGLang's
     ``n_prev_token``); the usage chunk (``choices: []``) once every choice has ended."""
 
-    def __init__(self, ctx: ServeContext, rid: str, obj: str) -> None:
+    def __init__(self, ctx: ServeContext, rid: str, obj: str, model: str) -> None:
         self.ctx = ctx
-        self.head = {"id": rid, "object": obj, "created": int(time.time()), "model": ctx.model_name}
+        self.head = {"id": rid, "object": obj, "created": int(time.time()), "model": model}
         self.seen: dict[int, int] = {}  # per choice: tokens whose logprobs were considered
 
     def choice(
@@ -263,12 +267,17 @@ async def _sse(
 
 
 async def _chat_events(
-    ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None], rid: str, include_usage: bool
+    ctx: ServeContext,
+    item: Item,
+    chunks: AsyncGenerator[dict[str, Any], None],
+    rid: str,
+    include_usage: bool,
+    model: str,
 ) -> AsyncGenerator[bytes, None]:
     """``chat.completion.chunk`` events as ``OpenAIServingChat._generate_chat_stream`` sends them: per
     choice a role chunk, then content deltas carrying their tokens' logprobs; the finish chunks after
     every choice has ended, then the usage chunk if asked."""
-    out = _Chunks(ctx, rid, "chat.completion.chunk")
+    out = _Chunks(ctx, rid, "chat.completion.chunk", model)
     sent: dict[int, str] = {0: ""}  # per choice: the text sent so far
     finals: dict[int, dict[str, Any]] = {}  # per choice, in the order they ended
     yield out.choice(0, {"delta": {"role": "assistant", "content": ""}})
@@ -341,7 +350,7 @@ async def completions(request: Request) -> Response:
             chunks = await ctx.engine.open_batch_stream(items)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(
-            _sse(_completion_events(ctx, items[0], chunks, rid, include_usage), chunks),
+            _sse(_completion_events(ctx, items[0], chunks, rid, include_usage, req.model), chunks),
             media_type="text/event-stream",
         )
     batch = (
@@ -357,16 +366,22 @@ async def completions(request: Request) -> Response:
         lambda out: {"text": out["text"]},
         completion_logprobs_of if req.logprobs is not None else None,
         constraint,
+        req.model,
     )
 
 
 async def _completion_events(
-    ctx: ServeContext, item: Item, chunks: AsyncGenerator[dict[str, Any], None], rid: str, include_usage: bool
+    ctx: ServeContext,
+    item: Item,
+    chunks: AsyncGenerator[dict[str, Any], None],
+    rid: str,
+    include_usage: bool,
+    model: str,
 ) -> AsyncGenerator[bytes, None]:
     """``text_completion`` events as ``OpenAIServingCompletion._generate_completion_stream`` sends them:
     per choice its text pieces with their tokens' logprobs, the last with its finish_reason; then the
     usage chunk if asked."""
-    out = _Chunks(ctx, rid, "text_completion")
+    out = _Chunks(ctx, rid, "text_completion", model)
     sent: dict[int, str] = {}  # per choice: the text sent so far
     finals: dict[int, dict[str, Any]] = {}
     async for chunk in chunks:
