@@ -653,3 +653,28 @@ def test_openai_responses_echo_the_request_model(http: httpx.Client, path: str, 
         events = [line[len("data: ") :] for line in res.iter_lines() if line.startswith("data: ")]
     chunks = [json.loads(e) for e in events if e != "[DONE]"]
     assert chunks and all(c["model"] == expected for c in chunks), chunks
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_openai_usage_and_metadata_as_sglang(http: httpx.Client, path: str) -> None:
+    """Usage is SGLang's ``UsageInfo`` (``UsageProcessor``, cache report on), every field of it
+    (sgnb left out ``reasoning_tokens`` and ``completion_tokens_details``), streamed too; a whole
+    response carries ``metadata`` (``build_endpoint_weight_version_metadata``: the weight version)."""
+    from sglang.srt.entrypoints.openai.protocol import UsageInfo
+
+    body: dict[str, Any] = {"max_tokens": 2, "temperature": 0, "n": 2}
+    if path == "/v1/chat/completions":
+        body["messages"] = [{"role": "user", "content": "hi"}]
+    else:
+        body["prompt"] = "The capital of France is"
+    whole = http.post(path, json=body).json()
+    assert whole["metadata"] == {"weight_version": "default"}
+    stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    with http.stream("POST", path, json=stream) as res:
+        events = [line[len("data: ") :] for line in res.iter_lines() if line.startswith("data: ")]
+    streamed = [json.loads(e) for e in events if e != "[DONE]"][-1]["usage"]
+    for usage in (whole["usage"], streamed):
+        assert set(usage) == set(UsageInfo.model_fields), usage
+        assert usage["reasoning_tokens"] == 0 and usage["completion_tokens_details"] is None
+        assert usage["completion_tokens"] == 4 and usage["total_tokens"] == usage["prompt_tokens"] + 4
+        assert set(usage["prompt_tokens_details"]) >= {"cached_tokens"}

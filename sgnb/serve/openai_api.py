@@ -44,17 +44,15 @@ def finish(meta: dict[str, Any]) -> tuple[str | None, Any]:
 
 
 def usage(metas: list[dict[str, Any]], n: int = 1) -> dict[str, Any]:
-    """Token counts; with ``n`` choices per prompt the prompt counts once
-    (``UsageProcessor.calculate_response_usage``: every ``n``-th response)."""
-    prompt = sum(int(m.get("prompt_tokens", 0)) for m in metas[::n])
-    completion = sum(int(m.get("completion_tokens", 0)) for m in metas)
-    cached = sum(int(m.get("cached_tokens", 0)) for m in metas[::n])
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    }
+    """SGLang's own ``UsageInfo`` from ``UsageProcessor.calculate_response_usage``: with ``n`` choices
+    per prompt the prompt counts once (every ``n``-th response); ``reasoning_tokens`` 0 and
+    ``completion_tokens_details`` null as SGLang answers them. Cached tokens are reported as with
+    ``--enable-cache-report`` (what sgnb's Engine runtime sets too: sgnb is there to show them)."""
+    from sglang.srt.entrypoints.openai.usage_processor import UsageProcessor
+
+    responses = [{"meta_info": m} for m in metas]
+    info = UsageProcessor.calculate_response_usage(responses, n_choices=n, enable_cache_report=True)
+    return dict(info.model_dump())
 
 
 def render_chat(runtime: Any, messages: list[dict[str, Any]], kwargs: dict[str, Any] | None) -> str:
@@ -189,7 +187,10 @@ def _response(
         )
     # the request's own model name, echoed (``model=request.model``; "default" when it named none)
     head = {"id": rid, "object": obj, "created": int(time.time()), "model": model}
-    return json_response({**head, "choices": choices, "usage": usage([o["meta_info"] for o in outs], n)})
+    metas = [o["meta_info"] for o in outs]
+    # build_endpoint_weight_version_metadata(ret[0]["meta_info"]): sgnb serves one weight version
+    metadata = {"weight_version": "default"}
+    return json_response({**head, "choices": choices, "usage": usage(metas, n), "metadata": metadata})
 
 
 class _Chunks:
