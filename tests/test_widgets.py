@@ -642,3 +642,28 @@ def test_program_state_streams_the_whole_answer_and_its_speed() -> None:
     executor.meta_info = {"answer": {"completion_tokens": 41, "e2e_latency": 1.1, "ttft": 0.1}}
     page = ProgramStateView(SimpleNamespace(stream_executor=executor))._repr_html_()
     assert "generating" not in page and "41 tokens, first after 0.10 s, 40.0 tokens/s" in page
+
+
+def test_program_state_shows_a_finished_select_as_chosen(rt: Any) -> None:
+    """A ``select``'s meta_info is SGLang's ``ChoicesDecision.meta_info`` (logprobs, no token counts):
+    the view said "8 characters so far" and "/" for it after the program had ended (tutorial 02)."""
+    import sglang as sgl
+
+    from sgnb.notebook.views import ProgramStateView
+
+    @sgl.function
+    def pick(s: Any) -> None:
+        s += (
+            "The sky is "
+            + sgl.select("colour", choices=["blue", "green"])
+            + ". "
+            + sgl.gen("more", max_tokens=4)
+        )
+
+    state = pick.run(backend=rt.backend, temperature=0)
+    state.sync()
+    page = ProgramStateView(state)._repr_html_()
+    colour = page.split("<td>colour</td>")[1].split("</tr>")[0]
+    assert "so far" not in colour and "<td>chosen</td>" in colour and "<td>/</td>" not in colour
+    more = page.split("<td>more</td>")[1].split("</tr>")[0]
+    assert " tokens" in more and "so far" not in more  # a gen keeps SGLang's figures

@@ -89,12 +89,18 @@ def short_value(value: str, limit: int = 80) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def speed(meta: dict[str, Any], value: str, elapsed: float) -> str:
-    """``"32 tokens, first after 0.12 s, 41.0 tokens/s"`` once SGLang's meta_info is in, else progress."""
+def speed(meta: dict[str, Any], value: str, elapsed: float, done: bool = False) -> str:
+    """``"32 tokens, first after 0.12 s, 41.0 tokens/s"`` once SGLang's meta_info is in, else progress.
+
+    ``done``: the variable is set (its ``StreamExecutor.variable_event``). A ``select``'s meta_info is
+    its ``ChoicesDecision.meta_info`` (logprobs, no token counts), so a chosen one reads ``"chosen"``.
+    """
     tokens, latency, ttft = meta.get("completion_tokens"), meta.get("e2e_latency"), meta.get("ttft")
     if isinstance(tokens, int) and isinstance(latency, int | float) and latency > 0:
         first = f", first after {ttft:.2f} s" if isinstance(ttft, int | float) else ""
         decode = latency - ttft if isinstance(ttft, int | float) and latency > ttft else latency
         rate = f", {(tokens - 1) / decode:.1f} tokens/s" if tokens > 1 and decode > 0 else ""
         return f"{tokens} tokens{first}{rate}"
+    if done:
+        return "chosen" if "normalized_prompt_logprobs" in meta else "done"
     return f"{len(value)} characters so far ({elapsed:.1f} s)" if value else ""

@@ -147,12 +147,18 @@ class ProgramStateView:
         else:
             blocks = f"<pre style='white-space:pre-wrap'>{self._mark_variables(executor.text_)}</pre>"
         rows = []
+        events = getattr(executor, "variable_event", {})
         for name, value in self._variables().items():
             meta = executor.meta_info.get(name) or {}
+            done = name in events and events[name].is_set()
+            tokens = (
+                f"{meta.get('cached_tokens', '')}/{meta.get('prompt_tokens', '')}"
+                if "prompt_tokens" in meta or "cached_tokens" in meta
+                else ""  # a select's meta_info has no token counts
+            )
             rows.append(
-                f"<tr><td>{html.escape(name)}</td><td>{html.escape(short_value(value))}</td>"
-                f"<td>{meta.get('cached_tokens', '')}/{meta.get('prompt_tokens', '')}</td>"
-                f"<td>{html.escape(speed(meta, value, time.monotonic() - self.started))}</td></tr>"
+                f"<tr><td>{html.escape(name)}</td><td>{html.escape(short_value(value))}</td><td>{tokens}</td>"
+                f"<td>{html.escape(speed(meta, value, time.monotonic() - self.started, done))}</td></tr>"
             )
         table = (
             "<table><tr><th>variable</th><th>value</th><th>cached/prompt tokens</th><th>speed</th></tr>"
