@@ -13,9 +13,17 @@ or from Python:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from sgnb.core.version_check import SGLANG_PIN, SGNB_VERSION, check_sglang_version
+
+# Importing SGLang's request classes (io_struct, for sgnb serve's checks) loads its quantization layers,
+# which warn on any machine without CUDA that AWQ and GGUF need one, with their absolute paths, into the
+# notebook's first served request (tutorial 03). sgnb runs neither there; only these two are silenced.
+warnings.filterwarnings(
+    "ignore", message=r"Only CUDA, .* support (AWQ|GGUF)", category=UserWarning, module=r"sglang\.srt\.layers"
+)
 
 __version__ = SGNB_VERSION
 __all__ = [

@@ -271,3 +271,28 @@ def test_help_lists_every_command() -> None:
 def test_serve_rejects_a_bad_kv_events_config() -> None:
     done = run("serve", "--port", str(free_port()), "--kv-events-config", '{"publisher": "kafka"}')
     assert done.returncode == 2 and "unknown KV event publisher" in done.stderr
+
+
+def test_sglang_cpu_quantization_warnings_are_silenced_by_sgnb() -> None:
+    """On a CPU, SGLang's io_struct import warns that AWQ and GGUF need CUDA, with absolute paths, in the
+    first served request's cell (tutorial 03); sgnb silences exactly those two."""
+    import subprocess
+    import sys
+
+    code = "import sglang.srt.managers.io_struct"
+    bare = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True)
+    if "support AWQ" not in bare.stderr:
+        pytest.skip("this SGLang does not warn about AWQ here")
+    ours = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "always",
+            "-c",
+            f"import sgnb; {code}; import warnings; warnings.warn('kept')",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert ours.returncode == 0, ours.stderr
+    assert "AWQ" not in ours.stderr and "GGUF" not in ours.stderr and "kept" in ours.stderr
