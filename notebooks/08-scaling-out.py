@@ -41,7 +41,7 @@ WORKERS: int = 2  # data-parallel workers (on GPUs: one per GPU)
 KV_BUDGET: int = 1400  # KV-cache tokens per worker: about half of the tenants' prefixes fit
 TENANTS: int = 5  # system prompts with few-shot examples (~360 tokens each); odd, see below
 REQUESTS_PER_TENANT: int = 3  # users per tenant, interleaved in rounds
-MIN_RATIO: float = 2.0  # cache_aware must cache at least this many times the tokens round_robin caches
+MIN_CACHED: float = 0.5  # cache_aware must serve at least this fraction of prompt tokens from cache
 
 # %% [markdown]
 # ## Start the workers and the router
@@ -164,7 +164,8 @@ assert served[:4] == served[4:], "cache_aware sent a topic's second request else
 # turn, every worker sees every tenant, and their prefixes evict each other before they are reused.
 # (With an even number, round-robin would pin each tenant to one worker by accident; with a random
 # arrival order it keeps a bit over half of what cache-aware keeps: `python -m sgnb.bench --workload
-# router --order shuffled`, figures in docs/performance.md. Cache-aware's hits do not depend on luck.)
+# router --order shuffled`, figures in docs/performance.md. Even here the 4 concurrent clients race to the
+# router, so round-robin's share changes from run to run. Cache-aware's hits do not depend on luck.)
 #
 # `compare_policies` restarts the router with each policy (same workers, caches flushed) and replays
 # the same workload; the figures come from the workers' responses (`meta_info`).
@@ -180,9 +181,11 @@ display(HTML(table_html(results)))
 plot(results)
 
 # %%
-ratio = results["cache_aware"]["cached_tokens"] / max(1, results["round_robin"]["cached_tokens"])
-print(f"cache_aware cached {ratio:.1f}x the tokens round_robin cached")
-assert ratio >= MIN_RATIO
+aware, robin = results["cache_aware"], results["round_robin"]
+print(f"cache_aware cached {aware['cached_fraction']:.0%} of the prompt tokens, round_robin {robin['cached_fraction']:.0%}")
+# A tenant's 2nd and 3rd requests can hit (at most ~2/3): cache_aware gets there every run; round_robin's
+# share depends on how the 4 concurrent clients' requests race to the router (1% to 38% seen on a CPU).
+assert aware["cached_fraction"] >= MIN_CACHED and aware["cached_tokens"] >= robin["cached_tokens"]
 cluster.view()
 
 # %% [markdown]
